@@ -1,0 +1,302 @@
+//! # Upstreams: the servers behind the balancer
+//!
+//! nginx calls the group of servers behind a proxy an *upstream*; HAProxy
+//! calls it a *backend*. Each [`Upstream`] here is one server with what the
+//! balancer knows about it:
+//!
+//! * its **health** (up or down, decided by [`crate::health`]),
+//! * whether an operator is **draining** it (no new requests; the ones in
+//!   flight finish, as before a planned restart),
+//! * how many requests it is serving right now (**in flight**, which
+//!   `least-conn` reads), and counters of requests and failures.
+//!
+//! The list of servers can be replaced while requests run (`PUT /servers`).
+//! Requests hold an `Arc` to the server they were sent to, so a server
+//! removed from the list still finishes what it was doing; servers that stay
+//! keep their health and counters. The address is resolved by DNS each time
+//! a new connection is opened, so a container that comes back with a new IP
+//! address is found again.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use http::uri::Authority;
+
+use crate::config::UpstreamConfig;
+use crate::health::HealthState;
+
+/// What `GET /servers` shows as a server's `state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerState {
+    /// Gets traffic.
+    Up,
+    /// Failed its health checks; gets no traffic.
+    Down,
+    /// Taken out by an operator; in-flight requests finish.
+    Draining,
+}
+
+impl ServerState {
+    /// `up`, `down` or `draining`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Down => "down",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+/// Why an address cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AddressError {
+    /// Not `host:port`.
+    #[error("address {0:?} must be host:port, e.g. \"server-1:8000\" (a port is required)")]
+    Malformed(String),
+}
+
+/// Checks that `address` is `host:port` and turns it into a URI authority.
+pub fn parse_address(address: &str) -> Result<Authority, AddressError> {
+    let authority: Authority = address
+        .parse()
+        .map_err(|_| AddressError::Malformed(address.to_owned()))?;
+    if authority.port_u16().is_none()
+        || authority.host().is_empty()
+        || authority.as_str().contains('@')
+    {
+        return Err(AddressError::Malformed(address.to_owned()));
+    }
+    Ok(authority)
+}
+
+/// One server behind the balancer.
+#[derive(Debug)]
+pub struct Upstream {
+    name: String,
+    address: String,
+    authority: Authority,
+    health: Mutex<HealthState>,
+    /// Mirror of `health.is_up()`, read on every request without a lock.
+    up: AtomicBool,
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl Upstream {
+    /// A new server, up, with zero counters.
+    pub fn new(name: impl Into<String>, address: impl Into<String>) -> Result<Self, AddressError> {
+        let address = address.into();
+        let authority = parse_address(&address)?;
+        Ok(Self {
+            name: name.into(),
+            address,
+            authority,
+            health: Mutex::new(HealthState::new()),
+            up: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    /// The server's name (`server-1`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `host:port` as configured.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The address as a URI authority.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Whether a new request may be sent here: up and not draining.
+    pub fn is_eligible(&self) -> bool {
+        self.up.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether health checks say up (draining or not).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    /// Up, down or draining.
+    pub fn state(&self) -> ServerState {
+        if self.draining.load(Ordering::Acquire) {
+            ServerState::Draining
+        } else if self.is_up() {
+            ServerState::Up
+        } else {
+            ServerState::Down
+        }
+    }
+
+    /// Starts or stops draining.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Release);
+    }
+
+    /// Requests being served right now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Requests sent here since the server was added (retries included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests that failed here (refused, reset, timed out, ...).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Counts a failed request.
+    pub fn count_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request and marks it in flight until the guard is dropped.
+    pub fn begin_request(self: &Arc<Self>) -> InFlight {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// Locks the health state to read or update it; call
+    /// [`Upstream::sync_health`] after an update.
+    pub fn health(&self) -> MutexGuard<'_, HealthState> {
+        // A panic while holding this lock cannot leave the state half-written
+        // in a way that matters, so a poisoned lock is simply taken over.
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies the health state's verdict into the lock-free flag.
+    pub fn sync_health(&self, state: &HealthState) {
+        self.up.store(state.is_up(), Ordering::Release);
+    }
+}
+
+/// A request in flight on a server; dropping it ends the request (when the
+/// response body has been sent, or the attempt failed).
+#[derive(Debug)]
+pub struct InFlight(Arc<Upstream>);
+
+impl InFlight {
+    /// The server this request went to.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The current list of servers, replaceable at run time.
+#[derive(Debug, Default)]
+pub struct UpstreamSet {
+    list: RwLock<Arc<[Arc<Upstream>]>>,
+}
+
+impl UpstreamSet {
+    /// A set holding `servers` (checked with
+    /// [`crate::config::validate_upstreams`] first).
+    pub fn new(servers: &[UpstreamConfig]) -> Result<Self, AddressError> {
+        let set = Self::default();
+        set.replace(servers)?;
+        Ok(set)
+    }
+
+    /// The list as it is now; later changes do not affect the copy.
+    pub fn snapshot(&self) -> Arc<[Arc<Upstream>]> {
+        self.list.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Finds a server by name.
+    pub fn find(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.snapshot().iter().find(|u| u.name() == name).cloned()
+    }
+
+    /// Replaces the list. A server whose name and address both stay keeps its
+    /// health, drain flag and counters; a new one starts up with zero
+    /// counters. Requests in flight on removed servers finish normally.
+    pub fn replace(&self, servers: &[UpstreamConfig]) -> Result<(), AddressError> {
+        let mut guard = self.list.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = Vec::with_capacity(servers.len());
+        for s in servers {
+            let kept = guard
+                .iter()
+                .find(|u| u.name() == s.name && u.address() == s.address)
+                .cloned();
+            next.push(match kept {
+                Some(u) => u,
+                None => Arc::new(Upstream::new(&s.name, &s.address)?),
+            });
+        }
+        *guard = next.into();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(name: &str, address: &str) -> UpstreamConfig {
+        UpstreamConfig {
+            name: name.into(),
+            address: address.into(),
+        }
+    }
+
+    #[test]
+    fn addresses_need_a_port() {
+        assert!(parse_address("server-1:8000").is_ok());
+        assert!(parse_address("127.0.0.1:80").is_ok());
+        assert!(parse_address("server-1").is_err());
+        assert!(parse_address("http://server-1:80").is_err());
+        assert!(parse_address("user@server-1:80").is_err());
+        assert!(parse_address("").is_err());
+    }
+
+    #[test]
+    fn replace_keeps_servers_that_stay() {
+        let set = UpstreamSet::new(&[cfg("a", "a:1"), cfg("b", "b:1")]).unwrap();
+        let a = set.find("a").unwrap();
+        let guard = a.begin_request();
+        a.set_draining(true);
+        set.replace(&[cfg("a", "a:1"), cfg("c", "c:1")]).unwrap();
+        let a2 = set.find("a").unwrap();
+        assert!(Arc::ptr_eq(&a, &a2));
+        assert_eq!(a2.requests(), 1);
+        assert_eq!(a2.in_flight(), 1);
+        assert_eq!(a2.state(), ServerState::Draining);
+        assert!(set.find("b").is_none());
+        assert_eq!(set.find("c").unwrap().state(), ServerState::Up);
+        drop(guard);
+        assert_eq!(a2.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_removed_server_finishes_its_requests() {
+        let set = UpstreamSet::new(&[cfg("a", "a:1")]).unwrap();
+        let a = set.find("a").unwrap();
+        let guard = a.begin_request();
+        set.replace(&[]).unwrap();
+        assert!(set.snapshot().is_empty());
+        assert_eq!(guard.upstream().in_flight(), 1);
+        drop(guard);
+        assert_eq!(a.in_flight(), 0);
+    }
+}
