@@ -1,0 +1,168 @@
+//! The command line, and nothing else: clap definitions for every `lab`
+//! command. Parsing lives here so the rest of the library works with plain
+//! typed values and can be tested without a shell.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::topology::{LbStrategy, Reads, Replication, Sessions, Toggle};
+
+const EXAMPLES: &str = "\
+Examples:
+  lab images build                 build every image (no registry needed)
+  lab up                           3 servers, a balancer, redis, a primary and a replica
+  lab up --servers 4 --lb least-conn --sessions redis --cache on
+  lab status                       what runs, its health and ports
+  lab load --scenario sessions     drive users through the balancer and watch them suffer
+  lab logs server-1 --follow
+  lab down                         remove everything the lab created";
+
+/// A chaos lab for learning how web apps scale: real containers, real faults.
+#[derive(Parser, Debug)]
+#[command(name = "lab", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Which lab to act on; two labs with different names run side by side.
+    #[arg(long, global = true, env = "LAB_NAME", default_value = "lab", value_parser = parse_lab_name)]
+    pub lab: String,
+
+    /// More log detail (-v debug, -vv trace); RUST_LOG wins when set.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build the lab's container images from Debian packages.
+    #[command(subcommand, after_help = "Example:\n  lab images build          # seconds when nothing changed\n  lab images build --force  # rebuild everything, base included")]
+    Images(ImagesCommand),
+
+    /// Create the lab, or bring a running lab in line with new settings.
+    #[command(after_help = "Examples:\n  lab up\n  lab up --servers 2 --sessions redis --port 0\n  lab up -f lab.toml --replicas 2   # flags win over the file")]
+    Up(UpArgs),
+
+    /// Show every service: state, health, ports, the balancer's view, lag.
+    #[command(after_help = "Examples:\n  lab status\n  lab status --json | jq '.services[] | {name, health}'")]
+    Status(StatusArgs),
+
+    /// Remove every container, network and volume of the lab.
+    #[command(after_help = "Example:\n  lab down\n  lab --lab class-2 down")]
+    Down,
+
+    /// Print a service's logs.
+    #[command(after_help = "Examples:\n  lab logs server-1\n  lab logs db-replica-1 --follow")]
+    Logs(LogsArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImagesCommand {
+    /// Build (or rebuild what changed of) every lab image.
+    Build {
+        /// Rebuild every image, the Debian base included, even if unchanged.
+        #[arg(long)]
+        force: bool,
+        /// Where the release binaries are (default: target/release next to the workspace, or beside `lab`).
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+    },
+}
+
+/// Every knob of DESIGN.md §3 that `lab up` takes. `None` means "not given":
+/// the value then comes from `-f lab.toml`, else from the default.
+#[derive(Args, Debug, Default, Clone)]
+pub struct UpArgs {
+    /// Number of app servers (1..=16).
+    #[arg(long, value_name = "N")]
+    pub servers: Option<u8>,
+    /// How the balancer picks a server.
+    #[arg(long, value_enum, value_name = "STRATEGY")]
+    pub lb: Option<LbStrategy>,
+    /// Retry a failed idempotent request once on another server.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub retries: Option<Toggle>,
+    /// Where login state lives.
+    #[arg(long, value_enum)]
+    pub sessions: Option<Sessions>,
+    /// Cache-aside for product reads in Redis.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub cache: Option<Toggle>,
+    /// Streaming replicas of db-primary (0..=3).
+    #[arg(long, value_name = "M")]
+    pub replicas: Option<u8>,
+    /// Whether a commit waits for the replicas.
+    #[arg(long, value_enum)]
+    pub replication: Option<Replication>,
+    /// Where the app sends reads of balances.
+    #[arg(long, value_enum)]
+    pub reads: Option<Reads>,
+    /// The balancer's port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, value_name = "P")]
+    pub port: Option<u16>,
+    /// A lab.toml with any of the keys above; flags win over it.
+    #[arg(short = 'f', long = "file", value_name = "lab.toml")]
+    pub file: Option<PathBuf>,
+    /// Do not wait for the services to become healthy.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting for health after this long.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// One JSON document on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogsArgs {
+    /// A service name as `lab status` shows it, e.g. server-1.
+    pub name: String,
+    /// Keep printing new lines until Ctrl-C.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+}
+
+/// Lab names end up in container, network and volume names, so they must be
+/// valid Docker object names and short enough to read in `docker ps`.
+fn parse_lab_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a lab name: use 1-32 letters, digits, '-' or '_', starting with a letter or digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lab_names_are_checked() {
+        assert!(parse_lab_name("class-2").is_ok());
+        assert!(parse_lab_name("").is_err());
+        assert!(parse_lab_name("-x").is_err());
+        assert!(parse_lab_name("a b").is_err());
+        assert!(parse_lab_name(&"x".repeat(33)).is_err());
+    }
+}

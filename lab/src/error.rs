@@ -1,0 +1,38 @@
+//! The one error type of the `lab` library. Each variant's message is a
+//! single line that names what went wrong and what to do about it; `main`
+//! prints it after `error: ` and exits 1.
+
+use thiserror::Error;
+
+use crate::images::ImageError;
+use crate::naming::NameError;
+use crate::runtime::RuntimeError;
+use crate::topology::TopologyError;
+
+#[derive(Error, Debug)]
+pub enum LabError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("port {port} on 127.0.0.1 is already in use: stop what uses it, or pick another with --port (0 picks a free one)")]
+    PortInUse { port: u16 },
+    #[error("{services} did not become healthy within {secs}s; see `lab logs {first}` and `lab status`")]
+    NotHealthy {
+        services: String,
+        first: String,
+        secs: u64,
+    },
+    #[error("{service} stopped while starting (exit {code}); see `lab logs {service}`")]
+    Exited { service: String, code: String },
+    #[error("the balancer's admin API did not answer ({0}); is lb-1 running? see `lab status`")]
+    Admin(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, LabError>;

@@ -1,0 +1,288 @@
+//! An in-memory [`Runtime`] for unit tests of the orchestration logic.
+//!
+//! It keeps containers, networks and volumes in maps, answers label
+//! queries the way Docker does, and records every call so a test can assert
+//! what the orchestrator did ("the second `up` created nothing").
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
+
+use super::{
+    BuildLog, ContainerInfo, ContainerSpec, ExecOutput, Health, ImageInfo, ObjectInfo, Result,
+    Runtime, RuntimeError, State, Usage,
+};
+
+#[derive(Default, Debug)]
+struct Inner {
+    containers: BTreeMap<String, (ContainerSpec, ContainerInfo)>,
+    networks: BTreeMap<String, BTreeMap<String, String>>,
+    volumes: BTreeMap<String, BTreeMap<String, String>>,
+    images: BTreeMap<String, ImageInfo>,
+    calls: Vec<String>,
+    next_port: u16,
+}
+
+/// See the module comment.
+#[derive(Default, Debug)]
+pub struct FakeRuntime {
+    inner: Mutex<Inner>,
+}
+
+fn matches(labels: &BTreeMap<String, String>, want: &[(&str, &str)]) -> bool {
+    want.iter()
+        .all(|(k, v)| labels.get(*k).is_some_and(|x| x == v))
+}
+
+impl FakeRuntime {
+    pub fn new() -> FakeRuntime {
+        FakeRuntime::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panicking test must not poison the others' view.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every call made so far, e.g. `create lab-server-1`.
+    pub fn calls(&self) -> Vec<String> {
+        self.lock().calls.clone()
+    }
+
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// Pretend an image exists with these labels.
+    pub fn add_image(&self, tag: &str, labels: &[(&str, &str)]) {
+        self.lock().images.insert(
+            tag.to_string(),
+            ImageInfo {
+                id: format!("sha256:{tag}"),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        );
+    }
+
+    /// The spec a container was created with.
+    pub fn spec(&self, name: &str) -> Option<ContainerSpec> {
+        self.lock().containers.get(name).map(|(s, _)| s.clone())
+    }
+
+    /// Force a container's state, as a crash or Docker itself would.
+    pub fn set_state(&self, name: &str, state: State) {
+        if let Some((_, i)) = self.lock().containers.get_mut(name) {
+            i.state = state;
+        }
+    }
+
+    fn record(&self, call: String) {
+        self.lock().calls.push(call);
+    }
+
+    fn with<T>(&self, name: &str, f: impl FnOnce(&mut ContainerInfo) -> T) -> Result<T> {
+        let mut g = self.lock();
+        let (_, info) = g
+            .containers
+            .get_mut(name)
+            .ok_or_else(|| RuntimeError::NotFound(name.to_string()))?;
+        Ok(f(info))
+    }
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn list_containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>> {
+        Ok(self
+            .lock()
+            .containers
+            .values()
+            .filter(|(_, i)| matches(&i.labels, labels))
+            .map(|(_, i)| i.clone())
+            .collect())
+    }
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<()> {
+        self.record(format!("create {}", spec.name));
+        let mut g = self.lock();
+        if g.containers.contains_key(&spec.name) {
+            return Err(RuntimeError::Conflict(format!("{} exists", spec.name)));
+        }
+        if !g.images.contains_key(&spec.image) {
+            return Err(RuntimeError::NotFound(format!("image {}", spec.image)));
+        }
+        let mut ports = BTreeMap::new();
+        for p in &spec.ports {
+            g.next_port += 1;
+            let host = if p.host_port == 0 {
+                40000 + g.next_port
+            } else {
+                p.host_port
+            };
+            ports.insert(p.container_port, format!("127.0.0.1:{host}"));
+        }
+        let info = ContainerInfo {
+            id: format!("id-{}", spec.name),
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            state: State::Created,
+            health: Health::None,
+            ports,
+            networks: vec![spec.network.clone()],
+            cpus: spec.cpus,
+            memory: spec.memory,
+        };
+        g.containers.insert(spec.name.clone(), (spec.clone(), info));
+        Ok(())
+    }
+
+    async fn start_container(&self, name: &str) -> Result<()> {
+        self.record(format!("start {name}"));
+        self.with(name, |i| {
+            i.state = State::Running;
+            i.health = Health::Healthy;
+        })
+    }
+
+    async fn stop_container(&self, name: &str, _timeout: Duration) -> Result<()> {
+        self.record(format!("stop {name}"));
+        self.with(name, |i| i.state = State::Exited)
+    }
+
+    async fn kill_container(&self, name: &str, signal: &str) -> Result<()> {
+        self.record(format!("kill {name} {signal}"));
+        self.with(name, |i| i.state = State::Exited)
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<()> {
+        self.record(format!("remove {name}"));
+        self.lock().containers.remove(name);
+        Ok(())
+    }
+
+    async fn pause_container(&self, name: &str) -> Result<()> {
+        self.record(format!("pause {name}"));
+        self.with(name, |i| i.state = State::Paused)
+    }
+
+    async fn unpause_container(&self, name: &str) -> Result<()> {
+        self.record(format!("unpause {name}"));
+        self.with(name, |i| i.state = State::Running)
+    }
+
+    async fn update_resources(&self, name: &str, cpus: Option<f64>, memory: Option<i64>) -> Result<()> {
+        self.record(format!("update {name}"));
+        self.with(name, |i| {
+            i.cpus = cpus.or(i.cpus);
+            i.memory = memory.or(i.memory);
+        })
+    }
+
+    async fn write_files(&self, name: &str, files: &[(String, String)]) -> Result<()> {
+        self.record(format!("write {name} {}", files.len()));
+        self.with(name, |_| ())
+    }
+
+    async fn exec(&self, name: &str, cmd: &[&str]) -> Result<ExecOutput> {
+        self.record(format!("exec {name} {}", cmd.join(" ")));
+        self.with(name, |_| ExecOutput::default())
+    }
+
+    async fn logs(&self, name: &str, _follow: bool, _tail: Option<u32>) -> Result<BoxStream<'static, Result<String>>> {
+        self.with(name, |_| ())?;
+        Ok(stream::iter(vec![Ok(format!("{name} started\n"))]).boxed())
+    }
+
+    async fn usage(&self, name: &str) -> Result<Usage> {
+        self.with(name, |_| Usage {
+            memory_bytes: 10 << 20,
+            cpu_percent: 1.0,
+        })
+    }
+
+    async fn list_networks(&self, labels: &[(&str, &str)]) -> Result<Vec<ObjectInfo>> {
+        Ok(self
+            .lock()
+            .networks
+            .iter()
+            .filter(|(_, l)| matches(l, labels))
+            .map(|(n, l)| ObjectInfo {
+                name: n.clone(),
+                labels: l.clone(),
+            })
+            .collect())
+    }
+
+    async fn create_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+        self.record(format!("create network {name}"));
+        self.lock().networks.insert(name.to_string(), labels.clone());
+        Ok(())
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<()> {
+        self.record(format!("remove network {name}"));
+        self.lock().networks.remove(name);
+        Ok(())
+    }
+
+    async fn connect_network(&self, network: &str, container: &str, _alias: &str) -> Result<()> {
+        self.record(format!("connect {network} {container}"));
+        let net = network.to_string();
+        self.with(container, |i| {
+            if !i.networks.contains(&net) {
+                i.networks.push(net)
+            }
+        })
+    }
+
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<()> {
+        self.record(format!("disconnect {network} {container}"));
+        self.with(container, |i| i.networks.retain(|n| n != network))
+    }
+
+    async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<ObjectInfo>> {
+        Ok(self
+            .lock()
+            .volumes
+            .iter()
+            .filter(|(_, l)| matches(l, labels))
+            .map(|(n, l)| ObjectInfo {
+                name: n.clone(),
+                labels: l.clone(),
+            })
+            .collect())
+    }
+
+    async fn create_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+        self.record(format!("create volume {name}"));
+        self.lock().volumes.insert(name.to_string(), labels.clone());
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        self.record(format!("remove volume {name}"));
+        self.lock().volumes.remove(name);
+        Ok(())
+    }
+
+    async fn image(&self, tag: &str) -> Result<Option<ImageInfo>> {
+        Ok(self.lock().images.get(tag).cloned())
+    }
+
+    async fn build_image(&self, tag: &str, _context: Vec<u8>, log: BuildLog<'_>) -> Result<()> {
+        self.record(format!("build {tag}"));
+        log("Step 1/1");
+        self.add_image(tag, &[]);
+        Ok(())
+    }
+}

@@ -1,0 +1,232 @@
+//! The container runtime, seen through a small interface.
+//!
+//! Orchestration (planning, reconciling, faults) only needs a handful of
+//! verbs: list what exists by label, create, start, stop, remove, run a
+//! command inside, read logs. [`Runtime`] names exactly those. The Docker
+//! implementation lives in [`docker`], the only file that knows bollard;
+//! [`fake`] keeps containers in memory so the logic can be unit-tested
+//! without a daemon (the way containerlab keeps its runtimes apart).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use thiserror::Error;
+
+pub mod docker;
+pub mod fake;
+
+pub use docker::DockerRuntime;
+
+/// Labels are the lab's only memory: every object it creates carries them,
+/// and every command rebuilds its picture of the lab from them.
+pub mod labels {
+    pub const LAB: &str = "scaling-lab.lab";
+    pub const SERVICE: &str = "scaling-lab.service";
+    pub const ROLE: &str = "scaling-lab.role";
+    pub const CONFIG_HASH: &str = "scaling-lab.config-hash";
+    pub const VERSION: &str = "scaling-lab.version";
+    /// On images: a hash of everything the image was built from.
+    pub const INPUT_HASH: &str = "scaling-lab.input-hash";
+    /// On the lab's network: the per-lab secrets, made at the first `up`.
+    pub const SECRETS: &str = "scaling-lab.secrets";
+    /// On containers: the settings a service runs with, as JSON, so
+    /// `lab status` can report them without asking the service.
+    pub const SETTINGS: &str = "scaling-lab.settings";
+}
+
+#[derive(Error, Debug)]
+pub enum RuntimeError {
+    #[error("cannot reach the Docker daemon ({0}); start Docker or set DOCKER_HOST")]
+    Unreachable(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    #[error("port {port} on 127.0.0.1 is already in use; free it or pick another with --port")]
+    PortInUse { port: u16 },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("docker: {0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// A port a container publishes on the host's loopback interface.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PortSpec {
+    /// A short name for `lab status`: http, admin, postgres, redis.
+    pub name: String,
+    pub container_port: u16,
+    /// 0 asks Docker for a free ephemeral port.
+    pub host_port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Healthcheck {
+    pub test: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub start_period: Duration,
+}
+
+/// Everything needed to create one container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSpec {
+    /// The Docker name, e.g. `lab-server-1`.
+    pub name: String,
+    /// The name other containers use to reach it on the lab network, e.g. `server-1`.
+    pub alias: String,
+    pub image: String,
+    pub cmd: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<PortSpec>,
+    /// (volume name, mount path)
+    pub volumes: Vec<(String, String)>,
+    pub network: String,
+    pub healthcheck: Option<Healthcheck>,
+    pub cpus: Option<f64>,
+    pub memory: Option<i64>,
+    pub cap_add: Vec<String>,
+    /// Files written into the container before it starts: (absolute path, contents).
+    pub files: Vec<(String, String)>,
+    /// Seconds Docker waits after SIGTERM before SIGKILL on stop.
+    pub stop_timeout: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Exited,
+    Dead,
+    Other,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Paused => "paused",
+            State::Restarting => "restarting",
+            State::Exited => "exited",
+            State::Dead => "dead",
+            State::Other => "unknown",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// The image has no health check.
+    None,
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::None => "none",
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// What the runtime reports about an existing container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: State,
+    pub health: Health,
+    /// container port -> "127.0.0.1:49153"
+    pub ports: BTreeMap<u16, String>,
+    /// Networks the container is attached to right now.
+    pub networks: Vec<String>,
+    /// Limits as set now (they can change live).
+    pub cpus: Option<f64>,
+    pub memory: Option<i64>,
+}
+
+impl ContainerInfo {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Resource use of one container at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub memory_bytes: u64,
+    /// Percentage of one CPU, as `docker stats` shows it.
+    pub cpu_percent: f64,
+}
+
+/// Progress of an image build: one line of the builder's output.
+pub type BuildLog<'a> = &'a (dyn Fn(&str) + Send + Sync);
+
+/// The verbs orchestration needs from a container runtime.
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    async fn ping(&self) -> Result<()>;
+
+    /// Containers (running or not) carrying every given label.
+    async fn list_containers(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>>;
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<()>;
+    async fn start_container(&self, name: &str) -> Result<()>;
+    /// Graceful: SIGTERM, then SIGKILL after `timeout`.
+    async fn stop_container(&self, name: &str, timeout: Duration) -> Result<()>;
+    async fn kill_container(&self, name: &str, signal: &str) -> Result<()>;
+    async fn remove_container(&self, name: &str) -> Result<()>;
+    async fn pause_container(&self, name: &str) -> Result<()>;
+    async fn unpause_container(&self, name: &str) -> Result<()>;
+    async fn update_resources(&self, name: &str, cpus: Option<f64>, memory: Option<i64>) -> Result<()>;
+    /// Write files into a container (running or not).
+    async fn write_files(&self, name: &str, files: &[(String, String)]) -> Result<()>;
+    async fn exec(&self, name: &str, cmd: &[&str]) -> Result<ExecOutput>;
+    async fn logs(&self, name: &str, follow: bool, tail: Option<u32>) -> Result<BoxStream<'static, Result<String>>>;
+    async fn usage(&self, name: &str) -> Result<Usage>;
+
+    async fn list_networks(&self, labels: &[(&str, &str)]) -> Result<Vec<ObjectInfo>>;
+    async fn create_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()>;
+    async fn remove_network(&self, name: &str) -> Result<()>;
+    async fn connect_network(&self, network: &str, container: &str, alias: &str) -> Result<()>;
+    async fn disconnect_network(&self, network: &str, container: &str) -> Result<()>;
+
+    async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<ObjectInfo>>;
+    async fn create_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()>;
+    async fn remove_volume(&self, name: &str) -> Result<()>;
+
+    async fn image(&self, tag: &str) -> Result<Option<ImageInfo>>;
+    /// Build an image from a tar'd build context holding a Dockerfile.
+    async fn build_image(&self, tag: &str, context: Vec<u8>, log: BuildLog<'_>) -> Result<()>;
+}

@@ -1,0 +1,370 @@
+//! `lab status`: what runs, how healthy it is, and what is broken on purpose.
+//!
+//! Everything is read back from the world, never from a file of ours:
+//! Docker's labels and state for each container, the balancer's admin API
+//! for its view of every server (it may think a server is up that Docker
+//! knows is dead: that gap is the failure window a lesson shows), and
+//! PostgreSQL itself for replication mode and replay lag.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::lb_admin::{BalancerView, LbConnector};
+use crate::naming::{self, natural_key};
+use crate::plan::port_name;
+use crate::runtime::{labels, ContainerInfo, Runtime, State};
+use crate::topology::Role;
+use crate::up::{admin_addr, containers, entrypoint};
+
+/// A fault the CLI can see on a service.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Fault {
+    /// The container is not running (crashed or stopped).
+    Stopped,
+    /// Frozen: connections open, no answers.
+    Paused,
+    /// Cut off the lab network.
+    Partition,
+    /// A replica that applies changes late.
+    Lag { delay_ms: u64 },
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct LbEntry {
+    pub state: String,
+    pub requests: u64,
+    pub in_flight: u64,
+    pub failures: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ReplicationInfo {
+    /// async or sync, as the primary sees this replica.
+    pub mode: String,
+    /// How far behind the primary it applies changes; null when unknown
+    /// (not connected).
+    pub replay_lag_ms: Option<u64>,
+    pub connected: bool,
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub role: String,
+    pub state: String,
+    pub health: String,
+    pub ports: BTreeMap<String, String>,
+    pub faults: Vec<Fault>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lb: Option<LbEntry>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication: Option<ReplicationInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+    /// The settings it runs with (sessions, cache, reads...).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub settings: serde_json::Value,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct BalancerSettings {
+    pub strategy: String,
+    pub retries: bool,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct StatusReport {
+    pub lab: String,
+    pub entrypoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<BalancerSettings>,
+    pub services: Vec<ServiceStatus>,
+}
+
+async fn psql(rt: &dyn Runtime, container: &str, sql: &str) -> Option<String> {
+    let out = rt
+        .exec(container, &["psql", "-AtX", "-U", "postgres", "-d", "postgres", "-c", sql])
+        .await
+        .ok()?;
+    (out.code == 0).then_some(out.stdout)
+}
+
+/// PostgreSQL's `SHOW` of a duration (`0`, `250ms`, `3s`, `1min`) in ms.
+pub fn pg_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+/// Per replica name: (sync_state, lag ms) from the primary's point of view.
+async fn replication_rows(rt: &dyn Runtime, primary: &str) -> BTreeMap<String, (String, u64)> {
+    let sql = "SELECT application_name, sync_state, \
+               CASE WHEN replay_lsn = pg_current_wal_lsn() THEN 0 \
+               ELSE COALESCE((EXTRACT(EPOCH FROM replay_lag) * 1000)::bigint, 0) END \
+               FROM pg_stat_replication";
+    let mut rows = BTreeMap::new();
+    if let Some(out) = psql(rt, primary, sql).await {
+        for line in out.lines() {
+            let f: Vec<&str> = line.split('|').collect();
+            if let [name, mode, lag] = f[..] {
+                rows.insert(
+                    name.to_string(),
+                    (mode.to_string(), lag.parse().unwrap_or(0)),
+                );
+            }
+        }
+    }
+    rows
+}
+
+pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<StatusReport> {
+    rt.ping().await?;
+    let mut all = containers(rt, lab).await?;
+    if all.is_empty() {
+        return Err(naming::NameError::NoLab(lab.to_string()).into());
+    }
+    all.sort_by_key(|c| {
+        let role = c.label(labels::ROLE).and_then(Role::parse);
+        (
+            role.map(|r| match r {
+                Role::Lb => 0,
+                Role::Server => 1,
+                Role::Redis => 2,
+                Role::Primary => 3,
+                Role::Replica => 4,
+            }),
+            natural_key(c.label(labels::SERVICE).unwrap_or(&c.name)),
+        )
+    });
+    let view: Option<BalancerView> = match admin_addr(&all) {
+        Some(a) => lb(&a).view().await.ok(),
+        None => None,
+    };
+    let primary = all
+        .iter()
+        .find(|c| c.label(labels::ROLE) == Some("primary") && c.state == State::Running)
+        .map(|c| c.name.clone());
+    let repl = match &primary {
+        Some(p) => replication_rows(rt, p).await,
+        None => BTreeMap::new(),
+    };
+    let network = naming::network(lab);
+    let mut services = Vec::new();
+    for c in &all {
+        services.push(service_status(rt, c, &network, view.as_ref(), &repl).await);
+    }
+    Ok(StatusReport {
+        lab: lab.to_string(),
+        entrypoint: entrypoint(&all),
+        balancer: view.map(|v| BalancerSettings {
+            strategy: v.strategy,
+            retries: v.retries,
+        }),
+        services,
+    })
+}
+
+async fn service_status(
+    rt: &dyn Runtime,
+    c: &ContainerInfo,
+    network: &str,
+    view: Option<&BalancerView>,
+    repl: &BTreeMap<String, (String, u64)>,
+) -> ServiceStatus {
+    let name = c.label(labels::SERVICE).unwrap_or(&c.name).to_string();
+    let role = c.label(labels::ROLE).and_then(Role::parse).unwrap_or(Role::Server);
+    let mut faults = Vec::new();
+    match c.state {
+        State::Paused => faults.push(Fault::Paused),
+        State::Exited | State::Dead | State::Created => faults.push(Fault::Stopped),
+        _ => {}
+    }
+    if !c.networks.iter().any(|n| n == network) {
+        faults.push(Fault::Partition);
+    }
+    let mut replication = None;
+    if role == Role::Replica {
+        if c.state == State::Running {
+            if let Some(d) = psql(rt, &c.name, "SHOW recovery_min_apply_delay")
+                .await
+                .and_then(|s| pg_duration_ms(&s))
+            {
+                if d > 0 {
+                    faults.push(Fault::Lag { delay_ms: d });
+                }
+            }
+        }
+        replication = Some(match repl.get(&name) {
+            Some((mode, lag)) => ReplicationInfo {
+                mode: mode.clone(),
+                replay_lag_ms: Some(*lag),
+                connected: true,
+            },
+            None => ReplicationInfo {
+                mode: c
+                    .label(labels::SETTINGS)
+                    .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                    .and_then(|v| v["replication"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| "unknown".into()),
+                replay_lag_ms: None,
+                connected: false,
+            },
+        });
+    }
+    let lb = view.and_then(|v| v.servers.iter().find(|s| s.name == name)).map(|s| LbEntry {
+        state: s.state.clone(),
+        requests: s.requests,
+        in_flight: s.in_flight,
+        failures: s.failures,
+        reason: s.reason.clone(),
+    });
+    ServiceStatus {
+        name,
+        role: role.as_str().to_string(),
+        state: c.state.as_str().to_string(),
+        health: c.health.as_str().to_string(),
+        ports: c
+            .ports
+            .iter()
+            .map(|(p, a)| (port_name(role, *p).to_string(), a.clone()))
+            .collect(),
+        faults,
+        lb,
+        replication,
+        cpus: c.cpus,
+        memory_bytes: c.memory,
+        settings: c
+            .label(labels::SETTINGS)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .filter(|v: &serde_json::Value| v.as_object().is_some_and(|o| !o.is_empty()))
+            .unwrap_or(serde_json::Value::Null),
+    }
+}
+
+impl StatusReport {
+    pub fn render(&self) -> String {
+        let mut rows = vec![[
+            "NAME".to_string(),
+            "ROLE".into(),
+            "STATE".into(),
+            "HEALTH".into(),
+            "PORTS".into(),
+            "BALANCER".into(),
+            "NOTES".into(),
+        ]];
+        for s in &self.services {
+            let ports = s
+                .ports
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let lb = s
+                .lb
+                .as_ref()
+                .map(|l| format!("{} ({} req)", l.state, l.requests))
+                .unwrap_or_else(|| "-".into());
+            let mut notes: Vec<String> = s
+                .faults
+                .iter()
+                .map(|f| match f {
+                    Fault::Stopped => "STOPPED".to_string(),
+                    Fault::Paused => "PAUSED".to_string(),
+                    Fault::Partition => "PARTITIONED".to_string(),
+                    Fault::Lag { delay_ms } => format!("LAG {delay_ms}ms"),
+                })
+                .collect();
+            if let Some(r) = &s.replication {
+                notes.push(match r.replay_lag_ms {
+                    Some(l) => format!("{} replica, {l} ms behind", r.mode),
+                    None => format!("{} replica, not connected", r.mode),
+                });
+            }
+            if let Some(reason) = s.lb.as_ref().and_then(|l| l.reason.clone()) {
+                notes.push(format!("lb: {reason}"));
+            }
+            if let Some(o) = s.settings.as_object() {
+                if s.role == "server" {
+                    notes.push(
+                        o.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    );
+                }
+            }
+            rows.push([
+                s.name.clone(),
+                s.role.clone(),
+                s.state.clone(),
+                s.health.clone(),
+                ports,
+                lb,
+                notes.join("; "),
+            ]);
+        }
+        let widths: Vec<usize> = (0..7)
+            .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+            .collect();
+        let mut out = format!(
+            "lab {:?}  entry point {}{}\n\n",
+            self.lab,
+            self.entrypoint.as_deref().unwrap_or("(balancer not running)"),
+            self.balancer
+                .as_ref()
+                .map(|b| format!(
+                    "  balancer {} retries {}",
+                    b.strategy,
+                    if b.retries { "on" } else { "off" }
+                ))
+                .unwrap_or_default()
+        );
+        for r in rows {
+            let line: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+                .collect();
+            out.push_str(line.join("  ").trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_durations() {
+        assert_eq!(pg_duration_ms("0"), Some(0));
+        assert_eq!(pg_duration_ms("250ms"), Some(250));
+        assert_eq!(pg_duration_ms("3s\n"), Some(3000));
+        assert_eq!(pg_duration_ms("2min"), Some(120_000));
+        assert_eq!(pg_duration_ms("soon"), None);
+    }
+
+    #[test]
+    fn faults_serialise_as_design_says() {
+        let v = serde_json::to_value(vec![Fault::Lag { delay_ms: 3000 }, Fault::Paused]).unwrap();
+        assert_eq!(v, serde_json::json!([{"kind": "lag", "delay_ms": 3000}, {"kind": "paused"}]));
+    }
+}

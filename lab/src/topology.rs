@@ -1,0 +1,445 @@
+//! The lab as data: how many servers, which balancing strategy, where
+//! sessions live, how many replicas and whether they are synchronous.
+//!
+//! A topology is what a student asks for. It comes from three layers, each
+//! overriding the one before: built-in defaults, an optional `lab.toml`, and
+//! the flags of `lab up`. Nothing here touches Docker: turning a topology
+//! into containers is the job of `plan`.
+
+use std::fmt;
+use std::path::Path;
+
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::cli::UpArgs;
+
+pub const MAX_SERVERS: u8 = 16;
+pub const MAX_REPLICAS: u8 = 3;
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// How the balancer picks a server for each request.
+#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LbStrategy {
+    /// Each server in turn.
+    #[default]
+    RoundRobin,
+    /// The server with the fewest requests in flight.
+    LeastConn,
+    /// A hash of the client's address: the same client, the same server.
+    IpHash,
+    /// A cookie names the server the client first reached.
+    Sticky,
+}
+
+#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Toggle {
+    On,
+    Off,
+}
+
+impl Toggle {
+    pub fn is_on(self) -> bool {
+        self == Toggle::On
+    }
+}
+
+/// Where a logged-in user's state lives.
+#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sessions {
+    /// In the memory of the server that created it: lost elsewhere.
+    #[default]
+    Memory,
+    /// In Redis, shared by every server.
+    Redis,
+    /// In a signed token the browser carries.
+    Jwt,
+}
+
+/// Whether the primary waits for its replicas before confirming a commit.
+#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Replication {
+    /// Confirm at once; replicas catch up later (fast, may be stale).
+    #[default]
+    Async,
+    /// Confirm only once every replica has applied the change.
+    Sync,
+}
+
+/// Where the app reads account balances from.
+#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reads {
+    Primary,
+    Replicas,
+}
+
+macro_rules! display_as_value {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let v = self.to_possible_value().expect("no skipped variants");
+                f.write_str(v.get_name())
+            }
+        }
+    )*};
+}
+display_as_value!(LbStrategy, Toggle, Sessions, Replication, Reads);
+
+/// CPU and memory limits for one kind of service (vertical scaling).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Number of CPUs, e.g. 0.5 (None: no limit).
+    pub cpus: Option<f64>,
+    /// Memory limit such as "256m" or "1g" (None: no limit).
+    pub memory: Option<String>,
+}
+
+/// Limits per role; a lab.toml may set any of them.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceSet {
+    #[serde(default)]
+    pub server: Resources,
+    #[serde(default)]
+    pub db: Resources,
+    #[serde(default)]
+    pub lb: Resources,
+    #[serde(default)]
+    pub redis: Resources,
+}
+
+/// The contents of a `lab.toml`. Every key is optional; unknown keys are an
+/// error so a typo does not silently fall back to a default.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LabFile {
+    pub servers: Option<u8>,
+    pub lb: Option<LbStrategy>,
+    pub retries: Option<Toggle>,
+    pub sessions: Option<Sessions>,
+    pub cache: Option<Toggle>,
+    pub cache_ttl: Option<String>,
+    pub replicas: Option<u8>,
+    pub replication: Option<Replication>,
+    pub reads: Option<Reads>,
+    pub port: Option<u16>,
+    pub product_query_ms: Option<u32>,
+    #[serde(default)]
+    pub resources: ResourceSet,
+}
+
+/// A fully resolved lab: every knob has a value.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct Topology {
+    pub servers: u8,
+    pub lb: LbStrategy,
+    pub retries: Toggle,
+    pub sessions: Sessions,
+    pub cache: Toggle,
+    pub cache_ttl: String,
+    pub replicas: u8,
+    pub replication: Replication,
+    pub reads: Reads,
+    /// The balancer's loopback port; 0 lets the OS pick.
+    pub port: u16,
+    pub product_query_ms: u32,
+    pub resources: ResourceSet,
+}
+
+impl Default for Topology {
+    /// The naive architecture a course starts from: several servers behind
+    /// a round-robin balancer, sessions in memory, no retries, no cache, one
+    /// asynchronous replica. Each lesson then fixes one of its problems.
+    fn default() -> Self {
+        Topology {
+            servers: 3,
+            lb: LbStrategy::RoundRobin,
+            retries: Toggle::Off,
+            sessions: Sessions::Memory,
+            cache: Toggle::Off,
+            cache_ttl: "30s".into(),
+            replicas: 1,
+            replication: Replication::Async,
+            reads: Reads::Replicas,
+            port: DEFAULT_PORT,
+            product_query_ms: 50,
+            resources: ResourceSet::default(),
+        }
+    }
+}
+
+#[derive(Error, Debug, PartialEq)]
+pub enum TopologyError {
+    #[error("cannot read {path}: {reason}; check the path given to -f")]
+    FileUnreadable { path: String, reason: String },
+    #[error("{path} is not a valid lab.toml: {reason}")]
+    FileInvalid { path: String, reason: String },
+    #[error("--servers {0} is out of range: use 1 to {MAX_SERVERS}")]
+    Servers(u8),
+    #[error("--replicas {0} is out of range: use 0 to {MAX_REPLICAS}")]
+    Replicas(u8),
+    #[error("--reads replicas needs at least one replica: add --replicas 1 or use --reads primary")]
+    ReadsWithoutReplicas,
+    #[error("--replication sync needs at least one replica: add --replicas 1 or use --replication async")]
+    SyncWithoutReplicas,
+    #[error("invalid {what} {value:?}: {hint}")]
+    Value {
+        what: &'static str,
+        value: String,
+        hint: &'static str,
+    },
+}
+
+impl Topology {
+    /// Defaults, then the file, then the flags. `reads` defaults to the
+    /// replicas when there are any and to the primary when there are none, so
+    /// `--replicas 0` alone is a valid lab.
+    pub fn resolve(file: Option<&LabFile>, flags: &UpArgs) -> Result<Topology, TopologyError> {
+        let d = Topology::default();
+        let f = file.cloned().unwrap_or_default();
+        let replicas = flags.replicas.or(f.replicas).unwrap_or(d.replicas);
+        let default_reads = if replicas == 0 {
+            Reads::Primary
+        } else {
+            Reads::Replicas
+        };
+        let t = Topology {
+            servers: flags.servers.or(f.servers).unwrap_or(d.servers),
+            lb: flags.lb.or(f.lb).unwrap_or(d.lb),
+            retries: flags.retries.or(f.retries).unwrap_or(d.retries),
+            sessions: flags.sessions.or(f.sessions).unwrap_or(d.sessions),
+            cache: flags.cache.or(f.cache).unwrap_or(d.cache),
+            cache_ttl: f.cache_ttl.clone().unwrap_or(d.cache_ttl),
+            replicas,
+            replication: flags.replication.or(f.replication).unwrap_or(d.replication),
+            reads: flags.reads.or(f.reads).unwrap_or(default_reads),
+            port: flags.port.or(f.port).unwrap_or(d.port),
+            product_query_ms: f.product_query_ms.unwrap_or(d.product_query_ms),
+            resources: f.resources.clone(),
+        };
+        t.validate()?;
+        Ok(t)
+    }
+
+    pub fn validate(&self) -> Result<(), TopologyError> {
+        if !(1..=MAX_SERVERS).contains(&self.servers) {
+            return Err(TopologyError::Servers(self.servers));
+        }
+        if self.replicas > MAX_REPLICAS {
+            return Err(TopologyError::Replicas(self.replicas));
+        }
+        if self.replicas == 0 && self.reads == Reads::Replicas {
+            return Err(TopologyError::ReadsWithoutReplicas);
+        }
+        if self.replicas == 0 && self.replication == Replication::Sync {
+            return Err(TopologyError::SyncWithoutReplicas);
+        }
+        if humantime::parse_duration(&self.cache_ttl).is_err() {
+            return Err(TopologyError::Value {
+                what: "cache_ttl",
+                value: self.cache_ttl.clone(),
+                hint: "use a duration such as 30s or 5m",
+            });
+        }
+        for (what, r) in [
+            ("resources.server", &self.resources.server),
+            ("resources.db", &self.resources.db),
+            ("resources.lb", &self.resources.lb),
+            ("resources.redis", &self.resources.redis),
+        ] {
+            if let Some(c) = r.cpus {
+                if !(0.01..=64.0).contains(&c) {
+                    return Err(TopologyError::Value {
+                        what,
+                        value: c.to_string(),
+                        hint: "cpus must be between 0.01 and 64",
+                    });
+                }
+            }
+            if let Some(m) = &r.memory {
+                if parse_memory(m).is_none() {
+                    return Err(TopologyError::Value {
+                        what,
+                        value: m.clone(),
+                        hint: "memory must look like 256m or 1g (at least 6m)",
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every service of this topology, in start order.
+    pub fn services(&self) -> Vec<Service> {
+        let mut v = vec![
+            Service::new("db-primary", Role::Primary),
+            Service::new("redis", Role::Redis),
+        ];
+        v.extend((1..=self.replicas).map(|i| Service::new(&format!("db-replica-{i}"), Role::Replica)));
+        v.extend((1..=self.servers).map(|i| Service::new(&format!("server-{i}"), Role::Server)));
+        v.push(Service::new("lb-1", Role::Lb));
+        v
+    }
+}
+
+/// Read and parse a lab.toml.
+pub fn load_file(path: &Path) -> Result<LabFile, TopologyError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TopologyError::FileUnreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| TopologyError::FileInvalid {
+        path: path.display().to_string(),
+        reason: e.message().to_string(),
+    })
+}
+
+/// Docker's memory notation (`256m`, `1g`, `512k`, bytes) to bytes.
+/// Docker refuses limits under 6 MiB, so we do too, with a clearer message.
+pub fn parse_memory(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mult) = match s.trim_end_matches('b').chars().last()? {
+        'k' => (&s[..s.trim_end_matches('b').len() - 1], 1i64 << 10),
+        'm' => (&s[..s.trim_end_matches('b').len() - 1], 1 << 20),
+        'g' => (&s[..s.trim_end_matches('b').len() - 1], 1 << 30),
+        _ => (s.as_str(), 1),
+    };
+    let n: f64 = num.parse().ok()?;
+    let bytes = (n * mult as f64) as i64;
+    (bytes >= 6 << 20).then_some(bytes)
+}
+
+/// What a service is for; stored as a label so the CLI can tell a replica
+/// from a server without parsing names.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Lb,
+    Server,
+    Redis,
+    Primary,
+    Replica,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Lb => "lb",
+            Role::Server => "server",
+            Role::Redis => "redis",
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Lb, Role::Server, Role::Redis, Role::Primary, Role::Replica]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One named service of the lab, e.g. `server-2`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Service {
+    pub fn new(name: &str, role: Role) -> Service {
+        Service {
+            name: name.to_string(),
+            role,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_naive_architecture() {
+        let t = Topology::resolve(None, &UpArgs::default()).unwrap();
+        assert_eq!(t.servers, 3);
+        assert_eq!(t.sessions, Sessions::Memory);
+        assert_eq!(t.reads, Reads::Replicas);
+        let names: Vec<_> = t.services().into_iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            ["db-primary", "redis", "db-replica-1", "server-1", "server-2", "server-3", "lb-1"]
+        );
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: LabFile = toml::from_str("servers = 2\nsessions = \"redis\"\nlb = \"sticky\"").unwrap();
+        let flags = UpArgs {
+            servers: Some(4),
+            ..Default::default()
+        };
+        let t = Topology::resolve(Some(&file), &flags).unwrap();
+        assert_eq!(t.servers, 4);
+        assert_eq!(t.sessions, Sessions::Redis);
+        assert_eq!(t.lb, LbStrategy::Sticky);
+    }
+
+    #[test]
+    fn no_replicas_means_reads_from_the_primary() {
+        let flags = UpArgs {
+            replicas: Some(0),
+            ..Default::default()
+        };
+        let t = Topology::resolve(None, &flags).unwrap();
+        assert_eq!(t.reads, Reads::Primary);
+    }
+
+    #[test]
+    fn bad_topologies_name_the_fix() {
+        let cases = [
+            (UpArgs { servers: Some(0), ..Default::default() }, TopologyError::Servers(0)),
+            (UpArgs { servers: Some(17), ..Default::default() }, TopologyError::Servers(17)),
+            (UpArgs { replicas: Some(4), ..Default::default() }, TopologyError::Replicas(4)),
+            (
+                UpArgs { replicas: Some(0), reads: Some(Reads::Replicas), ..Default::default() },
+                TopologyError::ReadsWithoutReplicas,
+            ),
+            (
+                UpArgs { replicas: Some(0), replication: Some(Replication::Sync), ..Default::default() },
+                TopologyError::SyncWithoutReplicas,
+            ),
+        ];
+        for (flags, want) in cases {
+            assert_eq!(Topology::resolve(None, &flags).unwrap_err(), want);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let err = toml::from_str::<LabFile>("servres = 2").unwrap_err();
+        assert!(err.message().contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn memory_notation() {
+        assert_eq!(parse_memory("256m"), Some(256 << 20));
+        assert_eq!(parse_memory("1g"), Some(1 << 30));
+        assert_eq!(parse_memory("1GB"), Some(1 << 30));
+        assert_eq!(parse_memory("1k"), None);
+        assert_eq!(parse_memory("lots"), None);
+    }
+}

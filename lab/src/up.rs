@@ -1,0 +1,508 @@
+//! `lab up`: make the running lab match the topology.
+//!
+//! The first `up` creates the lab's network (which keeps the lab's secrets),
+//! its volumes and every container, starts them all at once (each service
+//! waits for what it needs by itself: a replica for the primary, a server for
+//! the database) and waits until Docker reports every one healthy. A later
+//! `up` is a reconcile: it plans with [`crate::plan::diff`], touches only what
+//! changed, and updates the balancer's server list live instead of restarting
+//! it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::{LabError, Result};
+use crate::images;
+use crate::lb_admin::LbConnector;
+use crate::naming;
+use crate::plan::{self, Action, LB_ADMIN_PORT, LB_CONFIG_PATH, LB_PORT};
+use crate::runtime::{labels, ContainerInfo, ContainerSpec, Health, Runtime, RuntimeError, State};
+use crate::secrets::Secrets;
+use crate::topology::{Role, Topology};
+
+#[derive(Clone)]
+pub struct UpOptions {
+    pub wait: bool,
+    pub timeout: Duration,
+    /// How to reach the balancer's admin API (HTTP unless testing).
+    pub lb: LbConnector,
+}
+
+/// What `up` did, for the summary it prints.
+#[derive(Debug, Clone)]
+pub struct UpReport {
+    pub lab: String,
+    pub entrypoint: Option<String>,
+    /// (service, what happened) for each service that changed.
+    pub changes: Vec<(String, String)>,
+    pub kept: usize,
+}
+
+impl UpReport {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.changes.is_empty() {
+            out.push_str(&format!(
+                "lab {:?} already matches the configuration: nothing to change ({} services running)\n",
+                self.lab, self.kept
+            ));
+        } else {
+            for (svc, what) in &self.changes {
+                out.push_str(&format!("  {what:<10} {svc}\n"));
+            }
+        }
+        if let Some(e) = &self.entrypoint {
+            out.push_str(&format!(
+                "\nThe lab is up. Entry point (the balancer): {e}\n\nNext:\n  curl -i {e}/                      who served you?\n  lab status                           every service and its health\n  lab load --scenario sessions         users logging in through the balancer\n  lab down                             remove it all\n"
+            ));
+        }
+        out
+    }
+}
+
+fn lab_labels(lab: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::LAB.to_string(), lab.to_string()),
+        (labels::VERSION.to_string(), images::VERSION.to_string()),
+    ])
+}
+
+/// Every container of a lab.
+pub async fn containers(rt: &dyn Runtime, lab: &str) -> Result<Vec<ContainerInfo>> {
+    Ok(rt.list_containers(&[(labels::LAB, lab)]).await?)
+}
+
+/// The network carries the secrets; make both on the first `up`.
+async fn ensure_network(rt: &dyn Runtime, lab: &str) -> Result<Secrets> {
+    let nets = rt.list_networks(&[(labels::LAB, lab)]).await?;
+    if let Some(n) = nets.iter().find(|n| n.name == naming::network(lab)) {
+        if let Some(s) = n.labels.get(labels::SECRETS).and_then(|s| Secrets::from_label(s)) {
+            return Ok(s);
+        }
+        return Err(LabError::Other(format!(
+            "the network {} has no secrets label (made by another tool?): run `lab down` and `lab up` again",
+            n.name
+        )));
+    }
+    let secrets = Secrets::generate();
+    let mut l = lab_labels(lab);
+    l.insert(labels::SECRETS.to_string(), secrets.to_label());
+    rt.create_network(&naming::network(lab), &l).await?;
+    Ok(secrets)
+}
+
+/// The lab's secrets, for commands that need them (none are made here).
+pub async fn secrets(rt: &dyn Runtime, lab: &str) -> Result<Option<Secrets>> {
+    let nets = rt.list_networks(&[(labels::LAB, lab)]).await?;
+    Ok(nets
+        .iter()
+        .find(|n| n.name == naming::network(lab))
+        .and_then(|n| n.labels.get(labels::SECRETS))
+        .and_then(|s| Secrets::from_label(s)))
+}
+
+/// The balancer's published admin address, if it runs.
+pub fn admin_addr(containers: &[ContainerInfo]) -> Option<String> {
+    containers
+        .iter()
+        .find(|c| c.label(labels::ROLE) == Some(Role::Lb.as_str()) && c.state == State::Running)
+        .and_then(|c| c.ports.get(&LB_ADMIN_PORT).cloned())
+}
+
+/// `http://127.0.0.1:PORT` of the balancer.
+pub fn entrypoint(containers: &[ContainerInfo]) -> Option<String> {
+    containers
+        .iter()
+        .find(|c| c.label(labels::SERVICE) == Some("lb-1"))
+        .and_then(|c| c.ports.get(&LB_PORT))
+        .map(|a| format!("http://{a}"))
+}
+
+/// Refuses early, with a clear line, when the balancer's port is taken by
+/// something other than this lab.
+fn check_port(port: u16, existing: &[ContainerInfo]) -> Result<()> {
+    if port == 0 {
+        return Ok(());
+    }
+    let ours = existing
+        .iter()
+        .any(|c| c.ports.get(&LB_PORT).is_some_and(|a| a.ends_with(&format!(":{port}"))));
+    if !ours && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        return Err(LabError::PortInUse { port });
+    }
+    Ok(())
+}
+
+async fn create_and_start(rt: &dyn Runtime, spec: &ContainerSpec) -> Result<()> {
+    for (vol, _) in &spec.volumes {
+        if rt
+            .list_volumes(&[(labels::LAB, &spec.labels[labels::LAB])])
+            .await?
+            .iter()
+            .all(|v| &v.name != vol)
+        {
+            let mut l = lab_labels(&spec.labels[labels::LAB]);
+            l.insert(labels::SERVICE.to_string(), spec.alias.clone());
+            rt.create_volume(vol, &l).await?;
+        }
+    }
+    rt.create_container(spec).await.map_err(|e| match e {
+        RuntimeError::PortInUse { .. } => LabError::PortInUse {
+            port: spec.ports.iter().map(|p| p.host_port).max().unwrap_or(0),
+        },
+        e => e.into(),
+    })?;
+    rt.start_container(&spec.name).await.map_err(|e| match e {
+        RuntimeError::PortInUse { .. } => LabError::PortInUse {
+            port: spec.ports.iter().map(|p| p.host_port).max().unwrap_or(0),
+        },
+        e => e.into(),
+    })
+}
+
+/// A removed replica leaves a replication slot on the primary that would
+/// make it keep WAL forever; drop it.
+async fn drop_slot(rt: &dyn Runtime, lab: &str, replica: &str) {
+    let slot = replica.replace('-', "_");
+    let sql = format!(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}' AND NOT active"
+    );
+    let primary = naming::container(lab, "db-primary");
+    if let Err(e) = rt.exec(&primary, &["psql", "-q", "-U", "postgres", "-c", &sql]).await {
+        tracing::warn!("could not drop the slot of {replica}: {e}");
+    }
+}
+
+/// Order of groups: what others wait for comes first.
+fn group(role: Role) -> u8 {
+    match role {
+        Role::Primary | Role::Redis => 0,
+        Role::Replica => 1,
+        Role::Server => 2,
+        Role::Lb => 3,
+    }
+}
+
+fn role_of(spec: &ContainerSpec) -> Role {
+    spec.labels
+        .get(labels::ROLE)
+        .and_then(|r| Role::parse(r))
+        .unwrap_or(Role::Server)
+}
+
+pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> Result<UpReport> {
+    rt.ping().await?;
+    images::check_present(rt).await?;
+    let existing = containers(rt, lab).await?;
+    let lb_exists = existing.iter().any(|c| c.label(labels::SERVICE) == Some("lb-1"));
+    if !lb_exists || !existing.iter().any(|c| c.ports.get(&LB_PORT).is_some_and(|a| a.ends_with(&format!(":{}", t.port)))) {
+        check_port(t.port, &existing)?;
+    }
+    let secrets = ensure_network(rt, lab).await?;
+    let desired = plan::desired(lab, t, &secrets);
+    let actions = plan::diff(&desired, &existing);
+    let admin = admin_addr(&existing).map(|a| (opts.lb)(&a));
+    let mut changes = Vec::new();
+    let kept = actions.iter().filter(|a| !a.changes_something()).count();
+
+    // Servers leaving the lab are drained first so no request is cut.
+    let removing: Vec<&Action> = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Remove { .. }))
+        .collect();
+    if !removing.is_empty() {
+        if let Some(admin) = &admin {
+            let keep = plan::upstreams(t);
+            if let Err(e) = admin.set_servers(&keep).await {
+                tracing::warn!("{e}");
+            }
+            for a in &removing {
+                let _ = admin.wait_drained(a.service(), Duration::from_secs(10)).await;
+            }
+        }
+    }
+    for a in removing {
+        if let Action::Remove { service, role } = a {
+            rt.remove_container(&naming::container(lab, service)).await?;
+            if *role == Role::Replica {
+                drop_slot(rt, lab, service).await;
+                rt.remove_volume(&naming::volume(lab, service)).await?;
+            }
+            changes.push((service.clone(), "removed".to_string()));
+        }
+    }
+
+    for g in 0..=3u8 {
+        let mut jobs = Vec::new();
+        for a in &actions {
+            match a {
+                Action::Create { spec } if group(role_of(spec)) == g => {
+                    jobs.push(Box::pin(async move {
+                        create_and_start(rt, spec).await?;
+                        Ok::<_, LabError>((spec.alias.clone(), "created".to_string()))
+                    }) as std::pin::Pin<Box<dyn std::future::Future<Output = Result<(String, String)>> + Send + '_>>);
+                }
+                Action::Recreate { spec } if group(role_of(spec)) == g => {
+                    jobs.push(Box::pin(async move {
+                        rt.remove_container(&spec.name).await?;
+                        create_and_start(rt, spec).await?;
+                        Ok((spec.alias.clone(), "recreated".to_string()))
+                    }));
+                }
+                Action::Start { service } => {
+                    let role = desired
+                        .iter()
+                        .find(|s| &s.alias == service)
+                        .map(role_of)
+                        .unwrap_or(Role::Server);
+                    if group(role) == g {
+                        jobs.push(Box::pin(async move {
+                            rt.start_container(&naming::container(lab, service)).await?;
+                            Ok((service.clone(), "started".to_string()))
+                        }));
+                    }
+                }
+                _ => {}
+            }
+        }
+        changes.extend(try_join_all(jobs).await?);
+    }
+
+    // A balancer that stayed gets the new server list and settings live.
+    let lb_recreated = changes.iter().any(|(s, _)| s == "lb-1");
+    if !lb_recreated {
+        if let Some(admin) = &admin {
+            let view = admin.view().await?;
+            let want = plan::upstreams(t);
+            let have: Vec<(String, String)> = view
+                .servers
+                .iter()
+                .map(|s| (s.name.clone(), s.address.clone()))
+                .collect();
+            let mut touched = false;
+            if have != want {
+                admin.set_servers(&want).await?;
+                changes.push(("lb-1".into(), "servers updated live".into()));
+                touched = true;
+            }
+            if view.strategy != t.lb.to_string() || view.retries != t.retries.is_on() {
+                admin.set_settings(&t.lb.to_string(), t.retries.is_on()).await?;
+                changes.push((
+                    "lb-1".into(),
+                    format!("now {} with retries {} (live)", t.lb, t.retries),
+                ));
+                touched = true;
+            }
+            if touched {
+                // So a restart of the balancer keeps what was changed live.
+                rt.write_files(
+                    &naming::container(lab, "lb-1"),
+                    &[(LB_CONFIG_PATH.to_string(), plan::balancer_config(t))],
+                )
+                .await?;
+            }
+        }
+    }
+
+    if opts.wait {
+        wait_healthy(rt, lab, &desired, opts.timeout).await?;
+    }
+    let now = containers(rt, lab).await?;
+    Ok(UpReport {
+        lab: lab.to_string(),
+        entrypoint: entrypoint(&now),
+        changes,
+        kept,
+    })
+}
+
+/// Polls Docker until every service is healthy, showing who we wait for.
+pub async fn wait_healthy(rt: &dyn Runtime, lab: &str, desired: &[ContainerSpec], timeout: Duration) -> Result<()> {
+    let pb = ProgressBar::new(desired.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} healthy {pos}/{len} {wide_msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.enable_steady_tick(Duration::from_millis(120));
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = containers(rt, lab).await?;
+        let mut waiting = Vec::new();
+        for spec in desired {
+            let c = now.iter().find(|c| c.label(labels::SERVICE) == Some(spec.alias.as_str()));
+            match c {
+                Some(c) if matches!(c.state, State::Exited | State::Dead) => {
+                    pb.finish_and_clear();
+                    return Err(LabError::Exited {
+                        service: spec.alias.clone(),
+                        code: c.state.as_str().to_string(),
+                    });
+                }
+                Some(c) if c.state == State::Running && matches!(c.health, Health::Healthy | Health::None) => {}
+                _ => waiting.push(spec.alias.clone()),
+            }
+        }
+        pb.set_position((desired.len() - waiting.len()) as u64);
+        if waiting.is_empty() {
+            pb.finish_and_clear();
+            return Ok(());
+        }
+        pb.set_message(format!("waiting for {}", waiting.join(", ")));
+        if tokio::time::Instant::now() >= deadline {
+            pb.finish_and_clear();
+            return Err(LabError::NotHealthy {
+                first: waiting[0].clone(),
+                services: waiting.join(", "),
+                secs: timeout.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::Image;
+    use crate::lb_admin::{BalancerView, FakeLb};
+    use crate::runtime::fake::FakeRuntime;
+    use crate::topology::{LbStrategy, Toggle};
+
+    /// A fake balancer that already knows the default topology's servers.
+    fn lb(t: &Topology) -> FakeLb {
+        let lb = FakeLb::default();
+        *lb.state.lock().unwrap() = Some(BalancerView {
+            strategy: t.lb.to_string(),
+            retries: t.retries.is_on(),
+            servers: Vec::new(),
+        });
+        lb
+    }
+
+    fn runtime() -> FakeRuntime {
+        let rt = FakeRuntime::new();
+        for i in Image::ALL {
+            rt.add_image(&i.tag(), &[(labels::VERSION, images::VERSION)]);
+        }
+        rt
+    }
+
+    fn opts_with(lb: &FakeLb) -> UpOptions {
+        UpOptions {
+            wait: true,
+            timeout: Duration::from_secs(5),
+            lb: lb.connector(),
+        }
+    }
+
+    fn opts() -> UpOptions {
+        opts_with(&FakeLb::default())
+    }
+
+    fn topo() -> Topology {
+        Topology {
+            port: 0,
+            ..Topology::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn first_up_creates_everything_in_dependency_order() {
+        let rt = runtime();
+        let r = up(&rt, "t1", &topo(), &opts()).await.unwrap();
+        assert_eq!(r.changes.len(), 7);
+        let calls = rt.calls();
+        let pos = |s: &str| calls.iter().position(|c| c == s).unwrap();
+        assert!(pos("create network t1-net") < pos("create t1-db-primary"));
+        assert!(pos("create volume t1-db-primary-data") < pos("create t1-db-primary"));
+        assert!(pos("start t1-db-primary") < pos("create t1-db-replica-1"));
+        assert!(pos("start t1-server-3") < pos("create t1-lb-1"));
+        assert!(r.entrypoint.unwrap().starts_with("http://127.0.0.1:"));
+    }
+
+    #[tokio::test]
+    async fn second_up_with_the_same_config_changes_nothing() {
+        let rt = runtime();
+        let lb = lb(&topo());
+        up(&rt, "t2", &topo(), &opts_with(&lb)).await.unwrap();
+        lb.state.lock().unwrap().as_mut().unwrap().servers = Vec::new();
+        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo())).await.unwrap();
+        rt.clear_calls();
+        let r = up(&rt, "t2", &topo(), &opts_with(&lb)).await.unwrap();
+        assert!(r.changes.is_empty(), "{:?}", r.changes);
+        assert!(r.render().contains("nothing to change"));
+        assert!(
+            !rt.calls().iter().any(|c| c.starts_with("create") || c.starts_with("remove")),
+            "{:?}",
+            rt.calls()
+        );
+    }
+
+    #[tokio::test]
+    async fn secrets_are_made_once_and_kept() {
+        let rt = runtime();
+        up(&rt, "t3", &topo(), &opts()).await.unwrap();
+        let s1 = secrets(&rt, "t3").await.unwrap().unwrap();
+        let t = Topology {
+            servers: 2,
+            ..topo()
+        };
+        let lb = lb(&topo());
+        let r = up(&rt, "t3", &t, &opts_with(&lb)).await.unwrap();
+        assert!(r.changes.contains(&("server-3".to_string(), "removed".to_string())), "{:?}", r.changes);
+        assert_eq!(lb.state.lock().unwrap().as_ref().unwrap().servers.len(), 2);
+        assert!(rt.spec("t3-server-3").is_none());
+        assert_eq!(secrets(&rt, "t3").await.unwrap().unwrap(), s1);
+        let spec = rt.spec("t3-db-primary").unwrap();
+        assert_eq!(spec.env["POSTGRES_PASSWORD"], s1.db_password);
+    }
+
+    #[tokio::test]
+    async fn missing_images_stop_before_anything_is_created() {
+        let rt = FakeRuntime::new();
+        let err = up(&rt, "t4", &topo(), &opts()).await.unwrap_err().to_string();
+        assert!(err.contains("lab images build"), "{err}");
+        assert!(rt.calls().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_crashed_service_is_started_again() {
+        let rt = runtime();
+        up(&rt, "t5", &topo(), &opts()).await.unwrap();
+        rt.set_state("t5-server-2", State::Exited);
+        let lb = lb(&topo());
+        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo())).await.unwrap();
+        let r = up(&rt, "t5", &topo(), &opts_with(&lb)).await.unwrap();
+        assert_eq!(r.changes, [("server-2".to_string(), "started".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn strategy_and_retries_change_live() {
+        let rt = runtime();
+        let lb = lb(&topo());
+        up(&rt, "t6", &topo(), &opts_with(&lb)).await.unwrap();
+        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo())).await.unwrap();
+        rt.clear_calls();
+        let t = Topology {
+            lb: LbStrategy::LeastConn,
+            retries: Toggle::On,
+            ..topo()
+        };
+        up(&rt, "t6", &t, &opts_with(&lb)).await.unwrap();
+        assert!(lb.calls().contains(&"settings least-conn true".to_string()), "{:?}", lb.calls());
+        // The balancer keeps running; its file is rewritten for its next start.
+        assert!(!rt.calls().iter().any(|c| c.starts_with("create") || c.starts_with("remove")));
+        assert!(rt.calls().contains(&"write t6-lb-1 1".to_string()));
+    }
+
+    #[test]
+    fn a_taken_port_is_refused_with_the_fix() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let err = check_port(port, &[]).unwrap_err().to_string();
+        assert!(err.contains(&format!("port {port}")) && err.contains("--port"), "{err}");
+    }
+}
