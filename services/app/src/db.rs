@@ -1,0 +1,483 @@
+//! PostgreSQL: one primary that takes every write, and streaming replicas
+//! that serve reads.
+//!
+//! Things this module shows on purpose:
+//!
+//! * **Reads and writes go to different places.** Deposits always run on the
+//!   primary; balance and product reads go round-robin over the replicas when
+//!   `READS=replicas`. A replica applies the primary's WAL a little later (or
+//!   much later, when the lab injects lag), so a read right after a write can
+//!   be *stale*. `?consistency=primary` is the escape hatch.
+//! * **A dead dependency gives a fast, named error, not a hang.** Every
+//!   connection wait is bounded ([`ACQUIRE_TIMEOUT`]), every query too, and
+//!   failures become `503 {"error": "db-replica-1 is unavailable: ..."}`. The
+//!   pools reconnect by themselves when the database comes back.
+//! * **A write whose outcome is unknown is reported as such.** With
+//!   synchronous replication the primary's `COMMIT` waits for a replica; if
+//!   the replica is gone it waits forever. We give up after `WRITE_TIMEOUT`
+//!   with a 504 that says the outcome is unknown, and we throw that
+//!   connection away: it is still stuck inside its `COMMIT`, and handing it to
+//!   the next request would make that request wait too.
+//! * **Start-up does not need the database.** The pools connect lazily; a
+//!   background task retries until the primary answers, then applies the
+//!   migrations (see [`Db::prepare`]).
+//!
+//! All SQL is parameterised (`$1`, `$2` with binds): no value is ever pasted
+//! into a query string.
+
+use std::{
+    str::FromStr,
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use futures::future::BoxFuture;
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    ConnectOptions, Connection, PgConnection, PgPool,
+};
+
+use crate::{
+    config::{Config, DbTarget, ReadsFrom},
+    error::AppError,
+    metrics::Metrics,
+};
+
+/// How long a request may wait for a database connection (including opening
+/// a new one). Short, so a dead database is a quick 503.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a read query may run beyond its deliberate cost.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections per pool: enough for the lab's load, small enough that a few
+/// servers times a few pools stay far below PostgreSQL's `max_connections`.
+pub const POOL_SIZE: u32 = 10;
+
+/// The embedded migrations (`services/app/migrations/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The query that burns CPU inside PostgreSQL: it counts `$1` generated rows.
+/// `generate_series` sits in the select list (a streaming "ProjectSet" plan),
+/// not in `FROM`, where PostgreSQL would first store every row in a
+/// tuplestore that spills to disk once it outgrows `work_mem`.
+const BURN_SQL: &str = "SELECT count(*) FROM (SELECT generate_series(1, $1::bigint)) AS g";
+
+/// A product read: the row plus `$2` rows of counting work, in one statement.
+const PRODUCT_SQL: &str = "SELECT p.id, p.name, p.price_cents \
+     FROM products AS p \
+     CROSS JOIN (SELECT count(*) FROM (SELECT generate_series(1, $2::bigint)) AS g) AS work \
+     WHERE p.id = $1";
+
+/// A deposit: create the account on first use, otherwise add to it.
+/// `bigint + bigint` raises SQLSTATE 22003 on overflow, which we answer as 409.
+const DEPOSIT_SQL: &str = "INSERT INTO accounts (id, balance) VALUES ($1, $2) \
+     ON CONFLICT (id) DO UPDATE SET balance = accounts.balance + EXCLUDED.balance, updated_at = now() \
+     RETURNING balance";
+
+/// The ledger line written in the same transaction as the balance.
+const LEDGER_SQL: &str = "INSERT INTO deposits (account_id, amount) VALUES ($1, $2)";
+
+/// Until calibration has measured this machine, assume this many counted
+/// rows per millisecond (a modest laptop core).
+const DEFAULT_ROWS_PER_MS: u64 = 20_000;
+
+/// The role of a database, used as the `target` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Takes writes.
+    Primary,
+    /// Read-only streaming replica.
+    Replica,
+}
+
+/// One database and its connection pool.
+#[derive(Debug)]
+pub struct DbNode {
+    /// Display name (`db-primary`).
+    pub name: String,
+    /// Primary or replica.
+    pub role: Role,
+    pool: PgPool,
+}
+
+/// A product row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct Product {
+    /// 1..=1000 for the seeded catalogue.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// Price in cents (integers: money is never a float).
+    pub price_cents: i64,
+}
+
+/// The primary, the replicas and the read policy.
+#[derive(Debug)]
+pub struct Db {
+    primary: DbNode,
+    replicas: Vec<DbNode>,
+    reads: ReadsFrom,
+    next_replica: AtomicUsize,
+    migrated: AtomicBool,
+    rows_per_ms: AtomicU64,
+    product_query_ms: u64,
+    write_timeout: Duration,
+}
+
+/// Why a database operation did not give a result.
+enum Failure {
+    /// A query or connection error.
+    Sql(sqlx::Error),
+    /// The operation exceeded its time limit; its connection was discarded.
+    TimedOut,
+}
+
+impl Db {
+    /// Builds the pools without connecting: the first query (or
+    /// [`Db::prepare`]) opens connections, so this never fails because a
+    /// database is down.
+    pub fn new(config: &Config) -> Result<Self, AppError> {
+        let node = |target: &DbTarget, role| -> Result<DbNode, AppError> {
+            let options = PgConnectOptions::from_str(&target.url)
+                .map_err(|e| AppError::Internal(format!("{}: {e}", target.name)))?
+                .application_name(&config.server_name)
+                // A statement that runs away (a stuck lock, a huge scan) is
+                // stopped by PostgreSQL itself, not only abandoned by us.
+                .options([("statement_timeout", "30s")])
+                // Our own tracing says what matters; sqlx would log every query.
+                .disable_statement_logging();
+            let pool = PgPoolOptions::new()
+                .max_connections(POOL_SIZE)
+                .min_connections(0)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                // Checks a pooled connection before use, so one left broken by
+                // a database restart is replaced instead of failing a request.
+                .test_before_acquire(true)
+                .connect_lazy_with(options);
+            Ok(DbNode {
+                name: target.name.clone(),
+                role,
+                pool,
+            })
+        };
+        Ok(Self {
+            primary: node(&config.primary, Role::Primary)?,
+            replicas: config
+                .replicas
+                .iter()
+                .map(|r| node(r, Role::Replica))
+                .collect::<Result<_, _>>()?,
+            reads: config.reads,
+            next_replica: AtomicUsize::new(0),
+            migrated: AtomicBool::new(false),
+            rows_per_ms: AtomicU64::new(DEFAULT_ROWS_PER_MS),
+            product_query_ms: config.product_query_ms,
+            write_timeout: config.write_timeout,
+        })
+    }
+
+    /// The primary.
+    pub fn primary(&self) -> &DbNode {
+        &self.primary
+    }
+
+    /// Every configured database, primary first.
+    pub fn nodes(&self) -> impl Iterator<Item = &DbNode> {
+        std::iter::once(&self.primary).chain(self.replicas.iter())
+    }
+
+    /// Whether the migrations have been applied by this process.
+    pub fn is_migrated(&self) -> bool {
+        self.migrated.load(Ordering::Acquire)
+    }
+
+    /// Counted rows per millisecond used to size the product query.
+    pub fn rows_per_ms(&self) -> u64 {
+        self.rows_per_ms.load(Ordering::Relaxed)
+    }
+
+    /// Where the next read goes: the primary when asked for, when
+    /// `READS=primary` or when there is no replica; otherwise the next
+    /// replica in round-robin order.
+    pub fn read_node(&self, force_primary: bool) -> &DbNode {
+        if force_primary || self.reads == ReadsFrom::Primary || self.replicas.is_empty() {
+            return &self.primary;
+        }
+        let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % self.replicas.len();
+        &self.replicas[i]
+    }
+
+    /// Waits for the primary, applies the migrations, then measures how fast
+    /// this PostgreSQL counts rows. Retries with backoff, logging each
+    /// attempt, until it succeeds: a container may well start before its
+    /// database. Meant to run as a background task.
+    pub async fn prepare(&self) {
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 1u32;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), MIGRATOR.run(&self.primary.pool))
+                .await
+            {
+                Ok(Ok(())) => break,
+                Ok(Err(err)) => tracing::warn!(
+                    attempt,
+                    db = %self.primary.name,
+                    error = %err,
+                    retry_in = ?delay,
+                    "cannot apply migrations yet; retrying"
+                ),
+                Err(_) => tracing::warn!(
+                    attempt,
+                    db = %self.primary.name,
+                    retry_in = ?delay,
+                    "migrations did not finish within 60s; retrying"
+                ),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+            attempt += 1;
+        }
+        self.migrated.store(true, Ordering::Release);
+        tracing::info!(db = %self.primary.name, attempt, "migrations applied");
+
+        if self.product_query_ms > 0 {
+            match self.calibrate().await {
+                Ok(rate) => {
+                    self.rows_per_ms.store(rate, Ordering::Relaxed);
+                    tracing::info!(
+                        rows_per_ms = rate,
+                        product_query_ms = self.product_query_ms,
+                        rows_per_product_read = rate * self.product_query_ms,
+                        "calibrated the product query's CPU work"
+                    );
+                }
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    rows_per_ms = DEFAULT_ROWS_PER_MS,
+                    "could not calibrate the product query; using the default rate"
+                ),
+            }
+        }
+    }
+
+    /// Measures how many rows per millisecond [`BURN_SQL`] counts here. Two
+    /// sizes are timed and the difference used, which cancels the network
+    /// round trip and planning time; the fastest of three runs filters out
+    /// noise from other processes.
+    async fn calibrate(&self) -> Result<u64, sqlx::Error> {
+        const SMALL: i64 = 100_000;
+        const LARGE: i64 = 1_100_000;
+        let mut conn = self.primary.pool.acquire().await?;
+        let small = fastest_run(&mut conn, SMALL).await?;
+        let large = fastest_run(&mut conn, LARGE).await?;
+        let ms = large.saturating_sub(small).as_secs_f64() * 1000.0;
+        let rate = if ms > 0.0 {
+            ((LARGE - SMALL) as f64 / ms) as u64
+        } else {
+            DEFAULT_ROWS_PER_MS
+        };
+        Ok(rate.clamp(1_000, 1_000_000_000))
+    }
+
+    /// Reads product `id` with its deliberate cost. `Ok(None)`: no such product.
+    pub async fn product(&self, id: i64, metrics: &Metrics) -> Result<Option<Product>, AppError> {
+        let node = self.read_node(false);
+        let rows = self.rows_per_ms().saturating_mul(self.product_query_ms);
+        let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+        let limit = QUERY_TIMEOUT + Duration::from_millis(self.product_query_ms * 4);
+        metrics.db_query(node.role, &node.name);
+        run(node, limit, move |conn| {
+            Box::pin(async move {
+                sqlx::query_as::<_, Product>(PRODUCT_SQL)
+                    .bind(id)
+                    .bind(rows)
+                    .fetch_optional(&mut *conn)
+                    .await
+            })
+        })
+        .await
+        .map_err(|f| f.into_error(node))
+    }
+
+    /// Reads the balance of `account`, from where the read policy says.
+    /// Returns the balance (None: no such account) and the database asked.
+    pub async fn balance(
+        &self,
+        account: i64,
+        force_primary: bool,
+        metrics: &Metrics,
+    ) -> Result<(Option<i64>, &str), AppError> {
+        let node = self.read_node(force_primary);
+        metrics.db_query(node.role, &node.name);
+        let balance = run(node, QUERY_TIMEOUT, move |conn| {
+            Box::pin(async move {
+                sqlx::query_scalar::<_, i64>("SELECT balance FROM accounts WHERE id = $1")
+                    .bind(account)
+                    .fetch_optional(&mut *conn)
+                    .await
+            })
+        })
+        .await
+        .map_err(|f| f.into_error(node))?;
+        Ok((balance, &node.name))
+    }
+
+    /// Adds `amount` cents to `account` (creating it) in one transaction on
+    /// the primary, and returns the new balance.
+    pub async fn deposit(
+        &self,
+        account: i64,
+        amount: i64,
+        metrics: &Metrics,
+    ) -> Result<i64, AppError> {
+        let node = &self.primary;
+        metrics.db_query(node.role, &node.name);
+        let result = run(node, self.write_timeout, move |conn| {
+            Box::pin(async move {
+                let mut tx = conn.begin().await?;
+                let balance = sqlx::query_scalar::<_, i64>(DEPOSIT_SQL)
+                    .bind(account)
+                    .bind(amount)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(LEDGER_SQL)
+                    .bind(account)
+                    .bind(amount)
+                    .execute(&mut *tx)
+                    .await?;
+                // With synchronous replication, this is where we may wait.
+                tx.commit().await?;
+                Ok(balance)
+            })
+        })
+        .await;
+        match result {
+            Ok(balance) => Ok(balance),
+            Err(Failure::TimedOut) => Err(AppError::WriteTimeout {
+                db: node.name.clone(),
+                timeout: humantime::format_duration(self.write_timeout).to_string(),
+            }),
+            Err(Failure::Sql(err)) if sqlstate(&err).as_deref() == Some("22003") => Err(
+                AppError::Conflict(format!("the balance of account {account} would overflow")),
+            ),
+            Err(failure) => Err(failure.into_error(node)),
+        }
+    }
+
+    /// Checks one database: reachable, and the schema is there (on a
+    /// replica, that also means replication has delivered it).
+    pub async fn check(node: &DbNode) -> Result<(), String> {
+        let probe = async {
+            let mut conn = node.pool.acquire().await?;
+            sqlx::query_scalar::<_, bool>(
+                "SELECT to_regclass('public.products') IS NOT NULL \
+                 AND to_regclass('public.accounts') IS NOT NULL",
+            )
+            .fetch_one(&mut *conn)
+            .await
+        };
+        match tokio::time::timeout(ACQUIRE_TIMEOUT + Duration::from_secs(1), probe).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err("schema not migrated yet".into()),
+            Ok(Err(err)) => Err(short(&err)),
+            Err(_) => Err("no answer within 3s".into()),
+        }
+    }
+}
+
+/// The fastest of three runs of [`BURN_SQL`] counting `n` rows.
+async fn fastest_run(conn: &mut PgConnection, n: i64) -> Result<Duration, sqlx::Error> {
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        sqlx::query_scalar::<_, i64>(BURN_SQL)
+            .bind(n)
+            .fetch_one(&mut *conn)
+            .await?;
+        best = best.min(start.elapsed());
+    }
+    Ok(best)
+}
+
+/// Runs `op` on a connection from `node`'s pool within `limit`.
+///
+/// On timeout the connection is detached from the pool and dropped (closing
+/// its socket): it may be stuck in a `COMMIT` that waits for a synchronous
+/// replica, or in a query on a frozen server, and must never serve another
+/// request.
+async fn run<T>(
+    node: &DbNode,
+    limit: Duration,
+    op: impl for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<T, sqlx::Error>>,
+) -> Result<T, Failure> {
+    let mut conn = node.pool.acquire().await.map_err(Failure::Sql)?;
+    let outcome = tokio::time::timeout(limit, op(&mut conn)).await;
+    match outcome {
+        Ok(result) => result.map_err(Failure::Sql),
+        Err(_elapsed) => {
+            let raw = conn.detach();
+            drop(raw);
+            tracing::warn!(db = %node.name, ?limit, "database operation timed out; connection discarded");
+            Err(Failure::TimedOut)
+        }
+    }
+}
+
+impl Failure {
+    /// Turns a failure into the answer the client gets: 503 naming the
+    /// database when it is unreachable or not ready, 500 for anything that
+    /// can only be a bug of ours (a malformed query, a type mismatch).
+    fn into_error(self, node: &DbNode) -> AppError {
+        let err = match self {
+            Failure::TimedOut => {
+                return AppError::unavailable(&node.name, "no answer in time");
+            }
+            Failure::Sql(err) => err,
+        };
+        let unavailable = |reason: String| AppError::unavailable(&node.name, reason);
+        match &err {
+            sqlx::Error::PoolTimedOut => unavailable(format!(
+                "no connection within {}s",
+                ACQUIRE_TIMEOUT.as_secs()
+            )),
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => unavailable(short(&err)),
+            sqlx::Error::Database(db_err) => {
+                let code = db_err.code().map(|c| c.into_owned()).unwrap_or_default();
+                match code.as_str() {
+                    "42P01" => unavailable("schema not migrated yet".into()),
+                    // A "primary" that is read-only is really a replica
+                    // (e.g. during a failover): not ready for writes.
+                    "25006" => unavailable("database is read-only".into()),
+                    c if ["08", "53", "57", "58"]
+                        .iter()
+                        .any(|class| c.starts_with(class)) =>
+                    {
+                        unavailable(short(&err))
+                    }
+                    // Serialization failures and deadlocks: retryable, not a bug.
+                    "40001" | "40P01" => unavailable(short(&err)),
+                    _ => AppError::Internal(format!("{}: {err}", node.name)),
+                }
+            }
+            _ => AppError::Internal(format!("{}: {err}", node.name)),
+        }
+    }
+}
+
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// The first line of an error, capped: enough to name the cause in a JSON
+/// answer without dumping a driver's whole message.
+pub(crate) fn short(err: &dyn std::fmt::Display) -> String {
+    let text = err.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    line.chars().take(200).collect()
+}
