@@ -119,7 +119,12 @@ pub fn servers_view(lb: &Balancer) -> ServersView {
     ServersView {
         strategy: settings.strategy.as_str().to_owned(),
         retries: settings.retries,
-        servers: lb.upstreams().snapshot().iter().map(|u| server_view(u)).collect(),
+        servers: lb
+            .upstreams()
+            .snapshot()
+            .iter()
+            .map(|u| server_view(u))
+            .collect(),
     }
 }
 
@@ -127,18 +132,24 @@ async fn get_servers(State(lb): State<Arc<Balancer>>) -> Json<ServersView> {
     Json(servers_view(&lb))
 }
 
-async fn put_servers(State(lb): State<Arc<Balancer>>, body: Bytes) -> Result<Json<ServersView>, ApiError> {
-    let req: PutServers =
-        serde_json::from_slice(&body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))?;
+async fn put_servers(
+    State(lb): State<Arc<Balancer>>,
+    body: Bytes,
+) -> Result<Json<ServersView>, ApiError> {
+    let req: PutServers = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("invalid JSON body: {e}")))?;
     validate_upstreams(&req.servers).map_err(bad_request)?;
     lb.replace_upstreams(&req.servers)
         .map_err(|e| bad_request(e.to_string()))?;
     Ok(Json(servers_view(&lb)))
 }
 
-async fn patch_settings(State(lb): State<Arc<Balancer>>, body: Bytes) -> Result<Json<Settings>, ApiError> {
-    let req: PatchSettings =
-        serde_json::from_slice(&body).map_err(|e| bad_request(format!("invalid JSON body: {e}")))?;
+async fn patch_settings(
+    State(lb): State<Arc<Balancer>>,
+    body: Bytes,
+) -> Result<Json<Settings>, ApiError> {
+    let req: PatchSettings = serde_json::from_slice(&body)
+        .map_err(|e| bad_request(format!("invalid JSON body: {e}")))?;
     let strategy = req
         .strategy
         .map(|s| s.parse::<Strategy>())
@@ -162,14 +173,20 @@ fn find(lb: &Balancer, name: &str) -> Result<Arc<Upstream>, ApiError> {
     })
 }
 
-async fn drain(State(lb): State<Arc<Balancer>>, Path(name): Path<String>) -> Result<Json<ServerView>, ApiError> {
+async fn drain(
+    State(lb): State<Arc<Balancer>>,
+    Path(name): Path<String>,
+) -> Result<Json<ServerView>, ApiError> {
     let u = find(&lb, &name)?;
     u.set_draining(true);
     tracing::info!(server = %name, in_flight = u.in_flight(), "draining");
     Ok(Json(server_view(&u)))
 }
 
-async fn undrain(State(lb): State<Arc<Balancer>>, Path(name): Path<String>) -> Result<Json<ServerView>, ApiError> {
+async fn undrain(
+    State(lb): State<Arc<Balancer>>,
+    Path(name): Path<String>,
+) -> Result<Json<ServerView>, ApiError> {
     let u = find(&lb, &name)?;
     u.set_draining(false);
     tracing::info!(server = %name, "undrained");
@@ -210,4 +227,3 @@ pub fn router(lb: Arc<Balancer>) -> Router {
         .fallback(not_found)
         .with_state(lb)
 }
-

@@ -51,7 +51,10 @@ pub struct Balancer {
 }
 
 fn strategy_index(s: Strategy) -> u8 {
-    Strategy::ALL.iter().position(|k| *k == s).map_or(0, |i| i as u8)
+    Strategy::ALL
+        .iter()
+        .position(|k| *k == s)
+        .map_or(0, |i| i as u8)
 }
 
 impl Balancer {

@@ -275,7 +275,11 @@ impl Config {
 pub fn validate_upstreams(upstreams: &[UpstreamConfig]) -> Result<(), String> {
     let mut seen = std::collections::HashSet::new();
     for u in upstreams {
-        if u.name.is_empty() || u.name.chars().any(|c| c.is_whitespace() || c == ';' || c == ',') {
+        if u.name.is_empty()
+            || u.name
+                .chars()
+                .any(|c| c.is_whitespace() || c == ';' || c == ',')
+        {
             return Err(format!(
                 "upstream name {:?} must be non-empty, without spaces, ';' or ','",
                 u.name
@@ -302,7 +306,9 @@ fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN.parse().expect("constant address parses")
 }
 fn default_admin_listen() -> SocketAddr {
-    DEFAULT_ADMIN_LISTEN.parse().expect("constant address parses")
+    DEFAULT_ADMIN_LISTEN
+        .parse()
+        .expect("constant address parses")
 }
 fn default_true() -> bool {
     true
@@ -398,9 +404,13 @@ response = "10s"
 
     #[test]
     fn unknown_keys_are_errors_that_name_the_key() {
-        let err = Config::parse("strategyy = \"sticky\"").unwrap_err().to_string();
+        let err = Config::parse("strategyy = \"sticky\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("strategyy"), "{err}");
-        let err = Config::parse("[health]\nintervall = \"1s\"").unwrap_err().to_string();
+        let err = Config::parse("[health]\nintervall = \"1s\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("intervall"), "{err}");
         let err = Config::parse("[[upstream]]\nname = \"a\"\naddress = \"a:1\"\nweight = 2")
             .unwrap_err()
@@ -410,15 +420,28 @@ response = "10s"
 
     #[test]
     fn bad_values_are_explained() {
-        let err = Config::parse("strategy = \"random\"").unwrap_err().to_string();
-        assert!(err.contains("random") && err.contains("least-conn"), "{err}");
-        let err = Config::parse("[health]\ninterval = \"soon\"").unwrap_err().to_string();
+        let err = Config::parse("strategy = \"random\"")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("random") && err.contains("least-conn"),
+            "{err}"
+        );
+        let err = Config::parse("[health]\ninterval = \"soon\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("soon"), "{err}");
         let err = Config::parse("[health]\nfall = 0").unwrap_err().to_string();
         assert!(err.contains("fall"), "{err}");
         let dup = "[[upstream]]\nname = \"a\"\naddress = \"a:1\"\n[[upstream]]\nname = \"a\"\naddress = \"b:1\"";
-        assert!(Config::parse(dup).unwrap_err().to_string().contains("twice"));
+        assert!(Config::parse(dup)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
         let noport = "[[upstream]]\nname = \"a\"\naddress = \"server-1\"";
-        assert!(Config::parse(noport).unwrap_err().to_string().contains("port"));
+        assert!(Config::parse(noport)
+            .unwrap_err()
+            .to_string()
+            .contains("port"));
     }
 }

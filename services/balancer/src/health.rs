@@ -29,9 +29,9 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use http::{Request, Uri};
 use http_body_util::Empty;
-use bytes::Bytes;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -107,7 +107,11 @@ impl FailureKind {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            Self::Refused | Self::ConnectTimeout | Self::Connect | Self::Reset | Self::EmptyResponse
+            Self::Refused
+                | Self::ConnectTimeout
+                | Self::Connect
+                | Self::Reset
+                | Self::EmptyResponse
         )
     }
 
@@ -158,14 +162,7 @@ impl FailureKind {
         }
         match kind {
             Some(k) => k,
-            None if err.is_connect() => {
-                // hyper-util reports its own connect timeout as a plain message
-                if format!("{:?}", err).contains("timed out") || format!("{:?}", err).contains("timeout") {
-                    Self::ConnectTimeout
-                } else {
-                    Self::Connect
-                }
-            }
+            None if err.is_connect() => Self::Connect,
             None => Self::Other,
         }
     }
@@ -260,11 +257,13 @@ impl HealthState {
                 if self.up {
                     if self.fail_streak >= policy.fall {
                         self.up = false;
-                        self.reason = Some(format!("{why} ({} failed check{plural})", self.fail_streak));
+                        self.reason =
+                            Some(format!("{why} ({} failed check{plural})", self.fail_streak));
                         return Some(Transition::WentDown);
                     }
                 } else {
-                    self.reason = Some(format!("{why} ({} failed check{plural})", self.fail_streak));
+                    self.reason =
+                        Some(format!("{why} ({} failed check{plural})", self.fail_streak));
                 }
                 None
             }
@@ -378,7 +377,9 @@ pub async fn run(balancer: Arc<Balancer>, shutdown: CancellationToken) {
             _ = ticker.tick() => {}
         }
         let mut checks = JoinSet::new();
-        for upstream in balancer.upstreams().snapshot().iter().cloned() {
+        let servers = balancer.upstreams().snapshot();
+        for upstream in servers.iter() {
+            let upstream = upstream.clone();
             let client = client.clone();
             let path = cfg.path.clone();
             let timeout = cfg.timeout;
@@ -409,7 +410,11 @@ mod tests {
     }
 
     fn check(s: &mut HealthState, ok: bool, now: Instant) -> Option<Transition> {
-        let r = if ok { Ok(()) } else { Err("connection refused".to_owned()) };
+        let r = if ok {
+            Ok(())
+        } else {
+            Err("connection refused".to_owned())
+        };
         s.record_check(r, now, SystemTime::now(), &policy())
     }
 
@@ -474,20 +479,35 @@ mod tests {
         assert_eq!(check(&mut s, true, t + Duration::from_millis(1000)), None);
         assert!(!s.is_up());
         // after fail_timeout, rise passes do
-        assert_eq!(check(&mut s, true, t + Duration::from_millis(2100)), Some(Transition::WentUp));
+        assert_eq!(
+            check(&mut s, true, t + Duration::from_millis(2100)),
+            Some(Transition::WentUp)
+        );
     }
 
     #[test]
     fn counted_failures_need_max_fails_within_fail_timeout() {
         let t = Instant::now();
-        let p = HealthPolicy { max_fails: 3, ..policy() };
+        let p = HealthPolicy {
+            max_fails: 3,
+            ..policy()
+        };
         let mut s = HealthState::new();
         let k = FailureKind::ConnectTimeout;
         assert_eq!(s.record_failure(k, t, &p), None);
-        assert_eq!(s.record_failure(k, t + Duration::from_millis(500), &p), None);
+        assert_eq!(
+            s.record_failure(k, t + Duration::from_millis(500), &p),
+            None
+        );
         // the window expired: counting starts again
-        assert_eq!(s.record_failure(k, t + Duration::from_millis(2600), &p), None);
-        assert_eq!(s.record_failure(k, t + Duration::from_millis(2700), &p), None);
+        assert_eq!(
+            s.record_failure(k, t + Duration::from_millis(2600), &p),
+            None
+        );
+        assert_eq!(
+            s.record_failure(k, t + Duration::from_millis(2700), &p),
+            None
+        );
         assert!(s.is_up());
         assert_eq!(
             s.record_failure(k, t + Duration::from_millis(2800), &p),
@@ -501,9 +521,15 @@ mod tests {
 
     #[test]
     fn max_fails_zero_turns_passive_checks_off() {
-        let p = HealthPolicy { max_fails: 0, ..policy() };
+        let p = HealthPolicy {
+            max_fails: 0,
+            ..policy()
+        };
         let mut s = HealthState::new();
-        assert_eq!(s.record_failure(FailureKind::Refused, Instant::now(), &p), None);
+        assert_eq!(
+            s.record_failure(FailureKind::Refused, Instant::now(), &p),
+            None
+        );
         assert!(s.is_up());
     }
 

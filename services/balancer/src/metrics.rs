@@ -110,17 +110,41 @@ impl Metrics {
         let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         let up = Family::<ServerLabel, Gauge>::default();
         let in_flight = Family::<ServerLabel, Gauge>::default();
-        registry.register("requests", "Requests answered, by server and status", requests.clone());
-        registry.register("retries", "Requests retried on another server after this server failed", retries.clone());
-        registry.register("upstream_failures", "Failed attempts to get a response from a server", failures.clone());
-        registry.register("health_transitions", "Servers changing state (to = up or down)", transitions.clone());
+        registry.register(
+            "requests",
+            "Requests answered, by server and status",
+            requests.clone(),
+        );
+        registry.register(
+            "retries",
+            "Requests retried on another server after this server failed",
+            retries.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Failed attempts to get a response from a server",
+            failures.clone(),
+        );
+        registry.register(
+            "health_transitions",
+            "Servers changing state (to = up or down)",
+            transitions.clone(),
+        );
         registry.register(
             "request_duration_seconds",
             "Time from receiving a request to the response headers",
             latency.clone(),
         );
-        registry.register("server_up", "1 if the server passes its health checks", up.clone());
-        registry.register("server_in_flight", "Requests in flight on the server", in_flight.clone());
+        registry.register(
+            "server_up",
+            "1 if the server passes its health checks",
+            up.clone(),
+        );
+        registry.register(
+            "server_in_flight",
+            "Requests in flight on the server",
+            in_flight.clone(),
+        );
         Self {
             registry,
             requests,
@@ -137,9 +161,13 @@ impl Metrics {
     pub fn record_response(&self, server: Option<&str>, status: u16, elapsed: Duration) {
         let server = server.unwrap_or("none").to_owned();
         self.latency
-            .get_or_create(&ServerLabel { server: server.clone() })
+            .get_or_create(&ServerLabel {
+                server: server.clone(),
+            })
             .observe(elapsed.as_secs_f64());
-        self.requests.get_or_create(&RequestLabels { server, status }).inc();
+        self.requests
+            .get_or_create(&RequestLabels { server, status })
+            .inc();
     }
 
     /// Counts a retry away from `server`.
@@ -209,14 +237,37 @@ mod tests {
         m.record_retry("server-2");
         m.record_failure("server-2", FailureKind::Refused);
         m.record_transition("server-2", Transition::WentDown);
-        let servers = vec![std::sync::Arc::new(Upstream::new("server-1", "s:1").unwrap())];
+        let servers = vec![std::sync::Arc::new(
+            Upstream::new("server-1", "s:1").unwrap(),
+        )];
         let text = m.render(&servers);
-        assert!(text.contains(r#"lb_requests_total{server="server-1",status="200"} 2"#), "{text}");
-        assert!(text.contains(r#"lb_requests_total{server="none",status="503"} 1"#), "{text}");
-        assert!(text.contains(r#"lb_retries_total{server="server-2"} 1"#), "{text}");
-        assert!(text.contains(r#"lb_upstream_failures_total{server="server-2",kind="refused"} 1"#), "{text}");
-        assert!(text.contains(r#"lb_health_transitions_total{server="server-2",to="down"} 1"#), "{text}");
-        assert!(text.contains(r#"lb_request_duration_seconds_count{server="server-1"} 2"#), "{text}");
-        assert!(text.contains(r#"lb_server_up{server="server-1"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"lb_requests_total{server="server-1",status="200"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lb_requests_total{server="none",status="503"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lb_retries_total{server="server-2"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lb_upstream_failures_total{server="server-2",kind="refused"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lb_health_transitions_total{server="server-2",to="down"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lb_request_duration_seconds_count{server="server-1"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lb_server_up{server="server-1"} 1"#),
+            "{text}"
+        );
     }
 }

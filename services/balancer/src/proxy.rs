@@ -247,7 +247,10 @@ pub fn error_response(
     let mut resp = Response::new(ResponseBody::full(body.to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(&X_REQUEST_ID, request_id.clone());
     if status == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -273,9 +276,7 @@ impl Prepared {
 }
 
 fn upstream_uri(upstream: &Upstream, original: &Uri) -> Result<Uri, http::Error> {
-    let pq = original
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str());
+    let pq = original.path_and_query().map_or("/", |pq| pq.as_str());
     Uri::builder()
         .scheme("http")
         .authority(upstream.authority().clone())
@@ -285,7 +286,11 @@ fn upstream_uri(upstream: &Upstream, original: &Uri) -> Result<Uri, http::Error>
 
 /// Serves one client request: picks a server, forwards, retries, answers.
 /// Never fails: every problem becomes a 4xx/5xx response.
-pub async fn handle(lb: Arc<Balancer>, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+pub async fn handle(
+    lb: Arc<Balancer>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
@@ -308,9 +313,13 @@ pub async fn handle(lb: Arc<Balancer>, req: Request<Incoming>, peer: SocketAddr)
                         format!("request body over {MAX_REPLAY_BODY} bytes: too large to keep for a retry"),
                     )
                 } else {
-                    (StatusCode::BAD_REQUEST, format!("could not read the request body: {e}"))
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!("could not read the request body: {e}"),
+                    )
                 };
-                lb.metrics().record_response(None, status.as_u16(), started.elapsed());
+                lb.metrics()
+                    .record_response(None, status.as_u16(), started.elapsed());
                 return error_response(status, &msg, None, &id);
             }
         }
@@ -348,7 +357,12 @@ pub async fn handle(lb: Arc<Balancer>, req: Request<Incoming>, peer: SocketAddr)
             Ok(uri) => uri,
             Err(e) => {
                 lb.metrics().record_response(None, 400, started.elapsed());
-                return error_response(StatusCode::BAD_REQUEST, &format!("bad request target: {e}"), None, &id);
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    &format!("bad request target: {e}"),
+                    None,
+                    &id,
+                );
             }
         };
         let mut out = Request::new(prepared.for_attempt());
@@ -369,13 +383,19 @@ pub async fn handle(lb: Arc<Balancer>, req: Request<Incoming>, peer: SocketAddr)
                     rparts.headers.insert(&X_REQUEST_ID, id.clone());
                 }
                 if sticky && cookie_server.as_deref() != Some(upstream.name()) {
-                    let cookie = format!("{cookie_name}={}; Path=/; HttpOnly; SameSite=Lax", upstream.name());
+                    let cookie = format!(
+                        "{cookie_name}={}; Path=/; HttpOnly; SameSite=Lax",
+                        upstream.name()
+                    );
                     if let Ok(v) = HeaderValue::from_str(&cookie) {
                         rparts.headers.append(header::SET_COOKIE, v);
                     }
                 }
-                lb.metrics()
-                    .record_response(Some(upstream.name()), rparts.status.as_u16(), started.elapsed());
+                lb.metrics().record_response(
+                    Some(upstream.name()),
+                    rparts.status.as_u16(),
+                    started.elapsed(),
+                );
                 tracing::debug!(request_id = ?id, server = upstream.name(), status = rparts.status.as_u16(), "proxied");
                 return Response::from_parts(rparts, ResponseBody::Upstream { body: rbody, guard });
             }
@@ -389,31 +409,43 @@ pub async fn handle(lb: Arc<Balancer>, req: Request<Incoming>, peer: SocketAddr)
                     continue;
                 }
                 let why = if kind.is_retryable() && !replayable {
-                    let reason = if settings.retries { "not idempotent" } else { "retries are off" };
+                    let reason = if settings.retries {
+                        "not idempotent"
+                    } else {
+                        "retries are off"
+                    };
                     format!("server failed: {} (not retried: {reason})", kind.describe())
                 } else {
                     format!("server failed: {}", kind.describe())
                 };
-                lb.metrics().record_response(Some(upstream.name()), 502, started.elapsed());
+                lb.metrics()
+                    .record_response(Some(upstream.name()), 502, started.elapsed());
                 return error_response(StatusCode::BAD_GATEWAY, &why, Some(upstream.name()), &id);
             }
             Err(_) => {
                 drop(guard);
                 tracing::warn!(request_id = ?id, server = upstream.name(), "server too slow");
                 lb.record_failure(&upstream, FailureKind::ResponseTimeout);
-                lb.metrics().record_response(Some(upstream.name()), 504, started.elapsed());
+                lb.metrics()
+                    .record_response(Some(upstream.name()), 504, started.elapsed());
                 let why = format!(
                     "server too slow: no response headers within {}",
                     humantime::format_duration(lb.config().timeouts.response)
                 );
-                return error_response(StatusCode::GATEWAY_TIMEOUT, &why, Some(upstream.name()), &id);
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &why,
+                    Some(upstream.name()),
+                    &id,
+                );
             }
         }
     }
 
     match failed {
         Some((upstream, kind)) => {
-            lb.metrics().record_response(Some(upstream.name()), 502, started.elapsed());
+            lb.metrics()
+                .record_response(Some(upstream.name()), 502, started.elapsed());
             let why = format!(
                 "server failed: {} (no other healthy server to retry on)",
                 kind.describe()
@@ -443,7 +475,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed_with_those_connection_names() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("te", HeaderValue::from_static("trailers"));
@@ -470,7 +505,10 @@ mod tests {
     #[test]
     fn cookies_are_found_among_others() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; lab_server=server-2"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; lab_server=server-2"),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("b=2"));
         assert_eq!(find_cookie(&h, "lab_server"), Some("server-2"));
         assert_eq!(find_cookie(&h, "b"), Some("2"));
@@ -479,7 +517,13 @@ mod tests {
 
     #[test]
     fn idempotent_methods() {
-        for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS] {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
             assert!(is_idempotent(&m));
         }
         assert!(!is_idempotent(&Method::POST));

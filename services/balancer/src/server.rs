@@ -115,16 +115,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     };
     let proxy_listener = bind(config.listen, "proxy").await?;
     let admin_listener = bind(config.admin_listen, "admin").await?;
-    let proxy_addr = proxy_listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        what: "proxy",
-        source,
-    })?;
-    let admin_addr = admin_listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.admin_listen,
-        what: "admin",
-        source,
-    })?;
+    let proxy_addr = proxy_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            what: "proxy",
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: config.admin_listen,
+            what: "admin",
+            source,
+        })?;
     let drain_time = config.timeouts.shutdown;
     let balancer = Arc::new(Balancer::new(config)?);
     let shutdown = CancellationToken::new();

@@ -28,7 +28,9 @@ use std::sync::Arc;
 use crate::upstream::Upstream;
 
 /// A way of picking a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub enum Strategy {
     /// Take turns.
@@ -44,7 +46,12 @@ pub enum Strategy {
 
 impl Strategy {
     /// All strategies, in the order the docs list them.
-    pub const ALL: [Strategy; 4] = [Self::RoundRobin, Self::LeastConn, Self::IpHash, Self::Sticky];
+    pub const ALL: [Strategy; 4] = [
+        Self::RoundRobin,
+        Self::LeastConn,
+        Self::IpHash,
+        Self::Sticky,
+    ];
 
     /// The name used in the config, the API and the CLI.
     pub fn as_str(self) -> &'static str {
@@ -116,12 +123,21 @@ impl Picker {
 
     /// Index into `servers` of the server for this request, or None when no
     /// server is eligible.
-    pub fn pick(&self, strategy: Strategy, servers: &[Arc<Upstream>], req: &PickRequest<'_>) -> Option<usize> {
+    pub fn pick(
+        &self,
+        strategy: Strategy,
+        servers: &[Arc<Upstream>],
+        req: &PickRequest<'_>,
+    ) -> Option<usize> {
         let eligible = |u: &Upstream| u.is_eligible() && Some(u.name()) != req.exclude;
         match strategy {
             Strategy::RoundRobin => self.round_robin(servers, eligible),
             Strategy::LeastConn => {
-                let fewest = servers.iter().filter(|u| eligible(u)).map(|u| u.in_flight()).min()?;
+                let fewest = servers
+                    .iter()
+                    .filter(|u| eligible(u))
+                    .map(|u| u.in_flight())
+                    .min()?;
                 // ties take turns, so idle servers share the load evenly
                 self.round_robin(servers, |u| eligible(u) && u.in_flight() == fewest)
                     .or_else(|| self.round_robin(servers, eligible))
@@ -141,7 +157,11 @@ impl Picker {
 
     /// The next eligible server in turn: with n eligible servers, each gets
     /// exactly one of every n picks.
-    fn round_robin(&self, servers: &[Arc<Upstream>], eligible: impl Fn(&Upstream) -> bool) -> Option<usize> {
+    fn round_robin(
+        &self,
+        servers: &[Arc<Upstream>],
+        eligible: impl Fn(&Upstream) -> bool,
+    ) -> Option<usize> {
         let count = servers.iter().filter(|u| eligible(u)).count();
         if count == 0 {
             return None;
@@ -191,7 +211,9 @@ mod tests {
 
     fn servers(n: usize) -> Vec<Arc<Upstream>> {
         (1..=n)
-            .map(|i| Arc::new(Upstream::new(format!("server-{i}"), format!("server-{i}:8000")).unwrap()))
+            .map(|i| {
+                Arc::new(Upstream::new(format!("server-{i}"), format!("server-{i}:8000")).unwrap())
+            })
             .collect()
     }
 
@@ -236,9 +258,17 @@ mod tests {
     fn round_robin_takes_turns_exactly() {
         let list = servers(3);
         let p = Picker::new();
-        let order: Vec<usize> = (0..6).map(|_| p.pick(Strategy::RoundRobin, &list, &req([1, 1, 1, 1])).unwrap()).collect();
+        let order: Vec<usize> = (0..6)
+            .map(|_| {
+                p.pick(Strategy::RoundRobin, &list, &req([1, 1, 1, 1]))
+                    .unwrap()
+            })
+            .collect();
         assert_eq!(order, vec![0, 1, 2, 0, 1, 2]);
-        assert_eq!(counts(&p, Strategy::RoundRobin, &list, 300), vec![100, 100, 100]);
+        assert_eq!(
+            counts(&p, Strategy::RoundRobin, &list, 300),
+            vec![100, 100, 100]
+        );
     }
 
     #[test]
@@ -260,7 +290,10 @@ mod tests {
         for s in Strategy::ALL {
             assert_eq!(Picker::new().pick(s, &list, &req([1, 2, 3, 4])), None);
         }
-        assert_eq!(Picker::new().pick(Strategy::RoundRobin, &[], &req([1, 2, 3, 4])), None);
+        assert_eq!(
+            Picker::new().pick(Strategy::RoundRobin, &[], &req([1, 2, 3, 4])),
+            None
+        );
     }
 
     #[test]
@@ -279,14 +312,20 @@ mod tests {
         let list = servers(3);
         let p = Picker::new();
         let ips: Vec<[u8; 4]> = (1..=60).map(|i| [10, 0, i, 7]).collect();
-        let before: Vec<usize> = ips.iter().map(|ip| p.pick(Strategy::IpHash, &list, &req(*ip)).unwrap()).collect();
+        let before: Vec<usize> = ips
+            .iter()
+            .map(|ip| p.pick(Strategy::IpHash, &list, &req(*ip)).unwrap())
+            .collect();
         // same answer every time
         for (ip, b) in ips.iter().zip(&before) {
             assert_eq!(p.pick(Strategy::IpHash, &list, &req(*ip)), Some(*b));
         }
         // spread over all servers
         for i in 0..3 {
-            assert!(before.iter().filter(|b| **b == i).count() >= 5, "{before:?}");
+            assert!(
+                before.iter().filter(|b| **b == i).count() >= 5,
+                "{before:?}"
+            );
         }
         kill(&list[1]);
         for (ip, b) in ips.iter().zip(&before) {
@@ -324,16 +363,27 @@ mod tests {
             ..req([1, 2, 3, 4])
         };
         for _ in 0..5 {
-            assert_eq!(p.pick(Strategy::Sticky, &list, &with_cookie("server-2")), Some(1));
+            assert_eq!(
+                p.pick(Strategy::Sticky, &list, &with_cookie("server-2")),
+                Some(1)
+            );
         }
         // no cookie or an unknown server: round-robin
-        let firsts: Vec<_> = (0..3).map(|_| p.pick(Strategy::Sticky, &list, &with_cookie("nope")).unwrap()).collect();
+        let firsts: Vec<_> = (0..3)
+            .map(|_| {
+                p.pick(Strategy::Sticky, &list, &with_cookie("nope"))
+                    .unwrap()
+            })
+            .collect();
         let mut sorted = firsts.clone();
         sorted.sort_unstable();
         assert_eq!(sorted, vec![0, 1, 2]);
         kill(&list[1]);
         for _ in 0..5 {
-            assert_ne!(p.pick(Strategy::Sticky, &list, &with_cookie("server-2")), Some(1));
+            assert_ne!(
+                p.pick(Strategy::Sticky, &list, &with_cookie("server-2")),
+                Some(1)
+            );
         }
     }
 }

@@ -18,7 +18,14 @@ struct LoadResult {
 /// `workers` clients send GETs in a loop for `duration` (at most `cap`
 /// requests in all); `kill` runs after `kill_after`. Returns the outcome
 /// and the moment of the kill.
-async fn load_with_kill(lb: &Lb, victim: &Backend, workers: usize, duration: Duration, kill_after: Duration, cap: usize) -> (LoadResult, Instant) {
+async fn load_with_kill(
+    lb: &Lb,
+    victim: &Backend,
+    workers: usize,
+    duration: Duration,
+    kill_after: Duration,
+    cap: usize,
+) -> (LoadResult, Instant) {
     let start = Instant::now();
     let end = start + duration;
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -35,7 +42,10 @@ async fn load_with_kill(lb: &Lb, victim: &Backend, workers: usize, duration: Dur
                     Ok(r) if r.status == 200 => {
                         ok.fetch_add(1, Ordering::SeqCst);
                     }
-                    Ok(r) => failures.lock().unwrap().push((Instant::now(), format!("{} {}", r.status, r.body))),
+                    Ok(r) => failures
+                        .lock()
+                        .unwrap()
+                        .push((Instant::now(), format!("{} {}", r.status, r.body))),
                     Err(e) => failures.lock().unwrap().push((Instant::now(), e)),
                 }
             }
@@ -74,13 +84,32 @@ async fn three() -> [Backend; 3] {
 async fn killing_a_server_under_load_loses_nothing_with_retries_on() {
     let b = three().await;
     let lb = Lb::start(common::config(&b.iter().collect::<Vec<_>>())).await;
-    let (res, _) = load_with_kill(&lb, &b[1], 8, Duration::from_secs(4), Duration::from_secs(1), 20_000).await;
-    assert!(res.failures.is_empty(), "{} failures, first: {:?}", res.failures.len(), res.failures.first());
+    let (res, _) = load_with_kill(
+        &lb,
+        &b[1],
+        8,
+        Duration::from_secs(4),
+        Duration::from_secs(1),
+        20_000,
+    )
+    .await;
+    assert!(
+        res.failures.is_empty(),
+        "{} failures, first: {:?}",
+        res.failures.len(),
+        res.failures.first()
+    );
     assert!(res.ok > 200, "too little load to mean anything: {}", res.ok);
     assert!(b[1].gets() > 10, "server-2 served nothing before it died");
     let m = lb.metrics().await;
-    assert!(m.contains(r#"lb_retries_total{server="server-2"}"#), "the kill must have caused retries:\n{m}");
-    assert!(m.contains(r#"lb_health_transitions_total{server="server-2",to="down"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"lb_retries_total{server="server-2"}"#),
+        "the kill must have caused retries:\n{m}"
+    );
+    assert!(
+        m.contains(r#"lb_health_transitions_total{server="server-2",to="down"} 1"#),
+        "{m}"
+    );
     assert_eq!(lb.state_of("server-2").await, "down");
 }
 
@@ -92,12 +121,31 @@ async fn with_retries_off_failures_stop_within_interval_times_fall_plus_one_seco
     let window = cfg.health.interval * cfg.health.fall + Duration::from_secs(1);
     let lb = Lb::start(cfg).await;
     // load goes on well past the window, so late failures would be seen
-    let (res, killed_at) = load_with_kill(&lb, &b[1], 8, Duration::from_secs(5), Duration::from_secs(1), 20_000).await;
-    assert!(!res.failures.is_empty(), "without retries the kill must cost some requests");
+    let (res, killed_at) = load_with_kill(
+        &lb,
+        &b[1],
+        8,
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+        20_000,
+    )
+    .await;
+    assert!(
+        !res.failures.is_empty(),
+        "without retries the kill must cost some requests"
+    );
     let last = res.failures.iter().map(|(t, _)| *t).max().unwrap();
     let after = last.saturating_duration_since(killed_at);
-    eprintln!("{} failures, the last {after:?} after the kill; {} ok", res.failures.len(), res.ok);
-    assert!(after <= window, "last failure {after:?} after the kill, window {window:?}; {:?}", res.failures.last());
+    eprintln!(
+        "{} failures, the last {after:?} after the kill; {} ok",
+        res.failures.len(),
+        res.ok
+    );
+    assert!(
+        after <= window,
+        "last failure {after:?} after the kill, window {window:?}; {:?}",
+        res.failures.last()
+    );
     for (_, why) in &res.failures {
         assert!(why.starts_with("502"), "{why}");
         assert!(why.contains("server-2"), "{why}");
@@ -108,26 +156,47 @@ async fn with_retries_off_failures_stop_within_interval_times_fall_plus_one_seco
 #[tokio::test]
 async fn post_is_never_retried_but_get_is() {
     // server-1 closes connections without answering; server-2 is fine.
-    let (a, b) = (Backend::start("server-1").await, Backend::start("server-2").await);
+    let (a, b) = (
+        Backend::start("server-1").await,
+        Backend::start("server-2").await,
+    );
     a.state.drop_requests.store(true, Ordering::SeqCst);
     let lb = Lb::start(common::config(&[&a, &b])).await;
     // round-robin's first turn is server-1
-    let r = lb.client.send(Method::POST, &lb.url("/echo"), &[], "{\"amount\":50}").await.unwrap();
+    let r = lb
+        .client
+        .send(Method::POST, &lb.url("/echo"), &[], "{\"amount\":50}")
+        .await
+        .unwrap();
     assert_eq!(r.status, 502, "{}", r.body);
     let j = r.json();
     assert_eq!(j["server"], "server-1");
-    assert!(j["error"].as_str().unwrap().contains("not idempotent"), "{j}");
+    assert!(
+        j["error"].as_str().unwrap().contains("not idempotent"),
+        "{j}"
+    );
     assert_eq!(a.posts(), 1);
     assert_eq!(b.posts(), 0, "the POST must not be replayed on server-2");
 
     // the same failure on a GET is retried on server-2
-    let (a, b) = (Backend::start("server-1").await, Backend::start("server-2").await);
+    let (a, b) = (
+        Backend::start("server-1").await,
+        Backend::start("server-2").await,
+    );
     a.state.drop_requests.store(true, Ordering::SeqCst);
     let lb = Lb::start(common::config(&[&a, &b])).await;
-    let r = lb.client.send(Method::PUT, &lb.url("/echo"), &[], "replay me").await.unwrap();
+    let r = lb
+        .client
+        .send(Method::PUT, &lb.url("/echo"), &[], "replay me")
+        .await
+        .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.served_by(), Some("server-2"));
-    assert_eq!(r.json()["body"], "replay me", "the buffered body is replayed");
+    assert_eq!(
+        r.json()["body"],
+        "replay me",
+        "the buffered body is replayed"
+    );
     assert_eq!(a.gets(), 1, "server-1 got the first try");
 }
 
@@ -141,18 +210,42 @@ async fn bad_gateway_then_service_unavailable() {
     assert_eq!(r.headers["content-type"], "application/json");
     let j = r.json();
     assert_eq!(j["server"], "server-1");
-    assert!(j["error"].as_str().unwrap().contains("closed before response headers"), "{j}");
-    assert!(j["error"].as_str().unwrap().contains("no other healthy server"), "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("closed before response headers"),
+        "{j}"
+    );
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("no other healthy server"),
+        "{j}"
+    );
 
     // the failure took server-1 down (passive check): now nobody is up
     let r = lb.get("/").await;
     assert_eq!(r.status, 503, "{}", r.body);
     let j = r.json();
-    assert!(j["error"].as_str().unwrap().starts_with("no healthy server"), "{j}");
-    assert!(j["error"].as_str().unwrap().contains("server-1 down"), "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no healthy server"),
+        "{j}"
+    );
+    assert!(
+        j["error"].as_str().unwrap().contains("server-1 down"),
+        "{j}"
+    );
     let s = lb.servers().await;
     assert_eq!(s["servers"][0]["state"], "down");
-    assert_eq!(s["servers"][0]["reason"], "connection closed before response headers (a request failed)");
+    assert_eq!(
+        s["servers"][0]["reason"],
+        "connection closed before response headers (a request failed)"
+    );
 }
 
 #[tokio::test]
@@ -165,7 +258,10 @@ async fn connection_refused_is_a_502_naming_the_server() {
     assert_eq!(r.status, 502);
     let j = r.json();
     assert_eq!(j["server"], "server-1");
-    assert!(j["error"].as_str().unwrap().contains("connection refused"), "{j}");
+    assert!(
+        j["error"].as_str().unwrap().contains("connection refused"),
+        "{j}"
+    );
     assert_eq!(lb.state_of("server-1").await, "down");
 }
 
@@ -179,7 +275,10 @@ async fn slow_server_gets_a_504() {
     let started = Instant::now();
     let r = lb.get("/").await;
     assert_eq!(r.status, 504);
-    assert!(started.elapsed() < Duration::from_secs(2), "504 must come at the response timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "504 must come at the response timeout"
+    );
     let j = r.json();
     assert_eq!(j["server"], "server-1");
     assert!(j["error"].as_str().unwrap().contains("too slow"), "{j}");
@@ -188,14 +287,21 @@ async fn slow_server_gets_a_504() {
 
 #[tokio::test]
 async fn active_checks_take_a_failing_server_down_and_bring_it_back() {
-    let (a, b) = (Backend::start("server-1").await, Backend::start("server-2").await);
+    let (a, b) = (
+        Backend::start("server-1").await,
+        Backend::start("server-2").await,
+    );
     let lb = Lb::start(common::config(&[&a, &b])).await;
     a.state.unhealthy.store(true, Ordering::SeqCst);
-    lb.wait_state("server-1", "down", Duration::from_secs(5)).await;
+    lb.wait_state("server-1", "down", Duration::from_secs(5))
+        .await;
     let s = lb.servers().await;
     assert_eq!(s["servers"][0]["reason"], "HTTP 500 (3 failed checks)");
     assert_eq!(s["servers"][0]["last_check_ok"], false);
-    assert!(s["servers"][0]["last_check"].as_str().unwrap().ends_with('Z'));
+    assert!(s["servers"][0]["last_check"]
+        .as_str()
+        .unwrap()
+        .ends_with('Z'));
     // while down it gets nothing (it still answers requests: only checks decide)
     let before = a.gets();
     for _ in 0..10 {
@@ -203,7 +309,8 @@ async fn active_checks_take_a_failing_server_down_and_bring_it_back() {
     }
     assert_eq!(a.gets(), before);
     a.state.unhealthy.store(false, Ordering::SeqCst);
-    lb.wait_state("server-1", "up", Duration::from_secs(5)).await;
+    lb.wait_state("server-1", "up", Duration::from_secs(5))
+        .await;
     let s = lb.servers().await;
     assert_eq!(s["servers"][0]["reason"], serde_json::Value::Null);
     let mut seen = std::collections::HashSet::new();
@@ -212,7 +319,10 @@ async fn active_checks_take_a_failing_server_down_and_bring_it_back() {
     }
     assert!(seen.contains("server-1"));
     let m = lb.metrics().await;
-    assert!(m.contains(r#"lb_health_transitions_total{server="server-1",to="up"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"lb_health_transitions_total{server="server-1",to="up"} 1"#),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -225,7 +335,12 @@ async fn forwarded_for_request_id_and_hop_by_hop_headers() {
         .send(
             Method::GET,
             &url,
-            &[("x-forwarded-for", "203.0.113.7"), ("connection", "keep-alive, x-secret"), ("x-secret", "1"), ("te", "trailers")],
+            &[
+                ("x-forwarded-for", "203.0.113.7"),
+                ("connection", "keep-alive, x-secret"),
+                ("x-secret", "1"),
+                ("te", "trailers"),
+            ],
             "",
         )
         .await
@@ -234,14 +349,23 @@ async fn forwarded_for_request_id_and_hop_by_hop_headers() {
     assert_eq!(r.served_by(), Some("server-1"));
     let seen = &r.json()["headers"];
     assert_eq!(seen["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
-    let id = seen["x-request-id"].as_str().expect("a request id is generated");
+    let id = seen["x-request-id"]
+        .as_str()
+        .expect("a request id is generated");
     assert_eq!(id.len(), 36);
     assert_eq!(r.headers["x-request-id"], id, "the client sees the same id");
-    assert!(seen.get("x-secret").is_none(), "headers named in Connection are hop-by-hop: {seen}");
+    assert!(
+        seen.get("x-secret").is_none(),
+        "headers named in Connection are hop-by-hop: {seen}"
+    );
     assert!(seen.get("te").is_none(), "{seen}");
     assert!(seen.get("host").is_some());
 
-    let r = lb.client.send(Method::GET, &url, &[("x-request-id", "lesson-42")], "").await.unwrap();
+    let r = lb
+        .client
+        .send(Method::GET, &url, &[("x-request-id", "lesson-42")], "")
+        .await
+        .unwrap();
     let seen = &r.json()["headers"];
     assert_eq!(seen["x-request-id"], "lesson-42");
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");

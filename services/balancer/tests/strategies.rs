@@ -10,7 +10,11 @@ use lab_balancer::strategy::Strategy;
 
 #[tokio::test]
 async fn round_robin_shares_exactly() {
-    let (a, b, c) = (Backend::start("server-1").await, Backend::start("server-2").await, Backend::start("server-3").await);
+    let (a, b, c) = (
+        Backend::start("server-1").await,
+        Backend::start("server-2").await,
+        Backend::start("server-3").await,
+    );
     let lb = Lb::start(common::config(&[&a, &b, &c])).await;
     let mut resps = Vec::new();
     for _ in 0..300 {
@@ -29,7 +33,10 @@ async fn round_robin_shares_exactly() {
 
 #[tokio::test]
 async fn least_conn_prefers_the_idle_server() {
-    let (a, b) = (Backend::start("server-1").await, Backend::start("server-2").await);
+    let (a, b) = (
+        Backend::start("server-1").await,
+        Backend::start("server-2").await,
+    );
     let mut cfg = common::config(&[&a, &b]);
     cfg.strategy = Strategy::LeastConn;
     let lb = Lb::start(cfg).await;
@@ -55,7 +62,11 @@ async fn least_conn_prefers_the_idle_server() {
         resps.push(lb.get("/").await);
     }
     let t = tally(&resps);
-    assert_eq!(t.get("server-2"), Some(&20), "the idle server must take every request: {t:?}");
+    assert_eq!(
+        t.get("server-2"),
+        Some(&20),
+        "the idle server must take every request: {t:?}"
+    );
     assert!(a.active() >= 1, "server-1 was still busy during the test");
 
     // the slow ones still complete
@@ -108,7 +119,11 @@ async fn ip_hash_keeps_a_client_on_one_server_and_moves_it_when_that_server_dies
             assert_eq!(r.status, 200, "client 127.0.0.{c}: {}", r.body);
             seen.insert(r.served_by().unwrap().to_owned());
         }
-        assert_eq!(seen.len(), 1, "client 127.0.0.{c} is not stable after the kill: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            1,
+            "client 127.0.0.{c} is not stable after the kill: {seen:?}"
+        );
         let now = seen.into_iter().next().unwrap();
         if home[&c] == victim {
             assert_ne!(now, victim, "client 127.0.0.{c} still on the dead server");
@@ -143,13 +158,30 @@ async fn sticky_cookie_keeps_a_client_and_is_rewritten_when_its_server_dies() {
 
     let cookie = format!("other=1; lab_server={pinned}");
     for _ in 0..12 {
-        let r = lb.client.send(http::Method::GET, &url, &[("cookie", &cookie)], "").await.unwrap();
+        let r = lb
+            .client
+            .send(http::Method::GET, &url, &[("cookie", &cookie)], "")
+            .await
+            .unwrap();
         assert_eq!(r.served_by(), Some(pinned.as_str()));
-        assert_eq!(r.set_cookie(), None, "no need to rewrite a cookie that is right");
+        assert_eq!(
+            r.set_cookie(),
+            None,
+            "no need to rewrite a cookie that is right"
+        );
     }
 
-    backends.iter().find(|b| b.name == pinned).unwrap().kill().await;
-    let moved = lb.client.send(http::Method::GET, &url, &[("cookie", &cookie)], "").await.unwrap();
+    backends
+        .iter()
+        .find(|b| b.name == pinned)
+        .unwrap()
+        .kill()
+        .await;
+    let moved = lb
+        .client
+        .send(http::Method::GET, &url, &[("cookie", &cookie)], "")
+        .await
+        .unwrap();
     assert_eq!(moved.status, 200, "{}", moved.body);
     let new_home = moved.served_by().unwrap().to_owned();
     assert_ne!(new_home, pinned);
@@ -159,7 +191,11 @@ async fn sticky_cookie_keeps_a_client_and_is_rewritten_when_its_server_dies() {
 
     let cookie = format!("lab_server={new_home}");
     for _ in 0..6 {
-        let r = lb.client.send(http::Method::GET, &url, &[("cookie", &cookie)], "").await.unwrap();
+        let r = lb
+            .client
+            .send(http::Method::GET, &url, &[("cookie", &cookie)], "")
+            .await
+            .unwrap();
         assert_eq!(r.served_by(), Some(new_home.as_str()));
     }
 }

@@ -59,12 +59,16 @@ impl Backend {
             let name = name.to_owned();
             tokio::spawn(async move {
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
                     let state = state.clone();
                     let name = name.clone();
                     let svc = service_fn(move |req| handle(state.clone(), name.clone(), req));
                     let task = tokio::spawn(async move {
-                        let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                        let _ = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .await;
                     });
                     let mut list = conns.lock().unwrap();
                     list.retain(|t| !t.is_finished());
@@ -106,7 +110,9 @@ impl Backend {
     }
 
     pub fn set_delay(&self, d: Duration) {
-        self.state.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn gets(&self) -> u64 {
@@ -170,7 +176,11 @@ async fn handle(
             .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
             .collect();
         let (parts, body) = req.into_parts();
-        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         serde_json::json!({
             "server": name,
             "method": parts.method.as_str(),
@@ -216,11 +226,14 @@ pub struct Resp {
 
 impl Resp {
     pub fn served_by(&self) -> Option<&str> {
-        self.headers.get("x-served-by").and_then(|v| v.to_str().ok())
+        self.headers
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     pub fn set_cookie(&self) -> Option<String> {
@@ -285,7 +298,9 @@ pub async fn get_from(src: IpAddr, to: SocketAddr, path: &str) -> Resp {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(src, 0)).unwrap();
     let stream = socket.connect(to).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let req = Request::get(path)
         .header("host", to.to_string())
@@ -330,7 +345,12 @@ impl Lb {
 
     pub async fn admin(&self, method: Method, path: &str, body: &str) -> Resp {
         self.client
-            .send(method, &self.admin_url(path), &[("content-type", "application/json")], body)
+            .send(
+                method,
+                &self.admin_url(path),
+                &[("content-type", "application/json")],
+                body,
+            )
             .await
             .unwrap()
     }
@@ -359,7 +379,10 @@ impl Lb {
             if now == state {
                 return;
             }
-            assert!(start.elapsed() < limit, "{name} still {now}, not {state}, after {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "{name} still {now}, not {state}, after {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -373,7 +396,8 @@ impl Lb {
 pub fn tally<'a>(resps: impl IntoIterator<Item = &'a Resp>) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for r in resps {
-        *m.entry(r.served_by().unwrap_or("-").to_owned()).or_insert(0) += 1;
+        *m.entry(r.served_by().unwrap_or("-").to_owned())
+            .or_insert(0) += 1;
     }
     m
 }
