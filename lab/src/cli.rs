@@ -37,15 +37,22 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Build the lab's container images from Debian packages.
-    #[command(subcommand, after_help = "Example:\n  lab images build          # seconds when nothing changed\n  lab images build --force  # rebuild everything, base included")]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  lab images build          # seconds when nothing changed\n  lab images build --force  # rebuild everything, base included"
+    )]
     Images(ImagesCommand),
 
     /// Create the lab, or bring a running lab in line with new settings.
-    #[command(after_help = "Examples:\n  lab up\n  lab up --servers 2 --sessions redis --port 0\n  lab up -f lab.toml --replicas 2   # flags win over the file")]
+    #[command(
+        after_help = "Examples:\n  lab up\n  lab up --servers 2 --sessions redis --port 0\n  lab up -f lab.toml --replicas 2   # flags win over the file"
+    )]
     Up(UpArgs),
 
     /// Show every service: state, health, ports, the balancer's view, lag.
-    #[command(after_help = "Examples:\n  lab status\n  lab status --json | jq '.services[] | {name, health}'")]
+    #[command(
+        after_help = "Examples:\n  lab status\n  lab status --json | jq '.services[] | {name, health}'"
+    )]
     Status(StatusArgs),
 
     /// Remove every container, network and volume of the lab.
@@ -76,7 +83,7 @@ pub enum ImagesCommand {
 pub struct UpArgs {
     /// Number of app servers (1..=16).
     #[arg(long, value_name = "N")]
-    pub servers: Option<u8>,
+    pub servers: Option<u32>,
     /// How the balancer picks a server.
     #[arg(long, value_enum, value_name = "STRATEGY")]
     pub lb: Option<LbStrategy>,
@@ -91,7 +98,7 @@ pub struct UpArgs {
     pub cache: Option<Toggle>,
     /// Streaming replicas of db-primary (0..=3).
     #[arg(long, value_name = "M")]
-    pub replicas: Option<u8>,
+    pub replicas: Option<u32>,
     /// Whether a commit waits for the replicas.
     #[arg(long, value_enum)]
     pub replication: Option<Replication>,
@@ -137,7 +144,8 @@ fn parse_lab_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 32
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(s.to_string())
     } else {

@@ -89,10 +89,25 @@ mod tests {
             rt.create_container(&spec(lab, "server-1")).await.unwrap();
         }
         let r = down(&rt, "a").await.unwrap();
-        assert_eq!(r, DownReport { containers: 1, volumes: 1, networks: 1 });
-        assert_eq!(rt.list_containers(&[(labels::LAB, "b")]).await.unwrap().len(), 1);
+        assert_eq!(
+            r,
+            DownReport {
+                containers: 1,
+                volumes: 1,
+                networks: 1
+            }
+        );
+        assert_eq!(
+            rt.list_containers(&[(labels::LAB, "b")])
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(rt.list_volumes(&[]).await.unwrap().len(), 1);
         assert_eq!(down(&rt, "a").await.unwrap(), DownReport::default());
-        assert!(DownReport::default().render("a").contains("nothing to remove"));
+        assert!(DownReport::default()
+            .render("a")
+            .contains("nothing to remove"));
     }
 }

@@ -21,14 +21,16 @@ pub enum LabError {
     Name(#[from] NameError),
     #[error("port {port} on 127.0.0.1 is already in use: stop what uses it, or pick another with --port (0 picks a free one)")]
     PortInUse { port: u16 },
-    #[error("{services} did not become healthy within {secs}s; see `lab logs {first}` and `lab status`")]
+    #[error(
+        "{services} did not become healthy within {secs}s; see `lab logs {first}` and `lab status`"
+    )]
     NotHealthy {
         services: String,
         first: String,
         secs: u64,
     },
-    #[error("{service} stopped while starting (exit {code}); see `lab logs {service}`")]
-    Exited { service: String, code: String },
+    #[error("{service} stopped while starting ({state}); see `lab logs {service}`")]
+    Exited { service: String, state: String },
     #[error("the balancer's admin API did not answer ({0}); is lb-1 running? see `lab status`")]
     Admin(String),
     #[error("{0}")]

@@ -253,11 +253,7 @@ pub async fn build(rt: &dyn Runtime, opts: &BuildOptions) -> Result<Vec<Built>, 
             outcome: Outcome::Built(started.elapsed()),
         });
     }
-    let base_id = rt
-        .image(&base_tag)
-        .await?
-        .map(|i| i.id)
-        .unwrap_or_default();
+    let base_id = rt.image(&base_tag).await?.map(|i| i.id).unwrap_or_default();
 
     for image in [Image::App, Image::Balancer, Image::Redis, Image::Postgres] {
         let ctx = context_for(image, opts)?;
@@ -277,7 +273,8 @@ pub async fn build(rt: &dyn Runtime, opts: &BuildOptions) -> Result<Vec<Built>, 
         let started = Instant::now();
         // The hash label goes into the Dockerfile after hashing.
         let mut ctx = ctx;
-        let df = String::from_utf8_lossy(&ctx.files[0].1).replace("#LABELS#\n", &label_lines(&hash));
+        let df =
+            String::from_utf8_lossy(&ctx.files[0].1).replace("#LABELS#\n", &label_lines(&hash));
         ctx.files[0].1 = df.into_bytes();
         build_one(rt, &tag, ctx).await?;
         done.push(Built {
@@ -323,7 +320,10 @@ async fn build_one(rt: &dyn Runtime, tag: &str, ctx: Context) -> Result<(), Imag
     let pb2 = pb.clone();
     let log = move |line: &str| {
         tracing::debug!(target: "lab::images", "{line}");
-        pb2.set_message(format!("building {tag}: {}", line.chars().take(60).collect::<String>()));
+        pb2.set_message(format!(
+            "building {tag}: {}",
+            line.chars().take(60).collect::<String>()
+        ));
     };
     let r = rt.build_image(tag, tar, &log).await;
     pb.finish_and_clear();
@@ -372,7 +372,14 @@ async fn mmdebstrap(opts: &BuildOptions) -> Result<Vec<u8>, ImageError> {
     pb.finish_and_clear();
     if !output.status.success() {
         let err = String::from_utf8_lossy(&output.stderr);
-        for line in err.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev() {
+        for line in err
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             eprintln!("  {line}");
         }
         return Err(ImageError::Mmdebstrap(output.status.to_string()));
@@ -444,7 +451,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut opts = BuildOptions::new(false, Some(dir.path().to_path_buf()));
         // Pretend the base is current so no mmdebstrap runs.
-        rt.add_image(&Image::Base.tag(), &[(labels::INPUT_HASH, &base_hash(&opts.suite))]);
+        rt.add_image(
+            &Image::Base.tag(),
+            &[(labels::INPUT_HASH, &base_hash(&opts.suite))],
+        );
         opts.force = false;
         let err = build(&rt, &opts).await.unwrap_err().to_string();
         assert!(err.contains("lab-app is missing"), "{err}");

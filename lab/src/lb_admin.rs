@@ -86,7 +86,6 @@ impl LbAdmin {
                 .unwrap_or_default(),
         }
     }
-
 }
 
 #[async_trait]
@@ -98,7 +97,11 @@ impl LbControl for LbAdmin {
             .send()
             .await
             .map_err(|e| LabError::Admin(e.to_string()))?;
-        check(r).await?.json().await.map_err(|e| LabError::Admin(e.to_string()))
+        check(r)
+            .await?
+            .json()
+            .await
+            .map_err(|e| LabError::Admin(e.to_string()))
     }
 
     async fn set_servers(&self, servers: &[(String, String)]) -> Result<()> {

@@ -64,7 +64,8 @@ pub async fn run(cli: Cli) -> Result<i32> {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&report).map_err(|e| error::LabError::Other(e.to_string()))?
+                    serde_json::to_string_pretty(&report)
+                        .map_err(|e| error::LabError::Other(e.to_string()))?
                 );
             } else {
                 print!("{}", report.render());

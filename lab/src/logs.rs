@@ -8,7 +8,13 @@ use crate::naming;
 use crate::runtime::Runtime;
 use crate::up::containers;
 
-pub async fn logs(rt: &dyn Runtime, lab: &str, name: &str, follow: bool, tail: Option<u32>) -> Result<()> {
+pub async fn logs(
+    rt: &dyn Runtime,
+    lab: &str,
+    name: &str,
+    follow: bool,
+    tail: Option<u32>,
+) -> Result<()> {
     rt.ping().await?;
     let all = containers(rt, lab).await?;
     let c = naming::find(lab, &all, name)?;

@@ -45,11 +45,18 @@ pub fn did_you_mean<'a>(name: &str, valid: impl IntoIterator<Item = &'a str>) ->
 }
 
 /// Finds a service among a lab's containers by its short name.
-pub fn find<'a>(lab: &str, containers: &'a [ContainerInfo], name: &str) -> Result<&'a ContainerInfo, NameError> {
+pub fn find<'a>(
+    lab: &str,
+    containers: &'a [ContainerInfo],
+    name: &str,
+) -> Result<&'a ContainerInfo, NameError> {
     if containers.is_empty() {
         return Err(NameError::NoLab(lab.to_string()));
     }
-    if let Some(c) = containers.iter().find(|c| c.label(labels::SERVICE) == Some(name)) {
+    if let Some(c) = containers
+        .iter()
+        .find(|c| c.label(labels::SERVICE) == Some(name))
+    {
         return Ok(c);
     }
     let mut valid: Vec<String> = containers
@@ -85,9 +92,19 @@ mod tests {
 
     #[test]
     fn typos_get_a_suggestion() {
-        let valid = ["server-1", "server-2", "db-primary", "db-replica-1", "lb-1", "redis"];
+        let valid = [
+            "server-1",
+            "server-2",
+            "db-primary",
+            "db-replica-1",
+            "lb-1",
+            "redis",
+        ];
         assert_eq!(did_you_mean("sever-1", valid), Some("server-1".into()));
-        assert_eq!(did_you_mean("db-replica1", valid), Some("db-replica-1".into()));
+        assert_eq!(
+            did_you_mean("db-replica1", valid),
+            Some("db-replica-1".into())
+        );
         assert_eq!(did_you_mean("rediss", valid), Some("redis".into()));
         assert_eq!(did_you_mean("kafka", valid), None);
     }

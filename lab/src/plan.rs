@@ -60,7 +60,10 @@ fn http_health(port: u16) -> Option<Healthcheck> {
 }
 
 fn pg_url(s: &Secrets, host: &str) -> String {
-    format!("postgres://postgres:{}@{host}:{PG_PORT}/postgres", s.db_password)
+    format!(
+        "postgres://postgres:{}@{host}:{PG_PORT}/postgres",
+        s.db_password
+    )
 }
 
 /// The balancer's TOML configuration for this topology.
@@ -88,7 +91,9 @@ pub fn upstreams(t: &Topology) -> Vec<(String, String)> {
 
 /// `synchronous_standby_names` for sync mode: every replica must confirm.
 pub fn sync_standby_names(replicas: u8) -> String {
-    let names: Vec<String> = (1..=replicas).map(|i| format!("\"db-replica-{i}\"")).collect();
+    let names: Vec<String> = (1..=replicas)
+        .map(|i| format!("\"db-replica-{i}\""))
+        .collect();
     format!("FIRST {} ({})", replicas, names.join(", "))
 }
 
@@ -197,7 +202,11 @@ fn spec_for(lab: &str, t: &Topology, s: &Secrets, svc: &Service) -> ContainerSpe
                 container_port: APP_PORT,
                 host_port: 0,
             });
-            (Image::App, http_health(APP_PORT), resources(&t.resources.server))
+            (
+                Image::App,
+                http_health(APP_PORT),
+                resources(&t.resources.server),
+            )
         }
         Role::Lb => {
             env.insert("RUST_LOG".into(), "info".into());
@@ -212,7 +221,11 @@ fn spec_for(lab: &str, t: &Topology, s: &Secrets, svc: &Service) -> ContainerSpe
                 host_port: 0,
             });
             files.push((LB_CONFIG_PATH.to_string(), balancer_config(t)));
-            (Image::Balancer, http_health(LB_ADMIN_PORT), resources(&t.resources.lb))
+            (
+                Image::Balancer,
+                http_health(LB_ADMIN_PORT),
+                resources(&t.resources.lb),
+            )
         }
     };
     let mut spec = ContainerSpec {
@@ -273,14 +286,25 @@ pub fn config_hash(spec: &ContainerSpec) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Exists with the same configuration.
-    Keep { service: String },
+    Keep {
+        service: String,
+    },
     /// Exists with the same configuration but is not running.
-    Start { service: String },
-    Create { spec: Box<ContainerSpec> },
+    Start {
+        service: String,
+    },
+    Create {
+        spec: Box<ContainerSpec>,
+    },
     /// Exists with another configuration: replace it.
-    Recreate { spec: Box<ContainerSpec> },
+    Recreate {
+        spec: Box<ContainerSpec>,
+    },
     /// Exists but the topology no longer has it.
-    Remove { service: String, role: Role },
+    Remove {
+        service: String,
+        role: Role,
+    },
 }
 
 impl Action {
@@ -309,14 +333,19 @@ pub fn diff(desired: &[ContainerSpec], existing: &[ContainerInfo]) -> Vec<Action
             None => Action::Create {
                 spec: Box::new(spec.clone()),
             },
-            Some(c) if c.label(labels::CONFIG_HASH) != spec.labels.get(labels::CONFIG_HASH).map(String::as_str) => {
+            Some(c)
+                if c.label(labels::CONFIG_HASH)
+                    != spec.labels.get(labels::CONFIG_HASH).map(String::as_str) =>
+            {
                 Action::Recreate {
                     spec: Box::new(spec.clone()),
                 }
             }
-            Some(c) if matches!(c.state, State::Created | State::Exited | State::Dead) => Action::Start {
-                service: spec.alias.clone(),
-            },
+            Some(c) if matches!(c.state, State::Created | State::Exited | State::Dead) => {
+                Action::Start {
+                    service: spec.alias.clone(),
+                }
+            }
             Some(_) => Action::Keep {
                 service: spec.alias.clone(),
             },
@@ -403,7 +432,10 @@ mod tests {
         let specs = desired("lab", &t, &secrets());
         let existing: Vec<_> = specs.iter().map(running).collect();
         let actions = diff(&desired("lab", &t, &secrets()), &existing);
-        assert!(actions.iter().all(|a| !a.changes_something()), "{actions:?}");
+        assert!(
+            actions.iter().all(|a| !a.changes_something()),
+            "{actions:?}"
+        );
     }
 
     #[test]
@@ -416,7 +448,10 @@ mod tests {
             ..t
         };
         let actions = diff(&desired("lab", &t2, &secrets()), &existing);
-        assert!(actions.iter().all(|a| !a.changes_something()), "{actions:?}");
+        assert!(
+            actions.iter().all(|a| !a.changes_something()),
+            "{actions:?}"
+        );
     }
 
     #[test]

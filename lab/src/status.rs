@@ -90,7 +90,12 @@ pub struct StatusReport {
 
 async fn psql(rt: &dyn Runtime, container: &str, sql: &str) -> Option<String> {
     let out = rt
-        .exec(container, &["psql", "-AtX", "-U", "postgres", "-d", "postgres", "-c", sql])
+        .exec(
+            container,
+            &[
+                "psql", "-AtX", "-U", "postgres", "-d", "postgres", "-c", sql,
+            ],
+        )
         .await
         .ok()?;
     (out.code == 0).then_some(out.stdout)
@@ -189,7 +194,10 @@ async fn service_status(
     repl: &BTreeMap<String, (String, u64)>,
 ) -> ServiceStatus {
     let name = c.label(labels::SERVICE).unwrap_or(&c.name).to_string();
-    let role = c.label(labels::ROLE).and_then(Role::parse).unwrap_or(Role::Server);
+    let role = c
+        .label(labels::ROLE)
+        .and_then(Role::parse)
+        .unwrap_or(Role::Server);
     let mut faults = Vec::new();
     match c.state {
         State::Paused => faults.push(Fault::Paused),
@@ -228,13 +236,15 @@ async fn service_status(
             },
         });
     }
-    let lb = view.and_then(|v| v.servers.iter().find(|s| s.name == name)).map(|s| LbEntry {
-        state: s.state.clone(),
-        requests: s.requests,
-        in_flight: s.in_flight,
-        failures: s.failures,
-        reason: s.reason.clone(),
-    });
+    let lb = view
+        .and_then(|v| v.servers.iter().find(|s| s.name == name))
+        .map(|s| LbEntry {
+            state: s.state.clone(),
+            requests: s.requests,
+            in_flight: s.in_flight,
+            failures: s.failures,
+            reason: s.reason.clone(),
+        });
     ServiceStatus {
         name,
         role: role.as_str().to_string(),
@@ -276,11 +286,10 @@ impl StatusReport {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let lb = s
-                .lb
-                .as_ref()
-                .map(|l| format!("{} ({} req)", l.state, l.requests))
-                .unwrap_or_else(|| "-".into());
+            let lb =
+                s.lb.as_ref()
+                    .map(|l| format!("{} ({} req)", l.state, l.requests))
+                    .unwrap_or_else(|| "-".into());
             let mut notes: Vec<String> = s
                 .faults
                 .iter()
@@ -326,7 +335,9 @@ impl StatusReport {
         let mut out = format!(
             "lab {:?}  entry point {}{}\n\n",
             self.lab,
-            self.entrypoint.as_deref().unwrap_or("(balancer not running)"),
+            self.entrypoint
+                .as_deref()
+                .unwrap_or("(balancer not running)"),
             self.balancer
                 .as_ref()
                 .map(|b| format!(
@@ -365,6 +376,9 @@ mod tests {
     #[test]
     fn faults_serialise_as_design_says() {
         let v = serde_json::to_value(vec![Fault::Lag { delay_ms: 3000 }, Fault::Paused]).unwrap();
-        assert_eq!(v, serde_json::json!([{"kind": "lag", "delay_ms": 3000}, {"kind": "paused"}]));
+        assert_eq!(
+            v,
+            serde_json::json!([{"kind": "lag", "delay_ms": 3000}, {"kind": "paused"}])
+        );
     }
 }

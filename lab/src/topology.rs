@@ -120,13 +120,13 @@ pub struct ResourceSet {
 #[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct LabFile {
-    pub servers: Option<u8>,
+    pub servers: Option<u32>,
     pub lb: Option<LbStrategy>,
     pub retries: Option<Toggle>,
     pub sessions: Option<Sessions>,
     pub cache: Option<Toggle>,
     pub cache_ttl: Option<String>,
-    pub replicas: Option<u8>,
+    pub replicas: Option<u32>,
     pub replication: Option<Replication>,
     pub reads: Option<Reads>,
     pub port: Option<u16>,
@@ -182,10 +182,12 @@ pub enum TopologyError {
     #[error("{path} is not a valid lab.toml: {reason}")]
     FileInvalid { path: String, reason: String },
     #[error("--servers {0} is out of range: use 1 to {MAX_SERVERS}")]
-    Servers(u8),
+    Servers(u32),
     #[error("--replicas {0} is out of range: use 0 to {MAX_REPLICAS}")]
-    Replicas(u8),
-    #[error("--reads replicas needs at least one replica: add --replicas 1 or use --reads primary")]
+    Replicas(u32),
+    #[error(
+        "--reads replicas needs at least one replica: add --replicas 1 or use --reads primary"
+    )]
     ReadsWithoutReplicas,
     #[error("--replication sync needs at least one replica: add --replicas 1 or use --replication async")]
     SyncWithoutReplicas,
@@ -204,14 +206,23 @@ impl Topology {
     pub fn resolve(file: Option<&LabFile>, flags: &UpArgs) -> Result<Topology, TopologyError> {
         let d = Topology::default();
         let f = file.cloned().unwrap_or_default();
-        let replicas = flags.replicas.or(f.replicas).unwrap_or(d.replicas);
+        let servers = flags.servers.or(f.servers).unwrap_or(d.servers.into());
+        if !(1..=MAX_SERVERS.into()).contains(&servers) {
+            return Err(TopologyError::Servers(servers));
+        }
+        let replicas = flags.replicas.or(f.replicas).unwrap_or(d.replicas.into());
+        if replicas > MAX_REPLICAS.into() {
+            return Err(TopologyError::Replicas(replicas));
+        }
+        // Both fit in a u8 now that they are in range.
+        let (servers, replicas) = (servers as u8, replicas as u8);
         let default_reads = if replicas == 0 {
             Reads::Primary
         } else {
             Reads::Replicas
         };
         let t = Topology {
-            servers: flags.servers.or(f.servers).unwrap_or(d.servers),
+            servers,
             lb: flags.lb.or(f.lb).unwrap_or(d.lb),
             retries: flags.retries.or(f.retries).unwrap_or(d.retries),
             sessions: flags.sessions.or(f.sessions).unwrap_or(d.sessions),
@@ -230,10 +241,10 @@ impl Topology {
 
     pub fn validate(&self) -> Result<(), TopologyError> {
         if !(1..=MAX_SERVERS).contains(&self.servers) {
-            return Err(TopologyError::Servers(self.servers));
+            return Err(TopologyError::Servers(self.servers.into()));
         }
         if self.replicas > MAX_REPLICAS {
-            return Err(TopologyError::Replicas(self.replicas));
+            return Err(TopologyError::Replicas(self.replicas.into()));
         }
         if self.replicas == 0 && self.reads == Reads::Replicas {
             return Err(TopologyError::ReadsWithoutReplicas);
@@ -282,7 +293,9 @@ impl Topology {
             Service::new("db-primary", Role::Primary),
             Service::new("redis", Role::Redis),
         ];
-        v.extend((1..=self.replicas).map(|i| Service::new(&format!("db-replica-{i}"), Role::Replica)));
+        v.extend(
+            (1..=self.replicas).map(|i| Service::new(&format!("db-replica-{i}"), Role::Replica)),
+        );
         v.extend((1..=self.servers).map(|i| Service::new(&format!("server-{i}"), Role::Server)));
         v.push(Service::new("lb-1", Role::Lb));
         v
@@ -340,9 +353,15 @@ impl Role {
     }
 
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Lb, Role::Server, Role::Redis, Role::Primary, Role::Replica]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            Role::Lb,
+            Role::Server,
+            Role::Redis,
+            Role::Primary,
+            Role::Replica,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 
@@ -381,13 +400,22 @@ mod tests {
         let names: Vec<_> = t.services().into_iter().map(|s| s.name).collect();
         assert_eq!(
             names,
-            ["db-primary", "redis", "db-replica-1", "server-1", "server-2", "server-3", "lb-1"]
+            [
+                "db-primary",
+                "redis",
+                "db-replica-1",
+                "server-1",
+                "server-2",
+                "server-3",
+                "lb-1"
+            ]
         );
     }
 
     #[test]
     fn flags_win_over_the_file() {
-        let file: LabFile = toml::from_str("servers = 2\nsessions = \"redis\"\nlb = \"sticky\"").unwrap();
+        let file: LabFile =
+            toml::from_str("servers = 2\nsessions = \"redis\"\nlb = \"sticky\"").unwrap();
         let flags = UpArgs {
             servers: Some(4),
             ..Default::default()
@@ -411,15 +439,48 @@ mod tests {
     #[test]
     fn bad_topologies_name_the_fix() {
         let cases = [
-            (UpArgs { servers: Some(0), ..Default::default() }, TopologyError::Servers(0)),
-            (UpArgs { servers: Some(17), ..Default::default() }, TopologyError::Servers(17)),
-            (UpArgs { replicas: Some(4), ..Default::default() }, TopologyError::Replicas(4)),
             (
-                UpArgs { replicas: Some(0), reads: Some(Reads::Replicas), ..Default::default() },
+                UpArgs {
+                    servers: Some(0),
+                    ..Default::default()
+                },
+                TopologyError::Servers(0),
+            ),
+            (
+                UpArgs {
+                    servers: Some(17),
+                    ..Default::default()
+                },
+                TopologyError::Servers(17),
+            ),
+            (
+                UpArgs {
+                    replicas: Some(4),
+                    ..Default::default()
+                },
+                TopologyError::Replicas(4),
+            ),
+            (
+                UpArgs {
+                    servers: Some(300),
+                    ..Default::default()
+                },
+                TopologyError::Servers(300),
+            ),
+            (
+                UpArgs {
+                    replicas: Some(0),
+                    reads: Some(Reads::Replicas),
+                    ..Default::default()
+                },
                 TopologyError::ReadsWithoutReplicas,
             ),
             (
-                UpArgs { replicas: Some(0), replication: Some(Replication::Sync), ..Default::default() },
+                UpArgs {
+                    replicas: Some(0),
+                    replication: Some(Replication::Sync),
+                    ..Default::default()
+                },
                 TopologyError::SyncWithoutReplicas,
             ),
         ];

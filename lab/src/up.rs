@@ -79,7 +79,11 @@ pub async fn containers(rt: &dyn Runtime, lab: &str) -> Result<Vec<ContainerInfo
 async fn ensure_network(rt: &dyn Runtime, lab: &str) -> Result<Secrets> {
     let nets = rt.list_networks(&[(labels::LAB, lab)]).await?;
     if let Some(n) = nets.iter().find(|n| n.name == naming::network(lab)) {
-        if let Some(s) = n.labels.get(labels::SECRETS).and_then(|s| Secrets::from_label(s)) {
+        if let Some(s) = n
+            .labels
+            .get(labels::SECRETS)
+            .and_then(|s| Secrets::from_label(s))
+        {
             return Ok(s);
         }
         return Err(LabError::Other(format!(
@@ -127,9 +131,11 @@ fn check_port(port: u16, existing: &[ContainerInfo]) -> Result<()> {
     if port == 0 {
         return Ok(());
     }
-    let ours = existing
-        .iter()
-        .any(|c| c.ports.get(&LB_PORT).is_some_and(|a| a.ends_with(&format!(":{port}"))));
+    let ours = existing.iter().any(|c| {
+        c.ports
+            .get(&LB_PORT)
+            .is_some_and(|a| a.ends_with(&format!(":{port}")))
+    });
     if !ours && std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
         return Err(LabError::PortInUse { port });
     }
@@ -171,7 +177,10 @@ async fn drop_slot(rt: &dyn Runtime, lab: &str, replica: &str) {
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}' AND NOT active"
     );
     let primary = naming::container(lab, "db-primary");
-    if let Err(e) = rt.exec(&primary, &["psql", "-q", "-U", "postgres", "-c", &sql]).await {
+    if let Err(e) = rt
+        .exec(&primary, &["psql", "-q", "-U", "postgres", "-c", &sql])
+        .await
+    {
         tracing::warn!("could not drop the slot of {replica}: {e}");
     }
 }
@@ -195,12 +204,9 @@ fn role_of(spec: &ContainerSpec) -> Role {
 
 pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> Result<UpReport> {
     rt.ping().await?;
-    images::check_present(rt).await?;
     let existing = containers(rt, lab).await?;
-    let lb_exists = existing.iter().any(|c| c.label(labels::SERVICE) == Some("lb-1"));
-    if !lb_exists || !existing.iter().any(|c| c.ports.get(&LB_PORT).is_some_and(|a| a.ends_with(&format!(":{}", t.port)))) {
-        check_port(t.port, &existing)?;
-    }
+    check_port(t.port, &existing)?;
+    images::check_present(rt).await?;
     let secrets = ensure_network(rt, lab).await?;
     let desired = plan::desired(lab, t, &secrets);
     let actions = plan::diff(&desired, &existing);
@@ -220,13 +226,16 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
                 tracing::warn!("{e}");
             }
             for a in &removing {
-                let _ = admin.wait_drained(a.service(), Duration::from_secs(10)).await;
+                let _ = admin
+                    .wait_drained(a.service(), Duration::from_secs(10))
+                    .await;
             }
         }
     }
     for a in removing {
         if let Action::Remove { service, role } = a {
-            rt.remove_container(&naming::container(lab, service)).await?;
+            rt.remove_container(&naming::container(lab, service))
+                .await?;
             if *role == Role::Replica {
                 drop_slot(rt, lab, service).await;
                 rt.remove_volume(&naming::volume(lab, service)).await?;
@@ -243,7 +252,14 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
                     jobs.push(Box::pin(async move {
                         create_and_start(rt, spec).await?;
                         Ok::<_, LabError>((spec.alias.clone(), "created".to_string()))
-                    }) as std::pin::Pin<Box<dyn std::future::Future<Output = Result<(String, String)>> + Send + '_>>);
+                    })
+                        as std::pin::Pin<
+                            Box<
+                                dyn std::future::Future<Output = Result<(String, String)>>
+                                    + Send
+                                    + '_,
+                            >,
+                        >);
                 }
                 Action::Recreate { spec } if group(role_of(spec)) == g => {
                     jobs.push(Box::pin(async move {
@@ -289,7 +305,9 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
                 touched = true;
             }
             if view.strategy != t.lb.to_string() || view.retries != t.retries.is_on() {
-                admin.set_settings(&t.lb.to_string(), t.retries.is_on()).await?;
+                admin
+                    .set_settings(&t.lb.to_string(), t.retries.is_on())
+                    .await?;
                 changes.push((
                     "lb-1".into(),
                     format!("now {} with retries {} (live)", t.lb, t.retries),
@@ -320,7 +338,12 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
 }
 
 /// Polls Docker until every service is healthy, showing who we wait for.
-pub async fn wait_healthy(rt: &dyn Runtime, lab: &str, desired: &[ContainerSpec], timeout: Duration) -> Result<()> {
+pub async fn wait_healthy(
+    rt: &dyn Runtime,
+    lab: &str,
+    desired: &[ContainerSpec],
+    timeout: Duration,
+) -> Result<()> {
     let pb = ProgressBar::new(desired.len() as u64);
     pb.set_style(
         ProgressStyle::with_template("{spinner} healthy {pos}/{len} {wide_msg} [{elapsed}]")
@@ -332,16 +355,20 @@ pub async fn wait_healthy(rt: &dyn Runtime, lab: &str, desired: &[ContainerSpec]
         let now = containers(rt, lab).await?;
         let mut waiting = Vec::new();
         for spec in desired {
-            let c = now.iter().find(|c| c.label(labels::SERVICE) == Some(spec.alias.as_str()));
+            let c = now
+                .iter()
+                .find(|c| c.label(labels::SERVICE) == Some(spec.alias.as_str()));
             match c {
                 Some(c) if matches!(c.state, State::Exited | State::Dead) => {
                     pb.finish_and_clear();
                     return Err(LabError::Exited {
                         service: spec.alias.clone(),
-                        code: c.state.as_str().to_string(),
+                        state: c.state.as_str().to_string(),
                     });
                 }
-                Some(c) if c.state == State::Running && matches!(c.health, Health::Healthy | Health::None) => {}
+                Some(c)
+                    if c.state == State::Running
+                        && matches!(c.health, Health::Healthy | Health::None) => {}
                 _ => waiting.push(spec.alias.clone()),
             }
         }
@@ -429,13 +456,17 @@ mod tests {
         let lb = lb(&topo());
         up(&rt, "t2", &topo(), &opts_with(&lb)).await.unwrap();
         lb.state.lock().unwrap().as_mut().unwrap().servers = Vec::new();
-        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo())).await.unwrap();
+        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo()))
+            .await
+            .unwrap();
         rt.clear_calls();
         let r = up(&rt, "t2", &topo(), &opts_with(&lb)).await.unwrap();
         assert!(r.changes.is_empty(), "{:?}", r.changes);
         assert!(r.render().contains("nothing to change"));
         assert!(
-            !rt.calls().iter().any(|c| c.starts_with("create") || c.starts_with("remove")),
+            !rt.calls()
+                .iter()
+                .any(|c| c.starts_with("create") || c.starts_with("remove")),
             "{:?}",
             rt.calls()
         );
@@ -452,7 +483,12 @@ mod tests {
         };
         let lb = lb(&topo());
         let r = up(&rt, "t3", &t, &opts_with(&lb)).await.unwrap();
-        assert!(r.changes.contains(&("server-3".to_string(), "removed".to_string())), "{:?}", r.changes);
+        assert!(
+            r.changes
+                .contains(&("server-3".to_string(), "removed".to_string())),
+            "{:?}",
+            r.changes
+        );
         assert_eq!(lb.state.lock().unwrap().as_ref().unwrap().servers.len(), 2);
         assert!(rt.spec("t3-server-3").is_none());
         assert_eq!(secrets(&rt, "t3").await.unwrap().unwrap(), s1);
@@ -463,7 +499,10 @@ mod tests {
     #[tokio::test]
     async fn missing_images_stop_before_anything_is_created() {
         let rt = FakeRuntime::new();
-        let err = up(&rt, "t4", &topo(), &opts()).await.unwrap_err().to_string();
+        let err = up(&rt, "t4", &topo(), &opts())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lab images build"), "{err}");
         assert!(rt.calls().is_empty());
     }
@@ -474,7 +513,9 @@ mod tests {
         up(&rt, "t5", &topo(), &opts()).await.unwrap();
         rt.set_state("t5-server-2", State::Exited);
         let lb = lb(&topo());
-        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo())).await.unwrap();
+        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo()))
+            .await
+            .unwrap();
         let r = up(&rt, "t5", &topo(), &opts_with(&lb)).await.unwrap();
         assert_eq!(r.changes, [("server-2".to_string(), "started".to_string())]);
     }
@@ -484,7 +525,9 @@ mod tests {
         let rt = runtime();
         let lb = lb(&topo());
         up(&rt, "t6", &topo(), &opts_with(&lb)).await.unwrap();
-        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo())).await.unwrap();
+        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo()))
+            .await
+            .unwrap();
         rt.clear_calls();
         let t = Topology {
             lb: LbStrategy::LeastConn,
@@ -492,9 +535,16 @@ mod tests {
             ..topo()
         };
         up(&rt, "t6", &t, &opts_with(&lb)).await.unwrap();
-        assert!(lb.calls().contains(&"settings least-conn true".to_string()), "{:?}", lb.calls());
+        assert!(
+            lb.calls().contains(&"settings least-conn true".to_string()),
+            "{:?}",
+            lb.calls()
+        );
         // The balancer keeps running; its file is rewritten for its next start.
-        assert!(!rt.calls().iter().any(|c| c.starts_with("create") || c.starts_with("remove")));
+        assert!(!rt
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("create") || c.starts_with("remove")));
         assert!(rt.calls().contains(&"write t6-lb-1 1".to_string()));
     }
 
@@ -503,6 +553,9 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let err = check_port(port, &[]).unwrap_err().to_string();
-        assert!(err.contains(&format!("port {port}")) && err.contains("--port"), "{err}");
+        assert!(
+            err.contains(&format!("port {port}")) && err.contains("--port"),
+            "{err}"
+        );
     }
 }

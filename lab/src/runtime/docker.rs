@@ -135,7 +135,14 @@ impl Runtime for DockerRuntime {
             let Some(id) = c.id else { continue };
             // The summary lacks health and limits; inspect has them. A
             // container removed between the two calls is simply skipped.
-            let i = match self.docker.inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>).await {
+            let i = match self
+                .docker
+                .inspect_container(
+                    &id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+            {
                 Ok(i) => i,
                 Err(BollardError::DockerResponseServerError {
                     status_code: 404, ..
@@ -190,10 +197,7 @@ impl Runtime for DockerRuntime {
                 health,
                 ports,
                 networks,
-                cpus: hc
-                    .nano_cpus
-                    .filter(|n| *n > 0)
-                    .map(|n| n as f64 / 1e9),
+                cpus: hc.nano_cpus.filter(|n| *n > 0).map(|n| n as f64 / 1e9),
                 memory: hc.memory.filter(|m| *m > 0),
             });
         }
@@ -270,10 +274,9 @@ impl Runtime for DockerRuntime {
             .create_container(Some(opts), body)
             .await
             .map_err(|e| match map_err(e, &spec.image) {
-                RuntimeError::NotFound(_) => RuntimeError::NotFound(format!(
-                    "image {} (run `lab images build`)",
-                    spec.image
-                )),
+                RuntimeError::NotFound(_) => {
+                    RuntimeError::NotFound(format!("image {} (run `lab images build`)", spec.image))
+                }
                 other => other,
             })?;
         if !spec.files.is_empty() {
@@ -284,7 +287,10 @@ impl Runtime for DockerRuntime {
 
     async fn start_container(&self, name: &str) -> Result<()> {
         self.docker
-            .start_container(name, None::<bollard::query_parameters::StartContainerOptions>)
+            .start_container(
+                name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
             .await
             .map_err(|e| map_err(e, name))
     }
@@ -303,7 +309,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn kill_container(&self, name: &str, signal: &str) -> Result<()> {
-        let opts = KillContainerOptionsBuilder::default().signal(signal).build();
+        let opts = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
         self.docker
             .kill_container(name, Some(opts))
             .await
@@ -337,7 +345,12 @@ impl Runtime for DockerRuntime {
             .map_err(|e| map_err(e, name))
     }
 
-    async fn update_resources(&self, name: &str, cpus: Option<f64>, memory: Option<i64>) -> Result<()> {
+    async fn update_resources(
+        &self,
+        name: &str,
+        cpus: Option<f64>,
+        memory: Option<i64>,
+    ) -> Result<()> {
         let body = ContainerUpdateBody {
             nano_cpus: cpus.map(|c| (c * 1e9) as i64),
             memory,
@@ -403,10 +416,18 @@ impl Runtime for DockerRuntime {
         Ok(out)
     }
 
-    async fn logs(&self, name: &str, follow: bool, tail: Option<u32>) -> Result<BoxStream<'static, Result<String>>> {
+    async fn logs(
+        &self,
+        name: &str,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> Result<BoxStream<'static, Result<String>>> {
         // Fail early and clearly when the container is gone.
         self.docker
-            .inspect_container(name, None::<bollard::query_parameters::InspectContainerOptions>)
+            .inspect_container(
+                name,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
             .await
             .map_err(|e| map_err(e, name))?;
         let opts = LogsOptionsBuilder::default()
@@ -441,14 +462,20 @@ impl Runtime for DockerRuntime {
         let cache = mem
             .stats
             .as_ref()
-            .and_then(|m| m.get("inactive_file").or_else(|| m.get("total_inactive_file")))
+            .and_then(|m| {
+                m.get("inactive_file")
+                    .or_else(|| m.get("total_inactive_file"))
+            })
             .copied()
             .unwrap_or(0);
         let memory_bytes = mem.usage.unwrap_or(0).saturating_sub(cache);
         let cpu = s.cpu_stats.unwrap_or_default();
         let pre = s.precpu_stats.unwrap_or_default();
         let total = |c: &bollard::models::ContainerCpuStats| {
-            c.cpu_usage.as_ref().and_then(|u| u.total_usage).unwrap_or(0)
+            c.cpu_usage
+                .as_ref()
+                .and_then(|u| u.total_usage)
+                .unwrap_or(0)
         };
         let d_cpu = total(&cpu).saturating_sub(total(&pre)) as f64;
         let d_sys = cpu

@@ -180,7 +180,12 @@ impl Runtime for FakeRuntime {
         self.with(name, |i| i.state = State::Running)
     }
 
-    async fn update_resources(&self, name: &str, cpus: Option<f64>, memory: Option<i64>) -> Result<()> {
+    async fn update_resources(
+        &self,
+        name: &str,
+        cpus: Option<f64>,
+        memory: Option<i64>,
+    ) -> Result<()> {
         self.record(format!("update {name}"));
         self.with(name, |i| {
             i.cpus = cpus.or(i.cpus);
@@ -198,7 +203,12 @@ impl Runtime for FakeRuntime {
         self.with(name, |_| ExecOutput::default())
     }
 
-    async fn logs(&self, name: &str, _follow: bool, _tail: Option<u32>) -> Result<BoxStream<'static, Result<String>>> {
+    async fn logs(
+        &self,
+        name: &str,
+        _follow: bool,
+        _tail: Option<u32>,
+    ) -> Result<BoxStream<'static, Result<String>>> {
         self.with(name, |_| ())?;
         Ok(stream::iter(vec![Ok(format!("{name} started\n"))]).boxed())
     }
@@ -225,7 +235,9 @@ impl Runtime for FakeRuntime {
 
     async fn create_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
         self.record(format!("create network {name}"));
-        self.lock().networks.insert(name.to_string(), labels.clone());
+        self.lock()
+            .networks
+            .insert(name.to_string(), labels.clone());
         Ok(())
     }
 

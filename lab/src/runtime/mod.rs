@@ -209,11 +209,21 @@ pub trait Runtime: Send + Sync {
     async fn remove_container(&self, name: &str) -> Result<()>;
     async fn pause_container(&self, name: &str) -> Result<()>;
     async fn unpause_container(&self, name: &str) -> Result<()>;
-    async fn update_resources(&self, name: &str, cpus: Option<f64>, memory: Option<i64>) -> Result<()>;
+    async fn update_resources(
+        &self,
+        name: &str,
+        cpus: Option<f64>,
+        memory: Option<i64>,
+    ) -> Result<()>;
     /// Write files into a container (running or not).
     async fn write_files(&self, name: &str, files: &[(String, String)]) -> Result<()>;
     async fn exec(&self, name: &str, cmd: &[&str]) -> Result<ExecOutput>;
-    async fn logs(&self, name: &str, follow: bool, tail: Option<u32>) -> Result<BoxStream<'static, Result<String>>>;
+    async fn logs(
+        &self,
+        name: &str,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> Result<BoxStream<'static, Result<String>>>;
     async fn usage(&self, name: &str) -> Result<Usage>;
 
     async fn list_networks(&self, labels: &[(&str, &str)]) -> Result<Vec<ObjectInfo>>;
