@@ -99,6 +99,13 @@ pub struct DbNode {
     pool: PgPool,
 }
 
+impl DbNode {
+    /// Connections this pool holds right now (idle and in use).
+    pub fn pool_size(&self) -> u32 {
+        self.pool.size()
+    }
+}
+
 /// A product row.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct Product {

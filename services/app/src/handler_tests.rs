@@ -20,6 +20,10 @@ use crate::{app, AppState, Config};
 
 pub(crate) const SECRET: &str = "test-secret-test-secret-test-secret!";
 
+fn app_for(store: &str) -> Router {
+    app(state(store))
+}
+
 fn state(store: &str) -> AppState {
     let vars: HashMap<&str, &str> = HashMap::from([
         ("SERVER_NAME", "server-7"),
@@ -307,7 +311,12 @@ async fn bad_input_is_a_json_4xx_before_any_database_work() {
     let no_type = Request::post("/login")
         .body(Body::from(r#"{"user":"x"}"#))
         .unwrap();
-    let cases: Vec<(&str, Request<Body>, u16)> = vec![
+    let jwt_app = app_for("jwt");
+    let jwt_cookies: Vec<(&str, String)> = hostile_tokens()
+        .into_iter()
+        .map(|(what, token)| (what, format!("lab_session={token}")))
+        .collect();
+    let mut cases: Vec<(&str, Request<Body>, u16)> = vec![
         ("bad json", post("/login", "{\"user\":", None), 400),
         ("not json at all", post("/login", "hello", None), 400),
         ("wrong type", post("/login", r#"{"user":42}"#, None), 422),
@@ -423,8 +432,24 @@ async fn bad_input_is_a_json_4xx_before_any_database_work() {
             401,
         ),
     ];
-    for (what, req, expected) in cases {
-        let a = call(&app, req).await;
+    let memory_cases = cases.len();
+    // The same table, on a jwt server: hostile tokens on both session routes.
+    for (what, cookie) in &jwt_cookies {
+        cases.push((what, get("/me", Some(cookie)), 401));
+        cases.push((
+            what,
+            post(
+                "/cart/items",
+                r#"{"product_id":3,"quantity":1}"#,
+                Some(cookie),
+            ),
+            401,
+        ));
+    }
+    assert!(cases.len() >= 15);
+    for (i, (what, req, expected)) in cases.into_iter().enumerate() {
+        let target = if i < memory_cases { &app } else { &jwt_app };
+        let a = call(target, req).await;
         assert_eq!(a.status.as_u16(), expected, "{what}: {}", a.text);
         assert!(
             a.json["error"].is_string(),
