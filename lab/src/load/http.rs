@@ -40,6 +40,9 @@ use hyper_util::rt::TokioIo;
 
 use super::LoadError;
 
+const LOOPBACK_ONLY: &str =
+    "the load driver only sends traffic to this machine (127.0.0.0/8, ::1 or localhost)";
+
 /// Where the load goes: a loopback address and the `Host` header to send.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -77,13 +80,10 @@ impl Target {
         let ip: IpAddr = if bare.eq_ignore_ascii_case("localhost") {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
-            bare.parse()
-                .map_err(|_| bad("the host must be a loopback address such as 127.0.0.1"))?
+            bare.parse().map_err(|_| bad(LOOPBACK_ONLY))?
         };
         if !ip.is_loopback() {
-            return Err(bad(
-                "the load driver only sends traffic to this machine (127.0.0.0/8, ::1, localhost)",
-            ));
+            return Err(bad(LOOPBACK_ONLY));
         }
         let port = uri.port_u16().unwrap_or(80);
         let host_header = match uri.port_u16() {

@@ -238,7 +238,7 @@ impl Stats {
     /// Requests per server over the whole run, busiest first.
     pub fn per_server(&self) -> Vec<(String, u64)> {
         let mut v = self.servers.clone();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort();
         v
     }
 
