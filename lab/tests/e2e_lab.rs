@@ -22,10 +22,21 @@ async fn up_serve_replicate_reconcile_down() {
     // Every service healthy, every port on loopback.
     let st = lab.status();
     let services = st["services"].as_array().unwrap();
-    let names: BTreeSet<&str> = services.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: BTreeSet<&str> = services
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        BTreeSet::from(["lb-1", "server-1", "server-2", "server-3", "redis", "db-primary", "db-replica-1"])
+        BTreeSet::from([
+            "lb-1",
+            "server-1",
+            "server-2",
+            "server-3",
+            "redis",
+            "db-primary",
+            "db-replica-1"
+        ])
     );
     for s in services {
         assert_eq!(s["health"], "healthy", "{s}");
@@ -33,7 +44,10 @@ async fn up_serve_replicate_reconcile_down() {
             assert!(addr.as_str().unwrap().starts_with("127.0.0.1:"), "{s}");
         }
     }
-    let replica = services.iter().find(|s| s["name"] == "db-replica-1").unwrap();
+    let replica = services
+        .iter()
+        .find(|s| s["name"] == "db-replica-1")
+        .unwrap();
     assert_eq!(replica["replication"]["mode"], "async");
 
     // Requests through the balancer reach all three servers.
@@ -45,7 +59,10 @@ async fn up_serve_replicate_reconcile_down() {
         assert!(r.status().is_success());
         served.insert(r.headers()["x-served-by"].to_str().unwrap().to_string());
     }
-    assert_eq!(served, BTreeSet::from(["server-1".into(), "server-2".into(), "server-3".into()]));
+    assert_eq!(
+        served,
+        BTreeSet::from(["server-1".into(), "server-2".into(), "server-3".into()])
+    );
 
     // A deposit on the primary becomes readable on the replica.
     let account = 4_000_000 + (std::process::id() % 100_000) as i64;
@@ -56,15 +73,19 @@ async fn up_serve_replicate_reconcile_down() {
         .await
         .unwrap();
     assert!(r.status().is_success(), "{:?}", r.text().await);
-    let body: serde_json::Value = eventually(Duration::from_secs(10), "the deposit on the replica", || {
-        let http = http.clone();
-        let url = format!("{base}/accounts/{account}");
-        async move {
-            let r = http.get(url).send().await.ok()?;
-            let v: serde_json::Value = r.json().await.ok()?;
-            (v["balance"] == 500).then_some(v)
-        }
-    })
+    let body: serde_json::Value = eventually(
+        Duration::from_secs(10),
+        "the deposit on the replica",
+        || {
+            let http = http.clone();
+            let url = format!("{base}/accounts/{account}");
+            async move {
+                let r = http.get(url).send().await.ok()?;
+                let v: serde_json::Value = r.json().await.ok()?;
+                (v["balance"] == 500).then_some(v)
+            }
+        },
+    )
     .await;
     assert_eq!(body["db"], "db-replica-1");
 
@@ -81,11 +102,22 @@ async fn up_serve_replicate_reconcile_down() {
         .cloned()
         .unwrap();
     let fewer = lab.ok(&["up", "--servers", "2", "--replicas", "1", "--port", "0"]);
-    assert!(fewer.contains("removed") && fewer.contains("server-3"), "{fewer}");
+    assert!(
+        fewer.contains("removed") && fewer.contains("server-3"),
+        "{fewer}"
+    );
     assert!(!fewer.contains("recreated"), "{fewer}");
     let st = lab.status();
-    let lb_after = st["services"].as_array().unwrap().iter().find(|s| s["name"] == "lb-1").unwrap();
-    assert_eq!(lb_before["ports"], lb_after["ports"], "the balancer was not recreated");
+    let lb_after = st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "lb-1")
+        .unwrap();
+    assert_eq!(
+        lb_before["ports"], lb_after["ports"],
+        "the balancer was not recreated"
+    );
     let in_lb: Vec<&str> = st["services"]
         .as_array()
         .unwrap()
@@ -124,7 +156,12 @@ async fn an_up_killed_half_way_is_removed_by_down() {
         let name = lab.name.clone();
         async move {
             let o = Command::new("docker")
-                .args(["ps", "-aq", "--filter", &format!("label=scaling-lab.lab={name}")])
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label=scaling-lab.lab={name}"),
+                ])
                 .output()
                 .ok()?;
             (!o.stdout.is_empty()).then_some(())
@@ -133,7 +170,10 @@ async fn an_up_killed_half_way_is_removed_by_down() {
     .await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!leftovers(&lab.name).is_empty(), "the killed up had created something");
+    assert!(
+        !leftovers(&lab.name).is_empty(),
+        "the killed up had created something"
+    );
     lab.ok(&["down"]);
     assert_eq!(lab.leftovers(), Vec::<String>::new());
 }
