@@ -6,10 +6,12 @@
 //! * the list of servers ([`UpstreamSet`]), replaceable at run time;
 //! * the live settings (strategy, retries) that `PATCH /settings` changes;
 //!   they are atomics, read on every request without taking a lock;
-//! * the HTTP client with its pool of keep-alive connections to the servers
-//!   (opening a TCP connection per request would cost a round trip and, under
-//!   load, run out of ports: nginx's `keepalive` directive does the same);
 //! * the metrics.
+//!
+//! Each worker thread (see [`crate::server`]) builds its own HTTP client with
+//! [`Balancer::new_client`]: a pool of keep-alive connections to the servers
+//! (opening a TCP connection per request would cost a round trip and, under
+//! load, run out of ports: nginx's `keepalive` directive does the same).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Instant, SystemTime};
@@ -46,7 +48,6 @@ pub struct Balancer {
     strategy: AtomicU8,
     retries: AtomicBool,
     picker: Picker,
-    client: UpstreamClient,
     metrics: Metrics,
 }
 
@@ -61,20 +62,12 @@ impl Balancer {
     /// Builds the state from a checked config. Opens no connection.
     pub fn new(config: Config) -> Result<Self, AddressError> {
         let upstreams = UpstreamSet::new(&config.upstreams)?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.timeouts.connect));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.timeouts.upstream_keepalive)
-            .pool_timer(TokioTimer::new())
-            .build(connector);
         Ok(Self {
             policy: HealthPolicy::new(&config.health, &config.passive),
             upstreams,
             strategy: AtomicU8::new(strategy_index(config.strategy)),
             retries: AtomicBool::new(config.retries),
             picker: Picker::new(),
-            client,
             metrics: Metrics::new(),
             config,
         })
@@ -91,9 +84,16 @@ impl Balancer {
         &self.upstreams
     }
 
-    /// The client with its connection pool.
-    pub fn client(&self) -> &UpstreamClient {
-        &self.client
+    /// A new client with its own pool of keep-alive connections (one per
+    /// worker thread, as each nginx worker process has its own).
+    pub fn new_client(&self) -> UpstreamClient {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(self.config.timeouts.connect));
+        connector.set_nodelay(true);
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(self.config.timeouts.upstream_keepalive)
+            .pool_timer(TokioTimer::new())
+            .build(connector)
     }
 
     /// The picker (round-robin turn).

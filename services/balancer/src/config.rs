@@ -45,6 +45,10 @@ pub struct Config {
     /// Address of the admin API, `/metrics` and `/healthz`.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
+    /// Proxy worker threads, each with its own event loop and connection
+    /// pool (nginx `worker_processes`); 0 means one per CPU core.
+    #[serde(default)]
+    pub workers: usize,
     /// How a server is picked for each request.
     #[serde(default)]
     pub strategy: Strategy,
@@ -170,6 +174,7 @@ impl Default for Config {
         Self {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
+            workers: 0,
             strategy: Strategy::default(),
             retries: true,
             sticky_cookie: default_sticky_cookie(),
@@ -206,6 +211,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// Worker threads to run: `workers`, or one per CPU core when 0.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -265,6 +279,9 @@ impl Config {
                 "sticky_cookie must be letters, digits, '_' or '-', got {:?}",
                 self.sticky_cookie
             ));
+        }
+        if self.workers > 1024 {
+            return invalid(format!("workers = {} is too many (at most 1024)", self.workers));
         }
         validate_upstreams(&self.upstreams).map_err(ConfigError::Invalid)
     }

@@ -35,7 +35,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::balancer::Balancer;
+use crate::balancer::{Balancer, UpstreamClient};
 use crate::config::MAX_REPLAY_BODY;
 use crate::health::FailureKind;
 use crate::strategy::{PickRequest, Strategy};
@@ -287,7 +287,8 @@ fn upstream_uri(upstream: &Upstream, original: &Uri) -> Result<Uri, http::Error>
 /// Serves one client request: picks a server, forwards, retries, answers.
 /// Never fails: every problem becomes a 4xx/5xx response.
 pub async fn handle(
-    lb: Arc<Balancer>,
+    lb: &Balancer,
+    client: &UpstreamClient,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<ResponseBody> {
@@ -375,7 +376,7 @@ pub async fn handle(
             headers.clone()
         };
 
-        match tokio::time::timeout(lb.config().timeouts.response, lb.client().request(out)).await {
+        match tokio::time::timeout(lb.config().timeouts.response, client.request(out)).await {
             Ok(Ok(resp)) => {
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);

@@ -1,13 +1,20 @@
-//! # Serving: listening sockets, and a graceful stop
+//! # Serving: worker threads, listening sockets, and a graceful stop
 //!
-//! [`start`] binds the proxy port and the admin port, then runs three tasks:
-//! the proxy's accept loop (one task per client connection, HTTP/1.1 with
-//! keep-alive), the admin API, and the health-check loop.
+//! [`start`] binds the proxy port and the admin port and starts:
+//!
+//! * **worker threads** (nginx's `worker_processes`): each runs its own
+//!   single-threaded event loop with its own listening socket on the same
+//!   port (`SO_REUSEPORT`: the kernel spreads new connections over them) and
+//!   its own pool of connections to the servers. A request then lives on one
+//!   thread from start to end, with no hand-off between threads: this is how
+//!   nginx and HAProxy get their speed, and it matters here too;
+//! * on the caller's runtime, the admin API and the health-check loop, which
+//!   share the servers' state with the workers.
 //!
 //! Stopping well matters to a load balancer: a deploy or `docker stop` sends
 //! SIGTERM, and requests that are half way through must not be cut. So a
 //! stop (see [`Running::shutdown`]) first **stops accepting** (the listening
-//! socket is closed: new connections are refused and go to the other
+//! sockets are closed: new connections are refused and go to the other
 //! balancer, if any), then tells every open connection to finish the request
 //! in progress and close (idle keep-alive connections close at once), and
 //! waits for them, at most `timeouts.shutdown`. Then the process exits 0.
@@ -21,11 +28,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::balancer::Balancer;
+use crate::balancer::{Balancer, UpstreamClient};
 use crate::config::Config;
 use crate::upstream::AddressError;
 use crate::{admin, health, proxy};
@@ -46,12 +54,18 @@ pub enum ServeError {
     /// A server address is invalid.
     #[error(transparent)]
     Address(#[from] AddressError),
+    /// A worker thread could not start.
+    #[error("cannot start a worker thread: {0}")]
+    Worker(std::io::Error),
     /// The admin server failed.
     #[error("admin server failed: {0}")]
     Admin(std::io::Error),
     /// A task panicked.
     #[error("a balancer task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A worker thread stopped without saying so (it panicked).
+    #[error("a worker thread died")]
+    WorkerDied,
 }
 
 /// A started balancer.
@@ -62,6 +76,7 @@ pub struct Running {
     balancer: Arc<Balancer>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<Result<(), ServeError>>>,
+    workers: Vec<oneshot::Receiver<Result<(), ServeError>>>,
 }
 
 impl Running {
@@ -90,9 +105,15 @@ impl Running {
         self.shutdown.clone()
     }
 
-    /// Waits until the balancer has stopped.
+    /// Waits until the balancer has stopped (after [`Running::shutdown`]).
     pub async fn wait(self) -> Result<(), ServeError> {
         let mut first_error = None;
+        for worker in self.workers {
+            let result = worker.await.unwrap_or(Err(ServeError::WorkerDied));
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
         for task in self.tasks {
             let result = match task.await {
                 Ok(r) => r,
@@ -106,39 +127,58 @@ impl Running {
     }
 }
 
-/// Binds both ports and starts serving.
-pub async fn start(config: Config) -> Result<Running, ServeError> {
-    let bind = |addr: SocketAddr, what: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr, what, source })
+/// A listening socket that shares its port with the other workers'.
+fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
     };
-    let proxy_listener = bind(config.listen, "proxy").await?;
-    let admin_listener = bind(config.admin_listen, "admin").await?;
-    let proxy_addr = proxy_listener
-        .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            what: "proxy",
-            source,
-        })?;
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)?.into_std()
+}
+
+/// Binds both ports and starts serving. Must be called inside a tokio
+/// runtime, which then runs the admin API and the health checks.
+pub async fn start(config: Config) -> Result<Running, ServeError> {
+    let workers = config.worker_count();
+    let bind_err = |addr, what| move |source| ServeError::Bind { addr, what, source };
+
+    // The first socket fixes the port (when 0 was asked for); the others join it.
+    let first = bind_shared(config.listen).map_err(bind_err(config.listen, "proxy"))?;
+    let proxy_addr = first.local_addr().map_err(bind_err(config.listen, "proxy"))?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind_shared(proxy_addr).map_err(bind_err(proxy_addr, "proxy"))?);
+    }
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(bind_err(config.admin_listen, "admin"))?;
     let admin_addr = admin_listener
         .local_addr()
-        .map_err(|source| ServeError::Bind {
-            addr: config.admin_listen,
-            what: "admin",
-            source,
-        })?;
+        .map_err(bind_err(config.admin_listen, "admin"))?;
+
     let drain_time = config.timeouts.shutdown;
     let balancer = Arc::new(Balancer::new(config)?);
     let shutdown = CancellationToken::new();
 
-    let proxy_task = tokio::spawn(serve_proxy(
-        proxy_listener,
-        balancer.clone(),
-        shutdown.clone(),
-        drain_time,
-    ));
+    let mut done = Vec::with_capacity(workers);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (tx, rx) = oneshot::channel();
+        let lb = balancer.clone();
+        let token = shutdown.clone();
+        std::thread::Builder::new()
+            .name(format!("lb-worker-{i}"))
+            .spawn(move || {
+                let _ = tx.send(run_worker(listener, lb, token, drain_time));
+            })
+            .map_err(ServeError::Worker)?;
+        done.push(rx);
+    }
+
     let admin_token = shutdown.clone();
     let admin_router = admin::router(balancer.clone());
     let admin_task = tokio::spawn(async move {
@@ -158,6 +198,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     tracing::info!(
         proxy = %proxy_addr,
         admin = %admin_addr,
+        workers,
         strategy = %balancer.strategy(),
         retries = balancer.retries(),
         servers = balancer.upstreams().snapshot().len(),
@@ -168,16 +209,41 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         admin_addr,
         balancer,
         shutdown,
-        tasks: vec![proxy_task, admin_task, health_task],
+        tasks: vec![admin_task, health_task],
+        workers: done,
+    })
+}
+
+/// One worker thread: its own single-threaded runtime and client pool.
+fn run_worker(
+    listener: std::net::TcpListener,
+    lb: Arc<Balancer>,
+    shutdown: CancellationToken,
+    drain_time: Duration,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr().ok();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Worker)?;
+    runtime.block_on(async move {
+        let listener = TcpListener::from_std(listener).map_err(|source| ServeError::Bind {
+            addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            what: "proxy",
+            source,
+        })?;
+        let client = lb.new_client();
+        serve_proxy(listener, Arc::new((lb, client)), shutdown, drain_time).await;
+        Ok(())
     })
 }
 
 async fn serve_proxy(
     listener: TcpListener,
-    lb: Arc<Balancer>,
+    ctx: Arc<(Arc<Balancer>, UpstreamClient)>,
     shutdown: CancellationToken,
     drain_time: Duration,
-) -> Result<(), ServeError> {
+) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -197,10 +263,13 @@ async fn serve_proxy(
             },
         };
         let _ = stream.set_nodelay(true);
-        let lb = lb.clone();
+        let ctx = ctx.clone();
         let service = service_fn(move |req| {
-            let lb = lb.clone();
-            async move { Ok::<_, Infallible>(proxy::handle(lb, req, peer).await) }
+            let ctx = ctx.clone();
+            async move {
+                let (lb, client) = &*ctx;
+                Ok::<_, Infallible>(proxy::handle(lb, client, req, peer).await)
+            }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
@@ -211,13 +280,12 @@ async fn serve_proxy(
         });
     }
     drop(listener);
-    tracing::info!("stopped accepting; draining in-flight requests");
+    tracing::debug!("worker stopped accepting; draining in-flight requests");
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = graceful.shutdown() => tracing::debug!("worker drained"),
         _ = tokio::time::sleep(drain_time) => tracing::warn!(
             "connections still open after {}; closing them",
             humantime::format_duration(drain_time)
         ),
     }
-    Ok(())
 }

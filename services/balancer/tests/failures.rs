@@ -371,3 +371,50 @@ async fn forwarded_for_request_id_and_hop_by_hop_headers() {
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
     assert_eq!(r.headers["x-request-id"], "lesson-42");
 }
+
+/// An address that never answers the TCP handshake, like a frozen or
+/// vanished container: a listening socket whose accept queue is full
+/// (Linux then drops new SYNs instead of refusing them).
+async fn black_hole() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>, std::net::SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fill = Vec::new();
+    // fill the queue until a connect hangs
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => fill.push(s),
+            _ => break,
+        }
+    }
+    (listener, fill, addr)
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_costs_one_connect_timeout_then_is_retried() {
+    let (_hole, _fill, hole_addr) = black_hole().await;
+    let b = Backend::start("server-2").await;
+    let mut cfg = common::config(&[&b]);
+    cfg.upstreams.insert(
+        0,
+        lab_balancer::config::UpstreamConfig {
+            name: "server-1".into(),
+            address: hole_addr.to_string(),
+        },
+    );
+    let connect = cfg.timeouts.connect;
+    let lb = Lb::start(cfg).await;
+    let started = Instant::now();
+    let r = lb.get("/").await; // round-robin's first turn: server-1, the black hole
+    let took = started.elapsed();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.served_by(), Some("server-2"));
+    assert!(took >= connect, "the connect timeout was not waited for: {took:?}");
+    assert!(took < Duration::from_secs(2), "a connect timeout is short: {took:?}");
+    let s = lb.servers().await;
+    assert_eq!(s["servers"][0]["state"], "down");
+    // the passive check says so; an active check may have said it since
+    let reason = s["servers"][0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("connect timed out ("), "{reason}");
+}
