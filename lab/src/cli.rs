@@ -15,6 +15,7 @@ Examples:
   lab up --servers 4 --lb least-conn --sessions redis --cache on
   lab status                       what runs, its health and ports
   lab load --scenario sessions     drive users through the balancer and watch them suffer
+  lab crash server-1               break something; lab heal --all mends it
   lab logs server-1 --follow
   lab down                         remove everything the lab created";
 
@@ -62,6 +63,75 @@ pub enum Command {
     /// Print a service's logs.
     #[command(after_help = "Examples:\n  lab logs server-1\n  lab logs db-replica-1 --follow")]
     Logs(LogsArgs),
+
+    /// Drive load through the balancer and show what users suffer.
+    Load(crate::load::LoadArgs),
+
+    /// Kill a service with SIGKILL, the way a machine dies.
+    #[command(
+        after_help = "Example:\n  lab crash server-1      # then watch `lab load` in another terminal"
+    )]
+    Crash(Target),
+
+    /// Stop a service gracefully (SIGTERM, in-flight work finishes).
+    #[command(after_help = "Example:\n  lab stop server-2")]
+    Stop(Target),
+
+    /// Start a stopped or crashed service.
+    #[command(after_help = "Example:\n  lab start server-1")]
+    Start(Target),
+
+    /// Stop a service gracefully, then start it again.
+    #[command(after_help = "Example:\n  lab restart db-replica-1")]
+    Restart(Target),
+
+    /// Freeze a service: connections stay open, nothing answers (a hung process).
+    #[command(after_help = "Example:\n  lab pause server-3\n  lab resume server-3")]
+    Pause(Target),
+
+    /// Unfreeze a paused service.
+    #[command(after_help = "Example:\n  lab resume server-3")]
+    Resume(Target),
+
+    /// Cut a service off the lab network.
+    #[command(after_help = "Example:\n  lab partition db-replica-1\n  lab heal db-replica-1")]
+    Partition(Target),
+
+    /// Undo faults: reconnect, resume, start, remove delay and loss, end lag.
+    #[command(after_help = "Examples:\n  lab heal server-1\n  lab heal --all")]
+    Heal(HealArgs),
+
+    /// Delay (and optionally drop) the network traffic of one service.
+    #[command(
+        after_help = "Examples:\n  lab slow server-2 --latency 200ms\n  lab slow db-primary --latency 50ms --jitter 10ms --loss 1%\n  lab heal server-2"
+    )]
+    Slow(SlowArgs),
+
+    /// Make a replica apply changes late (replication lag), or stop it.
+    #[command(after_help = "Examples:\n  lab lag db-replica-1 3s\n  lab lag db-replica-1 --off")]
+    Lag(LagArgs),
+
+    /// Switch replication between asynchronous and synchronous, live.
+    #[command(
+        after_help = "Examples:\n  lab replication sync     # commits wait until every replica applied them\n  lab replication async"
+    )]
+    Replication(ReplicationArgs),
+
+    /// Add or remove servers on a running lab; the balancer follows live.
+    #[command(subcommand, after_help = "Example:\n  lab scale servers 5")]
+    Scale(ScaleCommand),
+
+    /// Change a service's CPU and memory limits live (vertical scaling).
+    #[command(
+        after_help = "Examples:\n  lab resize server-1 --cpus 0.5\n  lab resize db-primary --cpus 2 --memory 1g"
+    )]
+    Resize(ResizeArgs),
+
+    /// Change settings of a running lab; servers are replaced one at a time.
+    #[command(
+        after_help = "Examples:\n  lab set sessions=redis\n  lab set cache=on cache_ttl=10s\n  lab set lb=sticky retries=on\n\nKeys: sessions, cache, cache_ttl, reads, lb, retries, product_query_ms"
+    )]
+    Set(SetArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +206,86 @@ pub struct LogsArgs {
     /// Only the last N lines.
     #[arg(long, value_name = "N")]
     pub tail: Option<u32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// A service name as `lab status` shows it, e.g. server-1.
+    pub name: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HealArgs {
+    /// The service to heal.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub name: Option<String>,
+    /// Heal every service of the lab.
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SlowArgs {
+    /// The service whose traffic is delayed.
+    pub name: String,
+    /// Delay added to every packet it sends, e.g. 200ms.
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    pub latency: std::time::Duration,
+    /// Random variation of the delay, e.g. 20ms.
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    pub jitter: Option<std::time::Duration>,
+    /// Share of packets dropped, e.g. 5%.
+    #[arg(long, value_name = "P%", value_parser = crate::faults::parse_percent)]
+    pub loss: Option<f64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LagArgs {
+    /// A replica, e.g. db-replica-1.
+    pub name: String,
+    /// How late it applies each change, e.g. 3s.
+    #[arg(value_name = "DELAY", value_parser = humantime::parse_duration, required_unless_present = "off", conflicts_with = "off")]
+    pub delay: Option<std::time::Duration>,
+    /// End the lag.
+    #[arg(long)]
+    pub off: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ReplicationArgs {
+    #[arg(value_enum)]
+    pub mode: crate::topology::Replication,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ScaleCommand {
+    /// Set the number of app servers (1..=16).
+    Servers {
+        #[arg(value_name = "N")]
+        count: u32,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ResizeArgs {
+    /// The service to resize.
+    pub name: String,
+    /// CPUs it may use, e.g. 0.5 or 2.
+    #[arg(long, value_name = "X")]
+    pub cpus: Option<f64>,
+    /// Memory limit, e.g. 256m or 1g.
+    #[arg(long, value_name = "M")]
+    pub memory: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SetArgs {
+    /// One or more KEY=VALUE pairs.
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub pairs: Vec<String>,
+    /// Give up waiting for a replaced service after this long.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
 }
 
 /// Lab names end up in container, network and volume names, so they must be

@@ -4,7 +4,10 @@
 
 use thiserror::Error;
 
+use crate::faults::FaultError;
 use crate::images::ImageError;
+use crate::live::SetError;
+use crate::load::LoadError;
 use crate::naming::NameError;
 use crate::runtime::RuntimeError;
 use crate::topology::TopologyError;
@@ -19,6 +22,12 @@ pub enum LabError {
     Topology(#[from] TopologyError),
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error(transparent)]
+    Fault(#[from] FaultError),
+    #[error(transparent)]
+    Set(#[from] SetError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error("port {port} on 127.0.0.1 is already in use: stop what uses it, or pick another with --port (0 picks a free one)")]
     PortInUse { port: u16 },
     #[error(

@@ -45,6 +45,7 @@ pub trait LbControl: Send + Sync {
     async fn set_servers(&self, servers: &[(String, String)]) -> Result<()>;
     async fn set_settings(&self, strategy: &str, retries: bool) -> Result<()>;
     async fn drain(&self, name: &str) -> Result<()>;
+    async fn undrain(&self, name: &str) -> Result<()>;
 
     /// Wait until a server has nothing in flight (bounded).
     async fn wait_drained(&self, name: &str, limit: Duration) -> Result<()> {
@@ -139,6 +140,16 @@ impl LbControl for LbAdmin {
             .map_err(|e| LabError::Admin(e.to_string()))?;
         check(r).await.map(|_| ())
     }
+
+    async fn undrain(&self, name: &str) -> Result<()> {
+        let r = self
+            .http
+            .post(format!("{}/servers/{name}/undrain", self.base))
+            .send()
+            .await
+            .map_err(|e| LabError::Admin(e.to_string()))?;
+        check(r).await.map(|_| ())
+    }
 }
 
 async fn check(r: reqwest::Response) -> Result<reqwest::Response> {
@@ -211,6 +222,11 @@ impl LbControl for FakeLb {
 
     async fn drain(&self, name: &str) -> Result<()> {
         Self::lock(&self.calls).push(format!("drain {name}"));
+        Ok(())
+    }
+
+    async fn undrain(&self, name: &str) -> Result<()> {
+        Self::lock(&self.calls).push(format!("undrain {name}"));
         Ok(())
     }
 }

@@ -8,10 +8,13 @@
 //! suffer ([`load`]). `main.rs` only parses arguments and calls [`run`].
 
 pub mod cli;
+pub mod current;
 pub mod down;
 pub mod error;
+pub mod faults;
 pub mod images;
 pub mod lb_admin;
+pub mod live;
 pub mod load;
 pub mod logs;
 pub mod naming;
@@ -23,7 +26,7 @@ pub mod telemetry;
 pub mod topology;
 pub mod up;
 
-use cli::{Cli, Command, ImagesCommand};
+use cli::{Cli, Command, ImagesCommand, ScaleCommand};
 use error::Result;
 use runtime::DockerRuntime;
 
@@ -83,5 +86,114 @@ pub async fn run(cli: Cli) -> Result<i32> {
             logs::logs(&rt, lab, &args.name, args.follow, args.tail).await?;
             Ok(0)
         }
+        Command::Load(args) => {
+            args.validate()?;
+            let base = match &args.target {
+                Some(t) => t.clone(),
+                None => {
+                    let rt = DockerRuntime::connect().await?;
+                    let all = up::containers(&rt, lab).await?;
+                    up::entrypoint(&all).ok_or_else(|| naming::NameError::NoLab(lab.to_string()))?
+                }
+            };
+            let report = load::run(&args, &base).await?;
+            if args.json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.render_text());
+            }
+            Ok(0)
+        }
+        Command::Crash(t) => fault(lab, |f| Box::pin(async move { f.crash(&t.name).await })).await,
+        Command::Stop(t) => fault(lab, |f| Box::pin(async move { f.stop(&t.name).await })).await,
+        Command::Start(t) => fault(lab, |f| Box::pin(async move { f.start(&t.name).await })).await,
+        Command::Restart(t) => {
+            fault(lab, |f| Box::pin(async move { f.restart(&t.name).await })).await
+        }
+        Command::Pause(t) => fault(lab, |f| Box::pin(async move { f.pause(&t.name).await })).await,
+        Command::Resume(t) => {
+            fault(lab, |f| Box::pin(async move { f.resume(&t.name).await })).await
+        }
+        Command::Partition(t) => {
+            fault(lab, |f| Box::pin(async move { f.partition(&t.name).await })).await
+        }
+        Command::Slow(a) => {
+            fault(lab, |f| {
+                Box::pin(async move { f.slow(&a.name, a.latency, a.jitter, a.loss).await })
+            })
+            .await
+        }
+        Command::Lag(a) => {
+            fault(lab, |f| {
+                Box::pin(async move { f.lag(&a.name, if a.off { None } else { a.delay }).await })
+            })
+            .await
+        }
+        Command::Replication(a) => {
+            let sync = a.mode == topology::Replication::Sync;
+            fault(lab, |f| Box::pin(async move { f.replication(sync).await })).await
+        }
+        Command::Resize(a) => {
+            fault(lab, |f| {
+                Box::pin(async move { f.resize(&a.name, a.cpus, a.memory.as_deref()).await })
+            })
+            .await
+        }
+        Command::Heal(a) => {
+            fault(lab, |f| {
+                Box::pin(async move {
+                    let done = match &a.name {
+                        Some(n) if !a.all => f.heal(n).await?,
+                        _ => f.heal_all().await?,
+                    };
+                    Ok(if done.is_empty() {
+                        "nothing to heal: no fault found\n".to_string()
+                    } else {
+                        done.iter().map(|d| format!("healed {d}\n")).collect()
+                    })
+                })
+            })
+            .await
+        }
+        Command::Scale(ScaleCommand::Servers { count }) => {
+            let rt = DockerRuntime::connect().await?;
+            let opts = live_opts(std::time::Duration::from_secs(120));
+            let r = live::scale_servers(&rt, lab, count, &opts).await?;
+            print!("{}", r.render_changes());
+            Ok(0)
+        }
+        Command::Set(a) => {
+            let rt = DockerRuntime::connect().await?;
+            let r = live::set(&rt, lab, &a.pairs, &live_opts(a.timeout)).await?;
+            print!("{}", r.render_changes());
+            Ok(0)
+        }
     }
+}
+
+fn live_opts(timeout: std::time::Duration) -> up::UpOptions {
+    up::UpOptions {
+        wait: true,
+        timeout,
+        lb: lb_admin::http_connector(),
+    }
+}
+
+type FaultFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<String>> + Send + 'a>>;
+
+/// Runs one fault command and prints what it did and what to watch for.
+async fn fault<F>(lab: &str, f: F) -> Result<i32>
+where
+    F: for<'a> FnOnce(&'a faults::Faults<'a>) -> FaultFuture<'a>,
+{
+    let rt = DockerRuntime::connect().await?;
+    let faults = faults::Faults {
+        rt: &rt,
+        lab,
+        lb: lb_admin::http_connector(),
+    };
+    let msg = f(&faults).await?;
+    print!("{msg}");
+    Ok(0)
 }

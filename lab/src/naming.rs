@@ -63,7 +63,7 @@ pub fn find<'a>(
         .iter()
         .filter_map(|c| c.label(labels::SERVICE).map(str::to_string))
         .collect();
-    valid.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+    valid.sort_by_key(|a| natural_key(a));
     // Accept the Docker name too (`lab-server-1`), which students copy from `docker ps`.
     if let Some(c) = containers.iter().find(|c| c.name == name) {
         return Ok(c);

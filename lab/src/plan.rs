@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::images::{Image, VERSION};
@@ -74,6 +73,14 @@ pub fn balancer_config(t: &Topology) -> String {
         t.lb,
         t.retries.is_on()
     ));
+    // Active checks every 500 ms, down after 3 failures, up after 2 passes:
+    // a dead server is noticed in about 1.5 s, a window a student can see.
+    // Timeouts are wider than the balancer's own defaults so that `lab slow
+    // --latency 200ms` slows a server down without making it look dead
+    // (its SYN-ACK alone is 200 ms late).
+    out.push_str(
+        "\n[health]\npath = \"/healthz\"\ninterval = \"500ms\"\ntimeout = \"1s\"\nfall = 3\nrise = 2\n\n[timeouts]\nconnect = \"500ms\"\nresponse = \"10s\"\n",
+    );
     for i in 1..=t.servers {
         out.push_str(&format!(
             "\n[[upstream]]\nname = \"server-{i}\"\naddress = \"server-{i}:{APP_PORT}\"\n"
@@ -114,7 +121,6 @@ fn spec_for(lab: &str, t: &Topology, s: &Secrets, svc: &Service) -> ContainerSpe
     let mut ports = Vec::new();
     let mut volumes = Vec::new();
     let mut files = Vec::new();
-    let mut settings = json!({});
     let (image, healthcheck, (cpus, memory)) = match svc.role {
         Role::Primary | Role::Replica => {
             env.insert("ROLE".into(), svc.role.as_str().into());
@@ -126,7 +132,6 @@ fn spec_for(lab: &str, t: &Topology, s: &Secrets, svc: &Service) -> ContainerSpe
                 env.insert("SYNC_STANDBY_NAMES".into(), sync_standby_names(t.replicas));
                 env.insert("SYNCHRONOUS_COMMIT".into(), "remote_apply".into());
             }
-            settings = json!({"replication": t.replication});
             ports.push(PortSpec {
                 name: "postgres".into(),
                 container_port: PG_PORT,
@@ -196,7 +201,6 @@ fn spec_for(lab: &str, t: &Topology, s: &Secrets, svc: &Service) -> ContainerSpe
             ] {
                 env.insert(k.to_string(), v);
             }
-            settings = json!({"sessions": t.sessions, "cache": t.cache, "reads": t.reads});
             ports.push(PortSpec {
                 name: "http".into(),
                 container_port: APP_PORT,
@@ -252,7 +256,12 @@ fn spec_for(lab: &str, t: &Topology, s: &Secrets, svc: &Service) -> ContainerSpe
         (labels::ROLE.to_string(), svc.role.as_str().to_string()),
         (labels::VERSION.to_string(), VERSION.to_string()),
         (labels::CONFIG_HASH.to_string(), hash),
-        (labels::SETTINGS.to_string(), settings.to_string()),
+        // The whole topology as this container was made for it; `current`
+        // reads each knob back from the service that owns it.
+        (
+            labels::SETTINGS.to_string(),
+            serde_json::to_string(t).unwrap_or_default(),
+        ),
     ]);
     spec
 }

@@ -186,6 +186,10 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
     })
 }
 
+fn settings_of(c: &ContainerInfo) -> Option<crate::topology::Topology> {
+    serde_json::from_str(c.label(labels::SETTINGS)?).ok()
+}
+
 async fn service_status(
     rt: &dyn Runtime,
     c: &ContainerInfo,
@@ -226,10 +230,8 @@ async fn service_status(
                 connected: true,
             },
             None => ReplicationInfo {
-                mode: c
-                    .label(labels::SETTINGS)
-                    .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-                    .and_then(|v| v["replication"].as_str().map(str::to_string))
+                mode: settings_of(c)
+                    .map(|t| t.replication.to_string())
                     .unwrap_or_else(|| "unknown".into()),
                 replay_lag_ms: None,
                 connected: false,
@@ -260,11 +262,12 @@ async fn service_status(
         replication,
         cpus: c.cpus,
         memory_bytes: c.memory,
-        settings: c
-            .label(labels::SETTINGS)
-            .and_then(|s| serde_json::from_str(s).ok())
-            .filter(|v: &serde_json::Value| v.as_object().is_some_and(|o| !o.is_empty()))
-            .unwrap_or(serde_json::Value::Null),
+        settings: match (role, settings_of(c)) {
+            (Role::Server, Some(t)) => serde_json::json!({
+                "sessions": t.sessions, "cache": t.cache, "reads": t.reads
+            }),
+            _ => serde_json::Value::Null,
+        },
     }
 }
 

@@ -136,7 +136,7 @@ pub struct LabFile {
 }
 
 /// A fully resolved lab: every knob has a value.
-#[derive(Serialize, Clone, Debug, PartialEq)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Topology {
     pub servers: u8,
     pub lb: LbStrategy,

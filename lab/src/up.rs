@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::{LabError, Result};
 use crate::images;
-use crate::lb_admin::LbConnector;
+use crate::lb_admin::{LbConnector, LbControl};
 use crate::naming;
 use crate::plan::{self, Action, LB_ADMIN_PORT, LB_CONFIG_PATH, LB_PORT};
 use crate::runtime::{labels, ContainerInfo, ContainerSpec, Health, Runtime, RuntimeError, State};
@@ -42,6 +42,17 @@ pub struct UpReport {
 }
 
 impl UpReport {
+    /// Just the changes, for commands that change a running lab.
+    pub fn render_changes(&self) -> String {
+        if self.changes.is_empty() {
+            return "nothing to change: the lab already looks like that\n".into();
+        }
+        self.changes
+            .iter()
+            .map(|(svc, what)| format!("  {what:<10} {svc}\n"))
+            .collect()
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         if self.changes.is_empty() {
@@ -244,9 +255,14 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
         }
     }
 
+    // Servers being replaced while a balancer runs are rolled one at a time,
+    // each drained first, so the site stays up (a rolling restart).
+    let rolling = |a: &Action| {
+        matches!(a, Action::Recreate { spec } if role_of(spec) == Role::Server) && admin.is_some()
+    };
     for g in 0..=3u8 {
         let mut jobs = Vec::new();
-        for a in &actions {
+        for a in actions.iter().filter(|a| !rolling(a)) {
             match a {
                 Action::Create { spec } if group(role_of(spec)) == g => {
                     jobs.push(Box::pin(async move {
@@ -285,6 +301,19 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
             }
         }
         changes.extend(try_join_all(jobs).await?);
+        if g == 2 {
+            if let Some(admin) = &admin {
+                for a in actions.iter().filter(|a| rolling(a)) {
+                    if let Action::Recreate { spec } = a {
+                        roll_one(rt, lab, admin.as_ref(), spec, opts.timeout).await?;
+                        changes.push((
+                            spec.alias.clone(),
+                            "replaced (rolling, drained first)".to_string(),
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     // A balancer that stayed gets the new server list and settings live.
@@ -334,6 +363,38 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
         entrypoint: entrypoint(&now),
         changes,
         kept,
+    })
+}
+
+/// Replace one server without dropping a request: drain it in the balancer,
+/// wait for its requests in flight, replace it, wait until it is healthy and
+/// the balancer sees it up, then let traffic back in.
+async fn roll_one(
+    rt: &dyn Runtime,
+    lab: &str,
+    admin: &dyn LbControl,
+    spec: &ContainerSpec,
+    timeout: Duration,
+) -> Result<()> {
+    let name = spec.alias.as_str();
+    admin.drain(name).await?;
+    admin.wait_drained(name, Duration::from_secs(10)).await?;
+    rt.remove_container(&spec.name).await?;
+    create_and_start(rt, spec).await?;
+    wait_healthy(rt, lab, std::slice::from_ref(spec), timeout).await?;
+    admin.undrain(name).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        let v = admin.view().await?;
+        if v.servers.iter().any(|s| s.name == name && s.state == "up") {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(LabError::NotHealthy {
+        services: format!("{name} (in the balancer)"),
+        first: name.to_string(),
+        secs: timeout.as_secs(),
     })
 }
 

@@ -203,6 +203,22 @@ impl Runtime for FakeRuntime {
         self.with(name, |_| ExecOutput::default())
     }
 
+    async fn run_in_netns(
+        &self,
+        target: &str,
+        _image: &str,
+        cap_add: &[&str],
+        _labels: &BTreeMap<String, String>,
+        cmd: &[&str],
+    ) -> Result<ExecOutput> {
+        self.record(format!(
+            "netns {target} [{}] {}",
+            cap_add.join(","),
+            cmd.join(" ")
+        ));
+        self.with(target, |_| ExecOutput::default())
+    }
+
     async fn logs(
         &self,
         name: &str,

@@ -218,6 +218,18 @@ pub trait Runtime: Send + Sync {
     /// Write files into a container (running or not).
     async fn write_files(&self, name: &str, files: &[(String, String)]) -> Result<()>;
     async fn exec(&self, name: &str, cmd: &[&str]) -> Result<ExecOutput>;
+    /// Runs `cmd` to completion in a throw-away container of `image` that
+    /// shares `target`'s network namespace and has only the capabilities
+    /// given (never privileged). How `lab slow` reaches a service's network
+    /// without giving the service itself NET_ADMIN.
+    async fn run_in_netns(
+        &self,
+        target: &str,
+        image: &str,
+        cap_add: &[&str],
+        labels: &BTreeMap<String, String>,
+        cmd: &[&str],
+    ) -> Result<ExecOutput>;
     async fn logs(
         &self,
         name: &str,

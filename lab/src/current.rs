@@ -1,0 +1,110 @@
+//! Reading a running lab's topology back from Docker.
+//!
+//! The CLI keeps no file of its own. Commands that change a running lab
+//! (`scale`, `set`) start from what runs: each container carries, as a
+//! label, the topology it was made for, and each knob is read from the
+//! service that owns it — counts from the containers that exist, sessions
+//! and cache from a server, replication from the primary, strategy and
+//! retries live from the balancer.
+
+use crate::error::Result;
+use crate::lb_admin::LbConnector;
+use crate::naming::{natural_key, NameError};
+use crate::runtime::{labels, ContainerInfo, Runtime};
+use crate::topology::{LbStrategy, Role, Toggle, Topology};
+use crate::up::{admin_addr, containers};
+
+fn made_for(c: &ContainerInfo) -> Option<Topology> {
+    serde_json::from_str(c.label(labels::SETTINGS)?).ok()
+}
+
+fn of_role(all: &[ContainerInfo], role: Role) -> Vec<&ContainerInfo> {
+    let mut v: Vec<&ContainerInfo> = all
+        .iter()
+        .filter(|c| c.label(labels::ROLE) == Some(role.as_str()))
+        .collect();
+    v.sort_by_key(|c| natural_key(c.label(labels::SERVICE).unwrap_or_default()));
+    v
+}
+
+pub async fn current(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Topology> {
+    let all = containers(rt, lab).await?;
+    if all.is_empty() {
+        return Err(NameError::NoLab(lab.to_string()).into());
+    }
+    let base = all.iter().find_map(made_for).unwrap_or_default();
+    let from = |role: Role| of_role(&all, role).first().and_then(|c| made_for(c));
+    let server = from(Role::Server).unwrap_or_else(|| base.clone());
+    let primary = from(Role::Primary).unwrap_or_else(|| base.clone());
+    let balancer = from(Role::Lb).unwrap_or_else(|| base.clone());
+    let redis = from(Role::Redis).unwrap_or_else(|| base.clone());
+    let mut t = Topology {
+        servers: of_role(&all, Role::Server).len().max(1) as u8,
+        replicas: of_role(&all, Role::Replica).len() as u8,
+        sessions: server.sessions,
+        cache: server.cache,
+        cache_ttl: server.cache_ttl.clone(),
+        reads: server.reads,
+        product_query_ms: server.product_query_ms,
+        replication: primary.replication,
+        lb: balancer.lb,
+        retries: balancer.retries,
+        port: balancer.port,
+        resources: server.resources.clone(),
+    };
+    t.resources.db = primary.resources.db;
+    t.resources.lb = balancer.resources.lb;
+    t.resources.redis = redis.resources.redis;
+    // Strategy and retries change live; the balancer itself knows best.
+    if let Some(addr) = admin_addr(&all) {
+        if let Ok(v) = lb(&addr).view().await {
+            if let Some(s) = parse_strategy(&v.strategy) {
+                t.lb = s;
+            }
+            t.retries = if v.retries { Toggle::On } else { Toggle::Off };
+        }
+    }
+    Ok(t)
+}
+
+fn parse_strategy(s: &str) -> Option<LbStrategy> {
+    use clap::ValueEnum;
+    LbStrategy::from_str(s, true).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::{Image, VERSION};
+    use crate::lb_admin::FakeLb;
+    use crate::runtime::fake::FakeRuntime;
+    use crate::topology::Sessions;
+    use crate::up::{up, UpOptions};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn reads_back_what_up_made() {
+        let rt = FakeRuntime::new();
+        for i in Image::ALL {
+            rt.add_image(&i.tag(), &[(labels::VERSION, VERSION)]);
+        }
+        let t = Topology {
+            servers: 4,
+            replicas: 2,
+            sessions: Sessions::Jwt,
+            port: 0,
+            lb: LbStrategy::Sticky,
+            ..Topology::default()
+        };
+        let lb = FakeLb::default();
+        let opts = UpOptions {
+            wait: false,
+            timeout: Duration::from_secs(1),
+            lb: lb.connector(),
+        };
+        up(&rt, "cur", &t, &opts).await.unwrap();
+        assert_eq!(current(&rt, "cur", &lb.connector()).await.unwrap(), t);
+        let err = current(&rt, "nope", &lb.connector()).await.unwrap_err();
+        assert!(err.to_string().contains("not running"));
+    }
+}

@@ -1,0 +1,775 @@
+//! Breaking the lab on purpose, and mending it.
+//!
+//! Each fault is one thing that happens to real systems: a machine dies
+//! (`crash`, SIGKILL), a process hangs (`pause`: connections open, no
+//! answers), a network cable is pulled (`partition`), a link is slow or
+//! lossy (`slow`, the kernel's netem), a replica falls behind (`lag`). Every
+//! fault is state that Docker or the service itself holds — a container's
+//! state, its networks, a queueing discipline, a PostgreSQL setting — so
+//! `lab status` reads it back and `lab heal` undoes it, with no file of ours
+//! in between. Applying a fault twice is safe: the second time says so.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::error::{LabError, Result};
+use crate::images::Image;
+use crate::lb_admin::LbConnector;
+use crate::naming;
+use crate::runtime::{labels, ContainerInfo, Runtime, State};
+use crate::status::pg_duration_ms;
+use crate::topology::Role;
+use crate::up::containers;
+
+#[derive(Error, Debug, PartialEq)]
+pub enum FaultError {
+    #[error("{verb} applies to {what}; {name} is {role_article} {role}")]
+    WrongRole {
+        verb: &'static str,
+        what: &'static str,
+        name: String,
+        role_article: &'static str,
+        role: String,
+    },
+    #[error("{name} is not running ({state}): start it first with `lab start {name}`")]
+    NotRunning { name: String, state: String },
+    #[error("network emulation (tc netem) is not available here: {0}; load the kernel module with `modprobe sch_netem`")]
+    NetemUnavailable(String),
+    #[error("invalid {what} {value:?}: {hint}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        hint: &'static str,
+    },
+    #[error("{what} failed: {detail}")]
+    Failed { what: String, detail: String },
+}
+
+/// Network emulation applied to one service.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Netem {
+    pub latency_ms: f64,
+    pub jitter_ms: f64,
+    pub loss_pct: f64,
+}
+
+/// A time as `tc` prints it (`200ms`, `1s`, `500us`, `1.5ms`) in ms.
+fn tc_time_ms(s: &str) -> Option<f64> {
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => return None,
+    })
+}
+
+/// Reads `tc qdisc show` output: the netem line, if any.
+pub fn parse_netem(out: &str) -> Option<Netem> {
+    let line = out.lines().find(|l| l.contains("netem"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut n = Netem {
+        latency_ms: 0.0,
+        jitter_ms: 0.0,
+        loss_pct: 0.0,
+    };
+    let mut i = 0;
+    while i < words.len() {
+        match words[i] {
+            "delay" => {
+                n.latency_ms = words.get(i + 1).and_then(|w| tc_time_ms(w)).unwrap_or(0.0);
+                if let Some(j) = words.get(i + 2).and_then(|w| tc_time_ms(w)) {
+                    n.jitter_ms = j;
+                    i += 1;
+                }
+                i += 1;
+            }
+            "loss" => {
+                n.loss_pct = words
+                    .get(i + 1)
+                    .and_then(|w| w.trim_end_matches('%').parse().ok())
+                    .unwrap_or(0.0);
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Some(n)
+}
+
+/// The netem settings of a running service, read from its own namespace.
+pub async fn netem_of(rt: &dyn Runtime, container: &str) -> Option<Netem> {
+    let out = rt
+        .exec(container, &["tc", "qdisc", "show", "dev", "eth0"])
+        .await
+        .ok()?;
+    parse_netem(&out.stdout)
+}
+
+fn role_of(c: &ContainerInfo) -> Role {
+    c.label(labels::ROLE)
+        .and_then(Role::parse)
+        .unwrap_or(Role::Server)
+}
+
+fn service_of(c: &ContainerInfo) -> String {
+    c.label(labels::SERVICE).unwrap_or(&c.name).to_string()
+}
+
+/// What a student should look for after a service goes away.
+fn watch_after_loss(name: &str, role: Role) -> String {
+    match role {
+        Role::Server => format!(
+            "requests the balancer still sends to {name} fail until its health checks mark it down (3 checks 500 ms apart, about 1.5 s); with retries on, GETs are retried on another server. With memory sessions, its users are logged out."
+        ),
+        Role::Lb => "the entry point itself is gone: every request fails. One balancer is a single point of failure.".into(),
+        Role::Redis => "sessions and cached pages in Redis are gone; servers answer 503 naming redis for anything that needs it (memory and jwt sessions carry on).".into(),
+        Role::Primary => "writes fail with 503 naming db-primary; replicas keep serving reads, and grow stale.".into(),
+        Role::Replica => format!("reads routed to {name} fail with 503; the primary keeps taking writes and reads with ?consistency=primary."),
+    }
+}
+
+fn pg_exec_args(sql: &str) -> Vec<String> {
+    [
+        "psql", "-AtX", "-U", "postgres", "-d", "postgres", "-c", sql,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The actions on a running lab.
+pub struct Faults<'a> {
+    pub rt: &'a dyn Runtime,
+    pub lab: &'a str,
+    pub lb: LbConnector,
+}
+
+impl Faults<'_> {
+    async fn find(&self, name: &str) -> Result<ContainerInfo> {
+        let all = containers(self.rt, self.lab).await?;
+        Ok(naming::find(self.lab, &all, name)?.clone())
+    }
+
+    async fn psql(&self, container: &str, sql: &str) -> Result<String> {
+        let args = pg_exec_args(sql);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.rt.exec(container, &args).await?;
+        if out.code != 0 {
+            return Err(FaultError::Failed {
+                what: format!("psql on {container}"),
+                detail: out.stderr.trim().to_string(),
+            }
+            .into());
+        }
+        Ok(out.stdout)
+    }
+
+    pub async fn crash(&self, name: &str) -> Result<String> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        match c.state {
+            State::Running | State::Paused | State::Restarting => {
+                self.rt.kill_container(&c.name, "SIGKILL").await?;
+                Ok(format!(
+                    "{svc} crashed (SIGKILL: no clean shutdown, open connections cut).\nWatch: {}\nBring it back with `lab start {svc}`.\n",
+                    watch_after_loss(&svc, role_of(&c))
+                ))
+            }
+            s => Ok(format!(
+                "{svc} is already down ({}); `lab start {svc}` brings it back.\n",
+                s.as_str()
+            )),
+        }
+    }
+
+    pub async fn stop(&self, name: &str) -> Result<String> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        if !matches!(c.state, State::Running | State::Paused | State::Restarting) {
+            return Ok(format!(
+                "{svc} is already stopped ({}).\n",
+                c.state.as_str()
+            ));
+        }
+        if c.state == State::Paused {
+            self.rt.unpause_container(&c.name).await?;
+        }
+        self.rt
+            .stop_container(&c.name, Duration::from_secs(10))
+            .await?;
+        Ok(format!(
+            "{svc} stopped gracefully (SIGTERM: it finished what it was doing first).\nWatch: {}\n",
+            watch_after_loss(&svc, role_of(&c))
+        ))
+    }
+
+    pub async fn start(&self, name: &str) -> Result<String> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        match c.state {
+            State::Running => Ok(format!("{svc} is already running.\n")),
+            State::Paused => Ok(format!(
+                "{svc} is paused, not stopped: `lab resume {svc}`.\n"
+            )),
+            _ => {
+                self.rt.start_container(&c.name).await?;
+                Ok(format!(
+                    "{svc} started.\nWatch: once its health check passes, the balancer sends it traffic again (2 good checks, about 1 s).\n"
+                ))
+            }
+        }
+    }
+
+    pub async fn restart(&self, name: &str) -> Result<String> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        if c.state == State::Paused {
+            self.rt.unpause_container(&c.name).await?;
+        }
+        self.rt
+            .stop_container(&c.name, Duration::from_secs(10))
+            .await?;
+        self.rt.start_container(&c.name).await?;
+        Ok(format!(
+            "{svc} restarted (SIGTERM, then started again).\nWatch: a short gap while it starts; with memory sessions its users are logged out.\n"
+        ))
+    }
+
+    pub async fn pause(&self, name: &str) -> Result<String> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        match c.state {
+            State::Paused => Ok(format!("{svc} is already paused.\n")),
+            State::Running => {
+                self.rt.pause_container(&c.name).await?;
+                Ok(format!(
+                    "{svc} is paused: its process is frozen, connections to it open but nothing answers.\nWatch: unlike a crash, requests to it do not fail fast — they hang until a timeout. Resume with `lab resume {svc}`.\n"
+                ))
+            }
+            s => Err(FaultError::NotRunning {
+                name: svc,
+                state: s.as_str().into(),
+            }
+            .into()),
+        }
+    }
+
+    pub async fn resume(&self, name: &str) -> Result<String> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        if c.state != State::Paused {
+            return Ok(format!("{svc} is not paused ({}).\n", c.state.as_str()));
+        }
+        self.rt.unpause_container(&c.name).await?;
+        Ok(format!("{svc} resumed.\n"))
+    }
+
+    pub async fn partition(&self, name: &str) -> Result<String> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        let net = naming::network(self.lab);
+        if !c.networks.contains(&net) {
+            return Ok(format!("{svc} is already cut off the lab network.\n"));
+        }
+        self.rt.disconnect_network(&net, &c.name).await?;
+        Ok(format!(
+            "{svc} is cut off the lab network: it runs, but nothing can reach it and it reaches nothing.\nWatch: {}\nUndo with `lab heal {svc}`.\n",
+            watch_after_loss(&svc, role_of(&c))
+        ))
+    }
+
+    pub async fn slow(
+        &self,
+        name: &str,
+        latency: Duration,
+        jitter: Option<Duration>,
+        loss: Option<f64>,
+    ) -> Result<String> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        if c.state != State::Running {
+            return Err(FaultError::NotRunning {
+                name: svc,
+                state: c.state.as_str().into(),
+            }
+            .into());
+        }
+        validate_slow(latency, jitter, loss)?;
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        let mut cmd = vec![
+            "tc".to_string(),
+            "qdisc".into(),
+            "replace".into(),
+            "dev".into(),
+            "eth0".into(),
+            "root".into(),
+            "netem".into(),
+            "delay".into(),
+            ms(latency),
+        ];
+        if let Some(j) = jitter {
+            cmd.push(ms(j));
+        }
+        if let Some(l) = loss {
+            cmd.extend(["loss".to_string(), format!("{l}%")]);
+        }
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let l = BTreeMap::from([(labels::LAB.to_string(), self.lab.to_string())]);
+        let out = self
+            .rt
+            .run_in_netns(&c.name, &Image::Base.tag(), &["NET_ADMIN"], &l, &cmd)
+            .await?;
+        if out.code != 0 {
+            let err = format!("{}{}", out.stderr.trim(), out.stdout.trim());
+            if err.contains("qdisc")
+                || err.contains("No such file")
+                || err.contains("not supported")
+            {
+                return Err(FaultError::NetemUnavailable(err).into());
+            }
+            return Err(FaultError::Failed {
+                what: "tc netem".into(),
+                detail: err,
+            }
+            .into());
+        }
+        Ok(format!(
+            "{svc} now sends every packet {}{}{} late{}.\nWatch: requests served by {svc} take that much longer (twice, for a new connection); the others do not. A server slower than the balancer's health timeout (1 s) is marked down. Undo with `lab heal {svc}`.\n",
+            latency.as_millis(),
+            " ms",
+            jitter.map(|j| format!(" ± {} ms", j.as_millis())).unwrap_or_default(),
+            loss.map(|l| format!(", and drops {l}% of them")).unwrap_or_default()
+        ))
+    }
+
+    pub async fn lag(&self, name: &str, delay: Option<Duration>) -> Result<String> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        let role = role_of(&c);
+        if role != Role::Replica {
+            return Err(FaultError::WrongRole {
+                verb: "lag",
+                what: "replicas (db-replica-N)",
+                name: svc,
+                role_article: if role == Role::Lb { "the" } else { "a" },
+                role: role.as_str().into(),
+            }
+            .into());
+        }
+        if c.state != State::Running {
+            return Err(FaultError::NotRunning {
+                name: svc,
+                state: c.state.as_str().into(),
+            }
+            .into());
+        }
+        match delay {
+            Some(d) => {
+                if d.is_zero() || d > Duration::from_secs(3600) {
+                    return Err(FaultError::Invalid {
+                        what: "delay",
+                        value: humantime::format_duration(d).to_string(),
+                        hint: "use a duration between 1ms and 1h, or --off",
+                    }
+                    .into());
+                }
+                self.psql(
+                    &c.name,
+                    &format!(
+                        "ALTER SYSTEM SET recovery_min_apply_delay = '{}ms'",
+                        d.as_millis()
+                    ),
+                )
+                .await?;
+                self.psql(&c.name, "SELECT pg_reload_conf()").await?;
+                Ok(format!(
+                    "{svc} now applies each change {} after the primary committed it.\nWatch: with reads on the replicas, a balance read right after a deposit is stale (lab load --scenario bank counts these); `lab status` shows the replay lag. End it with `lab lag {svc} --off`.\n",
+                    humantime::format_duration(d)
+                ))
+            }
+            None => {
+                self.psql(&c.name, "ALTER SYSTEM RESET recovery_min_apply_delay")
+                    .await?;
+                self.psql(&c.name, "SELECT pg_reload_conf()").await?;
+                Ok(format!(
+                    "{svc} applies changes as soon as they arrive again.\n"
+                ))
+            }
+        }
+    }
+
+    /// Switch between asynchronous and synchronous replication, live.
+    pub async fn replication(&self, sync: bool) -> Result<String> {
+        let all = containers(self.rt, self.lab).await?;
+        let primary = naming::find(self.lab, &all, "db-primary")?;
+        let mut replicas: Vec<String> = all
+            .iter()
+            .filter(|c| role_of(c) == Role::Replica)
+            .map(service_of)
+            .collect();
+        replicas.sort_by_key(|r| naming::natural_key(r));
+        if sync && replicas.is_empty() {
+            return Err(LabError::Topology(
+                crate::topology::TopologyError::SyncWithoutReplicas,
+            ));
+        }
+        if sync {
+            let names = crate::plan::sync_standby_names(replicas.len() as u8);
+            self.psql(
+                &primary.name,
+                &format!(
+                    "ALTER SYSTEM SET synchronous_standby_names = '{}'",
+                    names.replace('\'', "''")
+                ),
+            )
+            .await?;
+            self.psql(
+                &primary.name,
+                "ALTER SYSTEM SET synchronous_commit = 'remote_apply'",
+            )
+            .await?;
+        } else {
+            self.psql(
+                &primary.name,
+                "ALTER SYSTEM SET synchronous_standby_names = ''",
+            )
+            .await?;
+            self.psql(&primary.name, "ALTER SYSTEM SET synchronous_commit = 'on'")
+                .await?;
+        }
+        self.psql(&primary.name, "SELECT pg_reload_conf()").await?;
+        Ok(if sync {
+            format!(
+                "replication is now synchronous: a commit returns only once {} applied it.\nWatch: no stale reads, slower writes — and if a replica is unreachable, writes wait (the app gives up after its write timeout and says the outcome is unknown).\n",
+                replicas.join(", ")
+            )
+        } else {
+            "replication is now asynchronous: a commit returns as soon as the primary has it.\nWatch: fast writes; replicas may briefly serve older data (stale reads).\n".to_string()
+        })
+    }
+
+    pub async fn resize(
+        &self,
+        name: &str,
+        cpus: Option<f64>,
+        memory: Option<&str>,
+    ) -> Result<String> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        if cpus.is_none() && memory.is_none() {
+            return Err(FaultError::Invalid {
+                what: "resize",
+                value: String::new(),
+                hint: "give --cpus, --memory or both",
+            }
+            .into());
+        }
+        if let Some(x) = cpus {
+            if !(0.01..=64.0).contains(&x) {
+                return Err(FaultError::Invalid {
+                    what: "--cpus",
+                    value: x.to_string(),
+                    hint: "use a number of CPUs between 0.01 and 64, e.g. 0.5",
+                }
+                .into());
+            }
+        }
+        let mem = match memory {
+            Some(m) => Some(crate::topology::parse_memory(m).ok_or(FaultError::Invalid {
+                what: "--memory",
+                value: m.to_string(),
+                hint: "use a size such as 256m or 1g (at least 6m)",
+            })?),
+            None => None,
+        };
+        self.rt.update_resources(&c.name, cpus, mem).await?;
+        Ok(format!(
+            "{svc} now has {}{} (changed live, no restart).\nWatch: `lab status` shows the new limits; `lab load` shows what they do to latency and throughput.\n",
+            cpus.map(|c| format!("{c} CPUs")).unwrap_or_else(|| "its CPUs".into()),
+            memory.map(|m| format!(" and {m} of memory")).unwrap_or_default()
+        ))
+    }
+
+    /// Undo every fault on one service: reconnect, unfreeze, remove netem,
+    /// end lag, start it if it is down. Returns what was undone.
+    pub async fn heal(&self, name: &str) -> Result<Vec<String>> {
+        let c = self.find(name).await?;
+        self.heal_one(&c).await
+    }
+
+    pub async fn heal_all(&self) -> Result<Vec<String>> {
+        let all = containers(self.rt, self.lab).await?;
+        if all.is_empty() {
+            return Err(naming::NameError::NoLab(self.lab.to_string()).into());
+        }
+        let mut done = Vec::new();
+        for c in &all {
+            done.extend(self.heal_one(c).await?);
+        }
+        Ok(done)
+    }
+
+    async fn heal_one(&self, c: &ContainerInfo) -> Result<Vec<String>> {
+        let svc = service_of(c);
+        let mut done = Vec::new();
+        let net = naming::network(self.lab);
+        if !c.networks.contains(&net) {
+            self.rt.connect_network(&net, &c.name, &svc).await?;
+            done.push(format!("{svc}: reconnected to the lab network"));
+        }
+        match c.state {
+            State::Paused => {
+                self.rt.unpause_container(&c.name).await?;
+                done.push(format!("{svc}: resumed"));
+            }
+            State::Exited | State::Dead | State::Created => {
+                self.rt.start_container(&c.name).await?;
+                done.push(format!("{svc}: started"));
+            }
+            _ => {}
+        }
+        if netem_of(self.rt, &c.name).await.is_some() {
+            let l = BTreeMap::from([(labels::LAB.to_string(), self.lab.to_string())]);
+            let out = self
+                .rt
+                .run_in_netns(
+                    &c.name,
+                    &Image::Base.tag(),
+                    &["NET_ADMIN"],
+                    &l,
+                    &["tc", "qdisc", "del", "dev", "eth0", "root"],
+                )
+                .await?;
+            if out.code == 0 {
+                done.push(format!("{svc}: network delay and loss removed"));
+            }
+        }
+        if role_of(c) == Role::Replica {
+            let delay = self
+                .psql(&c.name, "SHOW recovery_min_apply_delay")
+                .await
+                .ok()
+                .and_then(|s| pg_duration_ms(&s));
+            if delay.is_some_and(|d| d > 0) {
+                self.lag(&svc, None).await?;
+                done.push(format!("{svc}: lag ended"));
+            }
+        }
+        Ok(done)
+    }
+}
+
+fn validate_slow(
+    latency: Duration,
+    jitter: Option<Duration>,
+    loss: Option<f64>,
+) -> std::result::Result<(), FaultError> {
+    if latency.is_zero() || latency > Duration::from_secs(60) {
+        return Err(FaultError::Invalid {
+            what: "--latency",
+            value: humantime::format_duration(latency).to_string(),
+            hint: "use a delay between 1ms and 60s, e.g. 200ms",
+        });
+    }
+    if let Some(j) = jitter {
+        if j > latency {
+            return Err(FaultError::Invalid {
+                what: "--jitter",
+                value: humantime::format_duration(j).to_string(),
+                hint: "jitter must not exceed --latency",
+            });
+        }
+    }
+    if let Some(l) = loss {
+        if !(0.0..=100.0).contains(&l) {
+            return Err(FaultError::Invalid {
+                what: "--loss",
+                value: format!("{l}%"),
+                hint: "use a percentage between 0% and 100%",
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `5%` or `5` to 5.0.
+pub fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    s.trim()
+        .trim_end_matches('%')
+        .parse::<f64>()
+        .ok()
+        .filter(|v| (0.0..=100.0).contains(v))
+        .ok_or_else(|| format!("{s:?} is not a percentage between 0% and 100%"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::VERSION;
+    use crate::lb_admin::FakeLb;
+    use crate::runtime::fake::FakeRuntime;
+    use crate::topology::Topology;
+    use crate::up::{up, UpOptions};
+
+    #[test]
+    fn reads_tc_output() {
+        let out = "qdisc netem 8001: root refcnt 2 limit 1000 delay 200ms  20ms loss 5%\n";
+        assert_eq!(
+            parse_netem(out),
+            Some(Netem {
+                latency_ms: 200.0,
+                jitter_ms: 20.0,
+                loss_pct: 5.0
+            })
+        );
+        let out = "qdisc netem 8002: root refcnt 2 limit 1000 delay 1s\n";
+        assert_eq!(parse_netem(out).unwrap().latency_ms, 1000.0);
+        assert_eq!(parse_netem("qdisc noqueue 0: root refcnt 2\n"), None);
+    }
+
+    #[test]
+    fn slow_arguments_are_checked() {
+        assert!(validate_slow(
+            Duration::from_millis(200),
+            Some(Duration::from_millis(20)),
+            Some(5.0)
+        )
+        .is_ok());
+        assert!(validate_slow(Duration::ZERO, None, None).is_err());
+        assert!(validate_slow(
+            Duration::from_millis(10),
+            Some(Duration::from_millis(20)),
+            None
+        )
+        .is_err());
+        assert!(validate_slow(Duration::from_millis(10), None, Some(120.0)).is_err());
+        assert_eq!(parse_percent("5%"), Ok(5.0));
+        assert!(parse_percent("150%").is_err());
+    }
+
+    async fn lab() -> (FakeRuntime, FakeLb) {
+        let rt = FakeRuntime::new();
+        for i in Image::ALL {
+            rt.add_image(&i.tag(), &[(labels::VERSION, VERSION)]);
+        }
+        let lb = FakeLb::default();
+        let t = Topology {
+            port: 0,
+            ..Topology::default()
+        };
+        let opts = UpOptions {
+            wait: false,
+            timeout: Duration::from_secs(1),
+            lb: lb.connector(),
+        };
+        up(&rt, "f", &t, &opts).await.unwrap();
+        (rt, lb)
+    }
+
+    #[tokio::test]
+    async fn crash_twice_says_already_down() {
+        let (rt, lb) = lab().await;
+        let f = Faults {
+            rt: &rt,
+            lab: "f",
+            lb: lb.connector(),
+        };
+        let first = f.crash("server-1").await.unwrap();
+        assert!(
+            first.contains("crashed") && first.contains("lab start server-1"),
+            "{first}"
+        );
+        let second = f.crash("server-1").await.unwrap();
+        assert!(second.contains("already down"), "{second}");
+        assert_eq!(
+            rt.calls().iter().filter(|c| c.starts_with("kill")).count(),
+            1
+        );
+        let healed = f.heal_all().await.unwrap();
+        assert_eq!(healed, ["server-1: started"]);
+    }
+
+    #[tokio::test]
+    async fn wrong_targets_are_refused() {
+        let (rt, lb) = lab().await;
+        let f = Faults {
+            rt: &rt,
+            lab: "f",
+            lb: lb.connector(),
+        };
+        let err = f
+            .lag("server-1", Some(Duration::from_secs(2)))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lag applies to replicas") && err.contains("server-1 is a server"),
+            "{err}"
+        );
+        let err = f
+            .slow("sever-2", Duration::from_millis(200), None, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean server-2"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn partition_and_heal() {
+        let (rt, lb) = lab().await;
+        let f = Faults {
+            rt: &rt,
+            lab: "f",
+            lb: lb.connector(),
+        };
+        assert!(f
+            .partition("db-replica-1")
+            .await
+            .unwrap()
+            .contains("cut off"));
+        assert!(f
+            .partition("db-replica-1")
+            .await
+            .unwrap()
+            .contains("already"));
+        assert!(rt
+            .calls()
+            .contains(&"disconnect f-net f-db-replica-1".to_string()));
+        assert_eq!(
+            f.heal("db-replica-1").await.unwrap(),
+            ["db-replica-1: reconnected to the lab network"]
+        );
+        assert_eq!(f.heal("db-replica-1").await.unwrap(), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn slow_runs_netem_with_net_admin_only() {
+        let (rt, lb) = lab().await;
+        let f = Faults {
+            rt: &rt,
+            lab: "f",
+            lb: lb.connector(),
+        };
+        f.slow(
+            "server-2",
+            Duration::from_millis(200),
+            Some(Duration::from_millis(20)),
+            Some(5.0),
+        )
+        .await
+        .unwrap();
+        let call = rt
+            .calls()
+            .into_iter()
+            .find(|c| c.starts_with("netns"))
+            .unwrap();
+        assert_eq!(call, "netns f-server-2 [NET_ADMIN] tc qdisc replace dev eth0 root netem delay 200ms 20ms loss 5%");
+    }
+}

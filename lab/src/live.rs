@@ -1,0 +1,164 @@
+//! Changing a running lab: `lab scale` and `lab set`.
+//!
+//! Both start from the topology that runs now (read back from Docker by
+//! [`crate::current`]), change a knob or two, and hand the result to the same
+//! reconcile as `lab up`. So a new server joins the balancer live, a removed
+//! one is drained first, and servers that must be replaced (new sessions
+//! store, cache on) are rolled one at a time behind the balancer.
+
+use clap::ValueEnum;
+use thiserror::Error;
+
+use crate::current::current;
+use crate::error::Result;
+use crate::naming::did_you_mean;
+use crate::runtime::Runtime;
+use crate::topology::{LbStrategy, Reads, Sessions, Toggle, Topology, MAX_SERVERS};
+use crate::up::{up, UpOptions, UpReport};
+
+/// The knobs `lab set` changes on a running lab.
+pub const KEYS: [&str; 7] = [
+    "sessions",
+    "cache",
+    "cache_ttl",
+    "reads",
+    "lb",
+    "retries",
+    "product_query_ms",
+];
+
+#[derive(Error, Debug, PartialEq)]
+pub enum SetError {
+    #[error("{0:?} is not KEY=VALUE: write e.g. `lab set sessions=redis`")]
+    Syntax(String),
+    #[error("unknown key {key:?}{}; the keys are: {}", suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default(), KEYS.join(", "))]
+    UnknownKey {
+        key: String,
+        suggestion: Option<String>,
+    },
+    #[error("invalid value {value:?} for {key}: use {hint}")]
+    Value {
+        key: String,
+        value: String,
+        hint: String,
+    },
+    #[error("servers {0} is out of range: use 1 to {MAX_SERVERS}")]
+    Servers(u32),
+}
+
+fn enum_value<T: ValueEnum>(key: &str, value: &str) -> std::result::Result<T, SetError> {
+    T::from_str(value, true).map_err(|_| SetError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        hint: T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// Applies `KEY=VALUE` pairs to a topology.
+pub fn apply(t: &mut Topology, pairs: &[String]) -> std::result::Result<(), SetError> {
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| SetError::Syntax(pair.clone()))?;
+        let (key, value) = (key.trim(), value.trim());
+        match key {
+            "sessions" => t.sessions = enum_value::<Sessions>(key, value)?,
+            "cache" => t.cache = enum_value::<Toggle>(key, value)?,
+            "reads" => t.reads = enum_value::<Reads>(key, value)?,
+            "lb" | "strategy" => t.lb = enum_value::<LbStrategy>(key, value)?,
+            "retries" => t.retries = enum_value::<Toggle>(key, value)?,
+            "cache_ttl" => {
+                humantime::parse_duration(value).map_err(|_| SetError::Value {
+                    key: key.into(),
+                    value: value.into(),
+                    hint: "a duration such as 30s".into(),
+                })?;
+                t.cache_ttl = value.to_string();
+            }
+            "product_query_ms" => {
+                t.product_query_ms =
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|v| *v <= 10_000)
+                        .ok_or_else(|| SetError::Value {
+                            key: key.into(),
+                            value: value.into(),
+                            hint: "a number of milliseconds from 0 to 10000".into(),
+                        })?
+            }
+            other => {
+                return Err(SetError::UnknownKey {
+                    key: other.to_string(),
+                    suggestion: did_you_mean(other, KEYS),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn set(
+    rt: &dyn Runtime,
+    lab: &str,
+    pairs: &[String],
+    opts: &UpOptions,
+) -> Result<UpReport> {
+    let mut t = current(rt, lab, &opts.lb).await?;
+    apply(&mut t, pairs)?;
+    t.validate()?;
+    up(rt, lab, &t, opts).await
+}
+
+pub async fn scale_servers(
+    rt: &dyn Runtime,
+    lab: &str,
+    n: u32,
+    opts: &UpOptions,
+) -> Result<UpReport> {
+    if !(1..=u32::from(MAX_SERVERS)).contains(&n) {
+        return Err(SetError::Servers(n).into());
+    }
+    let mut t = current(rt, lab, &opts.lb).await?;
+    t.servers = n as u8;
+    up(rt, lab, &t, opts).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_parses_pairs() {
+        let mut t = Topology::default();
+        apply(
+            &mut t,
+            &[
+                "sessions=redis".into(),
+                "cache=on".into(),
+                "lb=sticky".into(),
+                "retries=on".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(t.sessions, Sessions::Redis);
+        assert_eq!(t.cache, Toggle::On);
+        assert_eq!(t.lb, LbStrategy::Sticky);
+        assert_eq!(t.retries, Toggle::On);
+    }
+
+    #[test]
+    fn set_refuses_with_the_fix() {
+        let mut t = Topology::default();
+        let e = apply(&mut t, &["sesions=redis".into()]).unwrap_err();
+        assert!(e.to_string().contains("did you mean sessions"), "{e}");
+        let e = apply(&mut t, &["sessions=disk".into()]).unwrap_err();
+        assert!(e.to_string().contains("memory, redis, jwt"), "{e}");
+        let e = apply(&mut t, &["sessions".into()]).unwrap_err();
+        assert!(e.to_string().contains("KEY=VALUE"), "{e}");
+    }
+}
