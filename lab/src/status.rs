@@ -30,6 +30,12 @@ pub enum Fault {
     Partition,
     /// A replica that applies changes late.
     Lag { delay_ms: u64 },
+    /// Network delay and loss on everything it sends (tc netem).
+    Slow {
+        latency_ms: f64,
+        jitter_ms: f64,
+        loss_pct: f64,
+    },
 }
 
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -171,10 +177,11 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
         None => BTreeMap::new(),
     };
     let network = naming::network(lab);
-    let mut services = Vec::new();
-    for c in &all {
-        services.push(service_status(rt, c, &network, view.as_ref(), &repl).await);
-    }
+    let services = futures::future::join_all(
+        all.iter()
+            .map(|c| service_status(rt, c, &network, view.as_ref(), &repl)),
+    )
+    .await;
     Ok(StatusReport {
         lab: lab.to_string(),
         entrypoint: entrypoint(&all),
@@ -210,6 +217,15 @@ async fn service_status(
     }
     if !c.networks.iter().any(|n| n == network) {
         faults.push(Fault::Partition);
+    }
+    if c.state == State::Running {
+        if let Some(n) = crate::faults::netem_of(rt, &c.name).await {
+            faults.push(Fault::Slow {
+                latency_ms: n.latency_ms,
+                jitter_ms: n.jitter_ms,
+                loss_pct: n.loss_pct,
+            });
+        }
     }
     let mut replication = None;
     if role == Role::Replica {
@@ -301,6 +317,11 @@ impl StatusReport {
                     Fault::Paused => "PAUSED".to_string(),
                     Fault::Partition => "PARTITIONED".to_string(),
                     Fault::Lag { delay_ms } => format!("LAG {delay_ms}ms"),
+                    Fault::Slow {
+                        latency_ms,
+                        jitter_ms,
+                        loss_pct,
+                    } => format!("SLOW +{latency_ms}ms ±{jitter_ms}ms loss {loss_pct}%"),
                 })
                 .collect();
             if let Some(r) = &s.replication {
