@@ -18,7 +18,10 @@ use tokio::net::TcpListener;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let addr: SocketAddr = args.next().unwrap_or_else(|| "127.0.0.1:18081".into()).parse()?;
+    let addr: SocketAddr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:18081".into())
+        .parse()?;
     if !addr.ip().is_loopback() {
         return Err(format!("bench_backend only listens on loopback, not {addr}").into());
     }
@@ -45,7 +48,9 @@ async fn serve(addr: SocketAddr, name: &'static str) -> Result<(), Box<dyn std::
                         .unwrap_or_default(),
                 )
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }

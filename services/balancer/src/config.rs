@@ -281,7 +281,10 @@ impl Config {
             ));
         }
         if self.workers > 1024 {
-            return invalid(format!("workers = {} is too many (at most 1024)", self.workers));
+            return invalid(format!(
+                "workers = {} is too many (at most 1024)",
+                self.workers
+            ));
         }
         validate_upstreams(&self.upstreams).map_err(ConfigError::Invalid)
     }

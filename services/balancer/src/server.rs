@@ -3,9 +3,9 @@
 //! [`start`] binds the proxy port and the admin port and starts:
 //!
 //! * **worker threads** (nginx's `worker_processes`): each runs its own
-//!   single-threaded event loop with its own listening socket on the same
-//!   port (`SO_REUSEPORT`: the kernel spreads new connections over them) and
-//!   its own pool of connections to the servers. A request then lives on one
+//!   single-threaded event loop, accepts from the one listening socket
+//!   (whichever worker is free takes the next connection), and keeps its own
+//!   pool of connections to the servers. A request then lives on one
 //!   thread from start to end, with no hand-off between threads: this is how
 //!   nginx and HAProxy get their speed, and it matters here too;
 //! * on the caller's runtime, the admin API and the health-check loop, which
@@ -127,16 +127,15 @@ impl Running {
     }
 }
 
-/// A listening socket that shares its port with the other workers'.
-fn bind_shared(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// The proxy's listening socket (`SO_REUSEADDR`, so a restart does not wait
+/// for old connections in TIME_WAIT).
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     socket.set_reuseaddr(true)?;
-    #[cfg(unix)]
-    socket.set_reuseport(true)?;
     socket.bind(addr)?;
     socket.listen(4096)?.into_std()
 }
@@ -147,13 +146,17 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let workers = config.worker_count();
     let bind_err = |addr, what| move |source| ServeError::Bind { addr, what, source };
 
-    // The first socket fixes the port (when 0 was asked for); the others join it.
-    let first = bind_shared(config.listen).map_err(bind_err(config.listen, "proxy"))?;
-    let proxy_addr = first.local_addr().map_err(bind_err(config.listen, "proxy"))?;
-    let mut listeners = vec![first];
+    // One listening socket, shared by every worker: whichever is free first
+    // accepts the next connection (nginx with `accept_mutex off`).
+    let first = bind_listener(config.listen).map_err(bind_err(config.listen, "proxy"))?;
+    let proxy_addr = first
+        .local_addr()
+        .map_err(bind_err(config.listen, "proxy"))?;
+    let mut listeners = Vec::with_capacity(workers);
     for _ in 1..workers {
-        listeners.push(bind_shared(proxy_addr).map_err(bind_err(proxy_addr, "proxy"))?);
+        listeners.push(first.try_clone().map_err(bind_err(proxy_addr, "proxy"))?);
     }
+    listeners.push(first);
     let admin_listener = TcpListener::bind(config.admin_listen)
         .await
         .map_err(bind_err(config.admin_listen, "admin"))?;

@@ -375,7 +375,11 @@ async fn forwarded_for_request_id_and_hop_by_hop_headers() {
 /// An address that never answers the TCP handshake, like a frozen or
 /// vanished container: a listening socket whose accept queue is full
 /// (Linux then drops new SYNs instead of refusing them).
-async fn black_hole() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>, std::net::SocketAddr) {
+async fn black_hole() -> (
+    tokio::net::TcpListener,
+    Vec<tokio::net::TcpStream>,
+    std::net::SocketAddr,
+) {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let listener = socket.listen(1).unwrap();
@@ -383,7 +387,12 @@ async fn black_hole() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>, s
     let mut fill = Vec::new();
     // fill the queue until a connect hangs
     for _ in 0..8 {
-        match tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(addr)).await {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
             Ok(Ok(s)) => fill.push(s),
             _ => break,
         }
@@ -410,8 +419,14 @@ async fn a_server_that_never_answers_costs_one_connect_timeout_then_is_retried()
     let took = started.elapsed();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.served_by(), Some("server-2"));
-    assert!(took >= connect, "the connect timeout was not waited for: {took:?}");
-    assert!(took < Duration::from_secs(2), "a connect timeout is short: {took:?}");
+    assert!(
+        took >= connect,
+        "the connect timeout was not waited for: {took:?}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "a connect timeout is short: {took:?}"
+    );
     let s = lb.servers().await;
     assert_eq!(s["servers"][0]["state"], "down");
     // the passive check says so; an active check may have said it since
