@@ -127,6 +127,13 @@ pub enum Command {
     )]
     Resize(ResizeArgs),
 
+    /// The course's lessons, each reproduced with real parts and checked.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  lab lesson list\n  lab lesson run sessions\n  lab lesson run cache --keep     # keep the lab afterwards to look around\n\nEach lesson has a guide in docs/labs/."
+    )]
+    Lesson(LessonCommand),
+
     /// Change settings of a running lab; servers are replaced one at a time.
     #[command(
         after_help = "Examples:\n  lab set sessions=redis\n  lab set cache=on cache_ttl=10s\n  lab set lb=sticky retries=on\n\nKeys: sessions, cache, cache_ttl, reads, lb, retries, product_query_ms"
@@ -208,6 +215,23 @@ pub struct LogsArgs {
     pub tail: Option<u32>,
 }
 
+#[derive(Subcommand, Debug, Clone)]
+pub enum LessonCommand {
+    /// Every lesson, in course order, with a one-line summary.
+    List,
+    /// Run a lesson: bring up its lab, drive load, break things, check the claim.
+    Run {
+        /// The lesson, as `lab lesson list` names it.
+        name: String,
+        /// Keep the lesson's lab afterwards (healed) instead of removing it.
+        #[arg(long)]
+        keep: bool,
+        /// Print the report as one JSON document instead of narrating.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct Target {
     /// A service name as `lab status` shows it, e.g. server-1.
@@ -276,6 +300,10 @@ pub struct ResizeArgs {
     /// Memory limit, e.g. 256m or 1g.
     #[arg(long, value_name = "M")]
     pub memory: Option<String>,
+    /// Host CPUs it may run on, e.g. 0 or 0-1; two services pinned to the
+    /// same CPU share one machine's processor.
+    #[arg(long, value_name = "CPUS")]
+    pub cpuset: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

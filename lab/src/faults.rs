@@ -460,16 +460,28 @@ impl Faults<'_> {
         name: &str,
         cpus: Option<f64>,
         memory: Option<&str>,
+        cpuset: Option<&str>,
     ) -> Result<String> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
-        if cpus.is_none() && memory.is_none() {
+        if cpus.is_none() && memory.is_none() && cpuset.is_none() {
             return Err(FaultError::Invalid {
                 what: "resize",
                 value: String::new(),
-                hint: "give --cpus, --memory or both",
+                hint: "give --cpus, --memory and/or --cpuset",
             }
             .into());
+        }
+        if let Some(set) = cpuset {
+            let ok = !set.is_empty() && set.split([',', '-']).all(|p| p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(FaultError::Invalid {
+                    what: "--cpuset",
+                    value: set.to_string(),
+                    hint: "list host CPUs like 0, 0,1 or 0-1",
+                }
+                .into());
+            }
         }
         if let Some(x) = cpus {
             if !(0.01..=64.0).contains(&x) {
@@ -489,11 +501,12 @@ impl Faults<'_> {
             })?),
             None => None,
         };
-        self.rt.update_resources(&c.name, cpus, mem).await?;
+        self.rt.update_resources(&c.name, cpus, mem, cpuset).await?;
         Ok(format!(
-            "{svc} now has {}{} (changed live, no restart).\nWatch: `lab status` shows the new limits; `lab load` shows what they do to latency and throughput.\n",
+            "{svc} now has {}{}{} (changed live, no restart).\nWatch: `lab status` shows the new limits; `lab load` shows what they do to latency and throughput.\n",
             cpus.map(|c| format!("{c} CPUs")).unwrap_or_else(|| "its CPUs".into()),
-            memory.map(|m| format!(" and {m} of memory")).unwrap_or_default()
+            memory.map(|m| format!(" and {m} of memory")).unwrap_or_default(),
+            cpuset.map(|s| format!(", pinned to host CPU(s) {s}")).unwrap_or_default()
         ))
     }
 

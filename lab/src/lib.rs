@@ -14,6 +14,7 @@ pub mod error;
 pub mod faults;
 pub mod images;
 pub mod lb_admin;
+pub mod lessons;
 pub mod live;
 pub mod load;
 pub mod logs;
@@ -26,7 +27,7 @@ pub mod telemetry;
 pub mod topology;
 pub mod up;
 
-use cli::{Cli, Command, ImagesCommand, ScaleCommand};
+use cli::{Cli, Command, ImagesCommand, LessonCommand, ScaleCommand};
 use error::Result;
 use runtime::DockerRuntime;
 
@@ -135,7 +136,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Resize(a) => {
             fault(lab, |f| {
-                Box::pin(async move { f.resize(&a.name, a.cpus, a.memory.as_deref()).await })
+                Box::pin(async move {
+                    f.resize(&a.name, a.cpus, a.memory.as_deref(), a.cpuset.as_deref())
+                        .await
+                })
             })
             .await
         }
@@ -161,6 +165,33 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let r = live::scale_servers(&rt, lab, count, &opts).await?;
             print!("{}", r.render_changes());
             Ok(0)
+        }
+        Command::Lesson(LessonCommand::List) => {
+            print!("{}", lessons::list());
+            Ok(0)
+        }
+        Command::Lesson(LessonCommand::Run { name, keep, json }) => {
+            let lesson = lessons::find(&name).map_err(|e| error::LabError::Other(e.to_string()))?;
+            let rt = DockerRuntime::connect().await?;
+            images::check_present(&rt).await?;
+            let report = lessons::run(&rt, lab, &lesson, keep, !json).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report)
+                        .map_err(|e| error::LabError::Other(e.to_string()))?
+                );
+            }
+            if report.passed {
+                Ok(0)
+            } else {
+                let met = report.verdicts.iter().filter(|v| v.passed).count();
+                Err(error::LabError::Other(format!(
+                    "lesson {name}: the claim did not hold ({met} of {} expectations met{}); rerun with --keep to look at the lab",
+                    report.verdicts.len(),
+                    report.error.as_ref().map(|e| format!("; {e}")).unwrap_or_default()
+                )))
+            }
         }
         Command::Set(a) => {
             let rt = DockerRuntime::connect().await?;

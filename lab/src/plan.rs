@@ -401,6 +401,7 @@ mod tests {
             networks: vec![spec.network.clone()],
             cpus: None,
             memory: None,
+            cpuset: None,
         }
     }
 

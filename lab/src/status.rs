@@ -74,6 +74,8 @@ pub struct ServiceStatus {
     pub cpus: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<String>,
     /// The settings it runs with (sessions, cache, reads...).
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     pub settings: serde_json::Value,
@@ -278,6 +280,7 @@ async fn service_status(
         replication,
         cpus: c.cpus,
         memory_bytes: c.memory,
+        cpuset: c.cpuset.clone(),
         settings: match (role, settings_of(c)) {
             (Role::Server, Some(t)) => serde_json::json!({
                 "sessions": t.sessions, "cache": t.cache, "reads": t.reads

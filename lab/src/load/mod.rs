@@ -76,6 +76,9 @@ pub const LATE_THRESHOLD: Duration = Duration::from_millis(10);
 /// every part from the start.
 const OPEN_INITIAL_USERS: u32 = 9;
 
+/// `browse`: the share of reads that go to the 20 hot products by default.
+pub const DEFAULT_HOT_SHARE: f64 = 0.8;
+
 /// Examples shown by `lab load --help`.
 pub const LOAD_EXAMPLES: &str = "\
 Examples:
@@ -141,6 +144,15 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=MAX_USERS as i64))]
     pub max_in_flight: u32,
 
+    /// `work`: CPU milliseconds each request burns on the server (1..=5000)
+    #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub work_ms: u32,
+
+    /// `browse`: share of reads that go to the 20 hot products, 0 to 1
+    /// [default: 0.8]
+    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    pub hot_share: Option<f64>,
+
     /// Advanced: drive this URL instead of the lab's balancer, e.g. a
     /// benchmark server; loopback addresses only (127.0.0.1, ::1, localhost)
     #[arg(long, value_name = "URL")]
@@ -160,6 +172,8 @@ impl Default for LoadArgs {
             history: None,
             quiet: false,
             max_in_flight: 1000,
+            work_ms: 10,
+            hot_share: None,
             target: None,
         }
     }
@@ -233,6 +247,14 @@ fn check_rate(rate: f64) -> Result<f64, String> {
         ));
     }
     Ok(rate)
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| (0.0..=1.0).contains(v))
+        .ok_or_else(|| format!("{s:?} is not a share between 0 and 1 (e.g. 0.95)"))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -389,6 +411,8 @@ pub async fn run_until(
         scenario: args.scenario,
         account_base: account_base(),
         bank: BankBook::default(),
+        work_ms: args.work_ms,
+        hot_share: args.hot_share.unwrap_or(DEFAULT_HOT_SHARE),
     });
     let model = args.model();
     let header = match model {

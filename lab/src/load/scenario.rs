@@ -20,6 +20,8 @@
 //!   in, user 2 banks, user 3 browses...).
 //! - `ping`: `GET /` and nothing else; the cheapest request there is, used to
 //!   measure the driver itself (`bench/load/run.sh`).
+//! - `work`: `GET /work?ms=N`, each request burning N ms of a server's CPU:
+//!   the way to fill a server up on purpose (the sizing lessons).
 //!
 //! A user is a state machine: `step` sends exactly one request and updates the
 //! user's memory from the answer. The load models (closed and open, see
@@ -53,6 +55,8 @@ pub enum Scenario {
     Mixed,
     /// `GET /` only: measures the driver itself (benchmarks).
     Ping,
+    /// `GET /work?ms=N` (see --work-ms): CPU-bound requests that fill a server.
+    Work,
 }
 
 impl Scenario {
@@ -63,6 +67,7 @@ impl Scenario {
             Scenario::Bank => "bank",
             Scenario::Mixed => "mixed",
             Scenario::Ping => "ping",
+            Scenario::Work => "work",
         }
     }
 }
@@ -71,6 +76,7 @@ impl Scenario {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
     Ping,
+    Work,
     Product,
     Login,
     Me,
@@ -84,6 +90,7 @@ impl OpKind {
     pub fn name(self) -> &'static str {
         match self {
             OpKind::Ping => "ping",
+            OpKind::Work => "work",
             OpKind::Product => "product",
             OpKind::Login => "login",
             OpKind::Me => "me",
@@ -141,6 +148,10 @@ pub struct RunCtx {
     /// two runs (or two students on one lab) never share an account.
     pub account_base: u64,
     pub bank: BankBook,
+    /// `work`: CPU milliseconds each request asks for.
+    pub work_ms: u32,
+    /// `browse`: the share of reads that go to the 20 hot products.
+    pub hot_share: f64,
 }
 
 /// The ledgers of every bank user, kept outside the users so that the final
@@ -158,7 +169,12 @@ pub struct BankEntry {
 
 enum Role {
     Ping,
-    Browse,
+    Work {
+        path: String,
+    },
+    Browse {
+        hot_share: f64,
+    },
     Sessions {
         logged_in: bool,
         since_login: u64,
@@ -225,6 +241,9 @@ impl User {
         };
         let role = match part {
             Scenario::Ping => Role::Ping,
+            Scenario::Work => Role::Work {
+                path: format!("/work?ms={}", ctx.work_ms),
+            },
             Scenario::Sessions => Role::Sessions {
                 logged_in: false,
                 since_login: 0,
@@ -243,7 +262,9 @@ impl User {
                     deposit_next: true,
                 }
             }
-            Scenario::Browse | Scenario::Mixed => Role::Browse,
+            Scenario::Browse | Scenario::Mixed => Role::Browse {
+                hot_share: ctx.hot_share,
+            },
         };
         User {
             id,
@@ -270,9 +291,13 @@ impl User {
                 let r = self.conn.request(Method::GET, "/", None).await;
                 simple(OpKind::Ping, r.as_ref().map_err(|f| *f), started, None)
             }
-            Role::Browse => {
-                // 80% of reads hit the 20 hot products.
-                let id: i64 = if self.rng.random_bool(0.8) {
+            Role::Work { path } => {
+                let r = self.conn.request(Method::GET, path, None).await;
+                simple(OpKind::Work, r.as_ref().map_err(|f| *f), started, None)
+            }
+            Role::Browse { hot_share } => {
+                // Most reads (80% unless --hot-share says otherwise) hit the 20 hot products.
+                let id: i64 = if self.rng.random_bool(*hot_share) {
                     self.rng.random_range(1..=20)
                 } else {
                     self.rng.random_range(1..=1000)

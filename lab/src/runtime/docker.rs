@@ -199,6 +199,7 @@ impl Runtime for DockerRuntime {
                 networks,
                 cpus: hc.nano_cpus.filter(|n| *n > 0).map(|n| n as f64 / 1e9),
                 memory: hc.memory.filter(|m| *m > 0),
+                cpuset: hc.cpuset_cpus.filter(|s| !s.is_empty()),
             });
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -350,9 +351,11 @@ impl Runtime for DockerRuntime {
         name: &str,
         cpus: Option<f64>,
         memory: Option<i64>,
+        cpuset: Option<&str>,
     ) -> Result<()> {
         let body = ContainerUpdateBody {
             nano_cpus: cpus.map(|c| (c * 1e9) as i64),
+            cpuset_cpus: cpuset.map(str::to_string),
             memory,
             // Docker refuses a memory limit above an older swap limit; tying
             // swap to memory keeps the change valid in both directions.

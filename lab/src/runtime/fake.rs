@@ -141,6 +141,7 @@ impl Runtime for FakeRuntime {
             networks: vec![spec.network.clone()],
             cpus: spec.cpus,
             memory: spec.memory,
+            cpuset: None,
         };
         g.containers.insert(spec.name.clone(), (spec.clone(), info));
         Ok(())
@@ -185,11 +186,13 @@ impl Runtime for FakeRuntime {
         name: &str,
         cpus: Option<f64>,
         memory: Option<i64>,
+        cpuset: Option<&str>,
     ) -> Result<()> {
         self.record(format!("update {name}"));
         self.with(name, |i| {
             i.cpus = cpus.or(i.cpus);
             i.memory = memory.or(i.memory);
+            i.cpuset = cpuset.map(str::to_string).or(i.cpuset.clone());
         })
     }
 

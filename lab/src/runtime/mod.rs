@@ -156,6 +156,8 @@ pub struct ContainerInfo {
     /// Limits as set now (they can change live).
     pub cpus: Option<f64>,
     pub memory: Option<i64>,
+    /// The host CPUs it may run on, e.g. "0" or "0-1" (None: any).
+    pub cpuset: Option<String>,
 }
 
 impl ContainerInfo {
@@ -214,6 +216,7 @@ pub trait Runtime: Send + Sync {
         name: &str,
         cpus: Option<f64>,
         memory: Option<i64>,
+        cpuset: Option<&str>,
     ) -> Result<()>;
     /// Write files into a container (running or not).
     async fn write_files(&self, name: &str, files: &[(String, String)]) -> Result<()>;

@@ -1,0 +1,407 @@
+//! Scripted lessons: each chapter of a scaling course, reproduced with real
+//! parts and checked.
+//!
+//! A lesson states a hypothesis (what the course claims), then runs a method
+//! (a topology, a load, a fault or a change) and ends with a verdict per
+//! expectation, each with the figure it measured. The lab a lesson uses is
+//! its own (`<lab>-lesson-<name>`), and it is removed at the end — pass, fail
+//! or Ctrl-C — unless `--keep` asks to look around afterwards.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::error::{LabError, Result};
+use crate::faults::Faults;
+use crate::lb_admin::{http_connector, LbConnector};
+use crate::load::{self, LoadArgs, Report};
+use crate::runtime::{ContainerInfo, Runtime};
+use crate::topology::Topology;
+use crate::up::{self, UpOptions};
+
+mod cache;
+mod failover;
+mod health_checks;
+mod more_servers;
+mod replication;
+mod sessions;
+mod sizing;
+
+/// A lesson's body: it drives the lab through the context.
+type Body = for<'a> fn(&'a mut Ctx<'_>) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
+
+/// One lesson of the course.
+pub struct Lesson {
+    pub name: &'static str,
+    /// Its place in the course (docs/labs/NN-name.md).
+    pub number: u8,
+    pub summary: &'static str,
+    pub hypothesis: &'static str,
+    body: Body,
+}
+
+/// Every lesson, in course order.
+pub fn all() -> Vec<Lesson> {
+    vec![
+        sizing::ONE_SERVER,
+        sizing::BIGGER_SERVER,
+        sizing::SEPARATE_DB,
+        more_servers::LESSON,
+        health_checks::LESSON,
+        sessions::LESSON,
+        cache::LESSON,
+        replication::LESSON,
+        failover::LESSON,
+    ]
+}
+
+#[derive(Error, Debug)]
+pub enum LessonError {
+    #[error("no lesson named {name:?}{}; `lab lesson list` shows them all", suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
+    Unknown {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("interrupted (Ctrl-C)")]
+    Interrupted,
+}
+
+/// An expectation and what was measured.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub expectation: String,
+    pub measured: String,
+    pub passed: bool,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct LessonReport {
+    pub lesson: String,
+    pub hypothesis: String,
+    pub verdicts: Vec<Verdict>,
+    /// Tables of figures, for the text report and the docs.
+    pub tables: Vec<Table>,
+    pub passed: bool,
+    pub duration_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct Table {
+    pub title: String,
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(title: &str, header: &[&str]) -> Table {
+        Table {
+            title: title.into(),
+            header: header.iter().map(|s| s.to_string()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let n = self.header.len();
+        let widths: Vec<usize> = (0..n)
+            .map(|i| {
+                std::iter::once(&self.header)
+                    .chain(&self.rows)
+                    .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |r: &Vec<String>| {
+            let cells: Vec<String> = (0..n)
+                .map(|i| {
+                    format!(
+                        "{:<w$}",
+                        r.get(i).cloned().unwrap_or_default(),
+                        w = widths[i]
+                    )
+                })
+                .collect();
+            format!("    {}\n", cells.join("  ").trim_end())
+        };
+        let mut out = format!("  {}\n", self.title);
+        out.push_str(&line(&self.header));
+        for r in &self.rows {
+            out.push_str(&line(r));
+        }
+        out
+    }
+}
+
+/// What a lesson body works with.
+pub struct Ctx<'r> {
+    pub rt: &'r dyn Runtime,
+    pub lab: String,
+    pub lb: LbConnector,
+    pub verdicts: Vec<Verdict>,
+    pub tables: Vec<Table>,
+    /// Whether to narrate to stdout (off for --json).
+    pub narrate: bool,
+}
+
+impl Ctx<'_> {
+    /// A line of narration: what the lesson does now.
+    pub fn say(&self, msg: &str) {
+        if self.narrate {
+            println!("  → {msg}");
+        }
+    }
+
+    pub fn expect(&mut self, expectation: &str, measured: String, passed: bool) {
+        if self.narrate {
+            println!(
+                "  {} {expectation}: {measured}",
+                if passed { "✓" } else { "✗" }
+            );
+        }
+        self.verdicts.push(Verdict {
+            expectation: expectation.into(),
+            measured,
+            passed,
+        });
+    }
+
+    pub fn table(&mut self, t: Table) {
+        if self.narrate {
+            print!("{}", t.render());
+        }
+        self.tables.push(t);
+    }
+
+    /// Brings the lesson's lab to this topology (on a free port).
+    pub async fn up(&self, t: Topology) -> Result<()> {
+        let t = Topology { port: 0, ..t };
+        let opts = UpOptions {
+            wait: true,
+            timeout: Duration::from_secs(180),
+            lb: self.lb.clone(),
+        };
+        up::up(self.rt, &self.lab, &t, &opts).await.map(|_| ())
+    }
+
+    pub async fn set(&self, pairs: &[&str]) -> Result<()> {
+        let pairs: Vec<String> = pairs.iter().map(|s| s.to_string()).collect();
+        let opts = UpOptions {
+            wait: true,
+            timeout: Duration::from_secs(180),
+            lb: self.lb.clone(),
+        };
+        crate::live::set(self.rt, &self.lab, &pairs, &opts)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn scale(&self, n: u32) -> Result<()> {
+        let opts = UpOptions {
+            wait: true,
+            timeout: Duration::from_secs(180),
+            lb: self.lb.clone(),
+        };
+        crate::live::scale_servers(self.rt, &self.lab, n, &opts)
+            .await
+            .map(|_| ())
+    }
+
+    pub fn faults(&self) -> Faults<'_> {
+        Faults {
+            rt: self.rt,
+            lab: &self.lab,
+            lb: self.lb.clone(),
+        }
+    }
+
+    pub async fn containers(&self) -> Result<Vec<ContainerInfo>> {
+        up::containers(self.rt, &self.lab).await
+    }
+
+    pub async fn entrypoint(&self) -> Result<String> {
+        let all = self.containers().await?;
+        up::entrypoint(&all)
+            .ok_or_else(|| LabError::Other("the lesson's balancer is not running".into()))
+    }
+
+    /// The published loopback address of a service's port.
+    pub async fn address(&self, service: &str, port: u16) -> Result<String> {
+        let all = self.containers().await?;
+        let c = crate::naming::find(&self.lab, &all, service)?;
+        c.ports
+            .get(&port)
+            .cloned()
+            .ok_or_else(|| LabError::Other(format!("{service} publishes no port {port}")))
+    }
+
+    /// Runs the load driver against the lesson's balancer, quietly.
+    pub async fn load(&self, mut args: LoadArgs) -> Result<Report> {
+        args.quiet = true;
+        args.validate()?;
+        let base = self.entrypoint().await?;
+        Ok(load::run(&args, &base).await?)
+    }
+
+    /// Runs a load and, `after` into it, calls `fault`. Returns the report
+    /// and when the fault happened, counted from the start of the load.
+    pub async fn load_with<F, Fut>(
+        &self,
+        args: LoadArgs,
+        after: Duration,
+        fault: F,
+    ) -> Result<(Report, Duration)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<()>>,
+    {
+        let start = Instant::now();
+        let load = self.load(args);
+        let inject = async {
+            tokio::time::sleep(after).await;
+            let at = start.elapsed();
+            fault().await?;
+            Ok::<_, LabError>(at)
+        };
+        let (report, at) = tokio::join!(load, inject);
+        Ok((report?, at?))
+    }
+}
+
+pub fn find(name: &str) -> std::result::Result<Lesson, LessonError> {
+    let lessons = all();
+    let names: Vec<&str> = lessons.iter().map(|l| l.name).collect();
+    let suggestion = crate::naming::did_you_mean(name, names.iter().copied());
+    lessons
+        .into_iter()
+        .find(|l| l.name == name)
+        .ok_or(LessonError::Unknown {
+            name: name.into(),
+            suggestion,
+        })
+}
+
+pub fn list() -> String {
+    all()
+        .iter()
+        .map(|l| format!("{:>2}  {:<14} {}\n", l.number, l.name, l.summary))
+        .collect()
+}
+
+/// Runs one lesson in its own lab, and removes the lab afterwards (unless
+/// `keep`), whatever happened.
+pub async fn run(
+    rt: &dyn Runtime,
+    lab: &str,
+    lesson: &Lesson,
+    keep: bool,
+    narrate: bool,
+) -> Result<LessonReport> {
+    let started = Instant::now();
+    let mut ctx = Ctx {
+        rt,
+        lab: format!("{lab}-lesson-{}", lesson.name),
+        lb: http_connector(),
+        verdicts: Vec::new(),
+        tables: Vec::new(),
+        narrate,
+    };
+    if narrate {
+        println!(
+            "Lesson {}: {}\n\n  Hypothesis: {}\n",
+            lesson.number, lesson.name, lesson.hypothesis
+        );
+    }
+    // A lab left by an earlier, killed run of this lesson is removed first.
+    crate::down::down(rt, &ctx.lab).await?;
+    let outcome = tokio::select! {
+        r = (lesson.body)(&mut ctx) => r,
+        _ = tokio::signal::ctrl_c() => Err(LabError::Other(LessonError::Interrupted.to_string())),
+    };
+    if keep {
+        let _ = ctx.faults().heal_all().await;
+        if narrate {
+            println!(
+                "\n  The lab is kept: lab --lab {} status (remove it with lab --lab {} down)",
+                ctx.lab, ctx.lab
+            );
+        }
+    } else if let Err(e) = crate::down::down(rt, &ctx.lab).await {
+        eprintln!(
+            "warning: could not remove the lesson's lab {}: {e}",
+            ctx.lab
+        );
+    }
+    let error = outcome.err().map(|e| e.to_string());
+    let passed =
+        error.is_none() && !ctx.verdicts.is_empty() && ctx.verdicts.iter().all(|v| v.passed);
+    let report = LessonReport {
+        lesson: lesson.name.into(),
+        hypothesis: lesson.hypothesis.into(),
+        verdicts: ctx.verdicts,
+        tables: ctx.tables,
+        passed,
+        duration_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+        error,
+    };
+    if narrate {
+        if let Some(e) = &report.error {
+            println!("\n  The lesson could not finish: {e}");
+        }
+        println!(
+            "\n  Verdict: {} ({} of {} expectations met, {:.0} s)",
+            if report.passed {
+                "the claim holds"
+            } else {
+                "the claim did NOT hold"
+            },
+            report.verdicts.iter().filter(|v| v.passed).count(),
+            report.verdicts.len(),
+            report.duration_s
+        );
+    }
+    Ok(report)
+}
+
+/// A percentage with one decimal.
+pub fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lessons_are_numbered_in_course_order_and_named_uniquely() {
+        let l = all();
+        for (i, lesson) in l.iter().enumerate() {
+            assert_eq!(lesson.number as usize, i + 1, "{}", lesson.name);
+        }
+        let mut names: Vec<_> = l.iter().map(|l| l.name).collect();
+        names.dedup();
+        assert_eq!(names.len(), l.len());
+    }
+
+    #[test]
+    fn unknown_lessons_get_a_suggestion() {
+        let e = find("sesions").err().unwrap();
+        assert!(e.to_string().contains("did you mean sessions"), "{e}");
+    }
+
+    #[test]
+    fn tables_align() {
+        let mut t = Table::new("t", &["a", "bbb"]);
+        t.row(vec!["xxxx".into(), "y".into()]);
+        assert_eq!(t.render(), "  t\n    a     bbb\n    xxxx  y\n");
+    }
+}
