@@ -85,6 +85,9 @@ pub struct Config {
     pub session_secret: Option<Vec<u8>>,
     /// `WRITE_TIMEOUT`: how long a deposit may wait for the primary.
     pub write_timeout: Duration,
+    /// `WORK_THREADS`: how many `/work` requests burn CPU at the same time;
+    /// the others wait their turn, like requests for a fixed worker pool.
+    pub work_threads: usize,
 }
 
 /// A configuration mistake; its message is the whole line printed after `error: `.
@@ -237,6 +240,18 @@ impl Config {
             Some(raw) => parse_duration("WRITE_TIMEOUT", &raw, Duration::from_millis(1))?,
         };
 
+        let work_threads = match get("WORK_THREADS") {
+            None => 4,
+            Some(raw) => match raw.trim().parse::<usize>() {
+                Ok(n) if (1..=256).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "WORK_THREADS must be a whole number 1-256 (got {raw:?})"
+                    )))
+                }
+            },
+        };
+
         Ok(Self {
             server_name,
             bind,
@@ -251,6 +266,7 @@ impl Config {
             product_query_ms,
             session_secret,
             write_timeout,
+            work_threads,
         })
     }
 

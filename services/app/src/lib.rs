@@ -69,6 +69,8 @@ struct Inner {
     redis: Option<Redis>,
     sessions: SessionBackend,
     metrics: Metrics,
+    /// Turns for `/work`: see `Config::work_threads`.
+    work_slots: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -97,6 +99,7 @@ impl AppState {
         }
         Ok(Self {
             inner: Arc::new(Inner {
+                work_slots: tokio::sync::Semaphore::new(config.work_threads),
                 served_by,
                 started: Instant::now(),
                 requests: AtomicU64::new(0),
@@ -112,6 +115,11 @@ impl AppState {
     /// The configuration this state was built from.
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// A turn to burn CPU for `/work`; waiting for one costs no CPU.
+    pub async fn work_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.inner.work_slots.acquire().await.ok()
     }
 
     /// `SERVER_NAME`.

@@ -4,7 +4,7 @@
 //! request is refused with a 4xx before any database or Redis work happens:
 //! a client's mistake must never cost a query, nor look like a server fault.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::{
     extract::State,
@@ -242,7 +242,7 @@ pub struct WorkQuery {
     ms: u64,
 }
 
-/// `GET /work?ms=N`: keeps one CPU core busy for N ms.
+/// `GET /work?ms=N`: burns N ms of CPU time on one core.
 pub async fn work(
     State(state): State<AppState>,
     AppQuery(query): AppQuery<WorkQuery>,
@@ -254,6 +254,11 @@ pub async fn work(
             WORK_MS.end()
         )));
     }
+    // At most WORK_THREADS requests burn at once; the rest queue here. An
+    // unbounded number of spinning threads under a small CPU limit would
+    // starve the async workers, and with them /healthz: the balancer would
+    // call a busy server dead.
+    let _turn = state.work_slot().await;
     // A real busy loop, on a blocking thread so the async workers keep
     // serving other requests; a sleep would use no CPU and saturate nothing.
     tokio::task::spawn_blocking(move || burn_cpu(Duration::from_millis(query.ms)))
@@ -264,11 +269,15 @@ pub async fn work(
     ))
 }
 
-/// Spins for `how_long`, doing arithmetic the optimiser can't remove.
+/// Spins until this thread has used `how_long` of CPU time, doing arithmetic
+/// the optimiser can't remove. CPU time, not wall-clock time: under a CPU
+/// limit (`lab resize --cpus`) a throttled thread's clock runs on while it
+/// waits, so a wall-clock loop would do less work on a smaller server and
+/// hide exactly the saturation the sizing lessons measure.
 pub fn burn_cpu(how_long: Duration) -> u64 {
-    let end = Instant::now() + how_long;
+    let start = cpu_time::ThreadTime::now();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while Instant::now() < end {
+    while start.elapsed() < how_long {
         for i in 0..10_000u64 {
             x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
         }
