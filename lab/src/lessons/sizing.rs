@@ -111,31 +111,27 @@ async fn one_server(c: &mut Ctx<'_>) -> Result<()> {
             format!("{:.1}", r.latency_ms.p99),
             r.errors.total().to_string(),
         ]);
-        rows.push((rate, cpu, r.latency_ms.p99));
+        rows.push((rate, cpu, r.latency_ms.p50));
     }
     c.table(table);
-    let base_p99 = rows[0].2;
-    let knee = rows
-        .iter()
-        .find(|(_, _, p99)| *p99 > 3.0 * base_p99)
-        .map(|r| r.0);
-    let (top_rate, top_cpu, top_p99) = *rows.last().unwrap_or(&(0.0, 0.0, 0.0));
+    // The median, not the tail: on a shared laptop the p99 of a light load
+    // is noise, while the median moves only when requests really queue.
+    let base = rows[0].2;
+    let knee = rows.iter().find(|(_, _, p50)| *p50 > 3.0 * base).map(|r| r.0);
+    let (top_rate, top_cpu, top_p50) = *rows.last().unwrap_or(&(0.0, 0.0, 0.0));
     c.expect(
-        &format!(
-            "at the top rate the server's CPU is near its limit ({:.0}%)",
-            cpus * 100.0
-        ),
+        &format!("at the top rate the server's CPU is near its limit ({:.0}%)", cpus * 100.0),
         format!("{top_cpu:.0}% at {top_rate:.0}/s"),
         top_cpu >= cpus * 100.0 * 0.8,
     );
     c.expect(
-        "past a point latency climbs sharply (p99 at least 5x the lightest load's)",
+        "past a point latency climbs sharply (median at least 5x the lightest load's)",
         format!(
-            "p99 {base_p99:.1} ms at 10/s, {top_p99:.1} ms at {top_rate:.0}/s; it passed 3x at {}",
-            knee.map(|k| format!("{k:.0}/s"))
-                .unwrap_or_else(|| "no rate".into())
+            "p50 {base:.1} ms at {:.0}/s, {top_p50:.1} ms at {top_rate:.0}/s; it passed 3x at {}",
+            rows[0].0,
+            knee.map(|k| format!("{k:.0}/s")).unwrap_or_else(|| "no rate".into())
         ),
-        top_p99 >= 5.0 * base_p99,
+        top_p50 >= 5.0 * base,
     );
     Ok(())
 }
@@ -243,13 +239,16 @@ async fn db_query_ms(c: &Ctx<'_>) -> Result<f64> {
 }
 
 /// Web load on the server while the database's own query time is measured.
+/// The load is sized to keep one CPU about 90% busy (45 requests/s of 20 ms
+/// each), so the balancer and the load driver leave the other CPU free: the
+/// only difference between the two layouts is what shares CPU 0.
 async fn db_under_web_load(c: &Ctx<'_>) -> Result<(f64, f64)> {
     let idle = db_query_ms(c).await?;
     let args = LoadArgs {
         scenario: Scenario::Work,
         work_ms: 20,
-        users: Some(8),
-        duration: Duration::from_secs(6),
+        rate: Some(45.0),
+        duration: Duration::from_secs(7),
         timeout: Duration::from_secs(5),
         ..LoadArgs::default()
     };
@@ -308,9 +307,9 @@ async fn separate_db(c: &mut Ctx<'_>) -> Result<()> {
         busy_shared >= 1.5 * idle_shared,
     );
     c.expect(
-        "on their own machines, the database keeps most of its speed (slowdown at most half the shared one)",
+        "on their own machines, the database keeps its speed (slowdown under 1.3x, and below the shared one)",
         format!("{:.1}x separate vs {:.1}x shared", busy_sep / idle_sep, busy_shared / idle_shared),
-        busy_sep / idle_sep <= 0.5 * (busy_shared / idle_shared) + 0.5,
+        busy_sep / idle_sep < 1.3 && busy_sep / idle_sep < busy_shared / idle_shared,
     );
 
     c.say("the database's machine crashes; the web server runs on");
