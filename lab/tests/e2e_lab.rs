@@ -89,6 +89,42 @@ async fn up_serve_replicate_reconcile_down() {
     .await;
     assert_eq!(body["db"], "db-replica-1");
 
+    // The load driver through the CLI: memory sessions over three
+    // round-robin servers lose sessions, and the report has DESIGN's fields.
+    let out = lab.ok(&[
+        "load",
+        "--scenario",
+        "sessions",
+        "--users",
+        "6",
+        "--duration",
+        "4s",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    for field in [
+        "scenario",
+        "duration_s",
+        "requests",
+        "ok",
+        "rps",
+        "errors",
+        "latency_ms",
+        "per_server",
+        "session_losses",
+        "stale_reads",
+        "lost_writes",
+        "timeline",
+    ] {
+        assert!(report.get(field).is_some(), "{field} missing from {report}");
+    }
+    assert!(report["session_losses"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(
+        report["per_server"].as_object().unwrap().len(),
+        3,
+        "{report}"
+    );
+
     // The same configuration again changes nothing.
     let again = lab.ok(&["up", "--servers", "3", "--replicas", "1", "--port", "0"]);
     assert!(again.contains("nothing to change"), "{again}");

@@ -1,0 +1,73 @@
+//! The lessons are the end-to-end suite: every lesson of the course runs
+//! against real containers and must reach its verdict. They run one after
+//! another in a single test, because they measure latency and capacity and
+//! two at once would disturb each other's figures.
+
+mod common;
+
+use std::time::Instant;
+
+use common::{docker_ready, lab};
+
+#[test]
+fn every_lesson_holds() {
+    if !docker_ready() {
+        return;
+    }
+    let list = String::from_utf8(lab(&["lesson", "list"]).stdout).unwrap();
+    let names: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect();
+    assert!(names.len() >= 9, "lessons: {list}");
+    // Only some, when asked: LAB_LESSONS=cache,sessions
+    let only: Option<Vec<String>> = std::env::var("LAB_LESSONS")
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+    let prefix = format!("e2e-{}", std::process::id());
+    let mut failed = Vec::new();
+    for name in &names {
+        if only.as_ref().is_some_and(|o| !o.contains(name)) {
+            continue;
+        }
+        let started = Instant::now();
+        let out = lab(&["--lab", &prefix, "lesson", "run", name, "--json"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report: serde_json::Value = match serde_json::from_str(&stdout) {
+            Ok(v) => v,
+            Err(_) => {
+                failed.push(format!(
+                    "{name}: no report ({})",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+                continue;
+            }
+        };
+        eprintln!("lesson {name} ({:.0} s):", started.elapsed().as_secs_f64());
+        for v in report["verdicts"].as_array().unwrap() {
+            eprintln!(
+                "  {} {}: {}",
+                if v["passed"] == true { "ok  " } else { "FAIL" },
+                v["expectation"].as_str().unwrap_or_default(),
+                v["measured"].as_str().unwrap_or_default()
+            );
+        }
+        if report["passed"] != true {
+            assert_eq!(out.status.code(), Some(1), "a failed lesson exits 1");
+            failed.push(format!(
+                "{name}: {}",
+                report["error"].as_str().unwrap_or("a verdict failed")
+            ));
+        } else {
+            assert!(out.status.success());
+        }
+        // Whatever happened, the lesson removed its lab.
+        let left = common::leftovers(&format!("{prefix}-lesson-{name}"));
+        assert!(left.is_empty(), "lesson {name} left {left:?}");
+    }
+    assert!(
+        failed.is_empty(),
+        "lessons that did not hold:\n{}",
+        failed.join("\n")
+    );
+}
