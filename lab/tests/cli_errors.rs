@@ -132,3 +132,34 @@ fn port_in_use() {
     let out = lab(&["--lab", &name, "down"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to remove"));
 }
+
+#[test]
+fn bad_load_arguments_name_the_flag() {
+    // Values clap refuses are usage errors: exit 2, as DESIGN.md §4 says.
+    for (args, needle) in [
+        (vec!["load", "--rate", "0"], "--rate"),
+        (vec!["load", "--duration", "-5s"], "cannot be negative"),
+        (vec!["load", "--duration", "100h"], "at most 1h"),
+        (vec!["load", "--scenario", "nope"], "possible values"),
+        (vec!["load", "--users", "0"], "--users"),
+        (vec!["load", "--rate", "10", "--users", "5"], "--users"),
+    ] {
+        let out = lab(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"));
+    }
+}
+
+#[test]
+fn load_without_a_lab() {
+    if !docker_available() {
+        return;
+    }
+    let name = format!("noload-{}", std::process::id());
+    assert_one_line_error(
+        &lab(&["--lab", &name, "load", "--duration", "1s"]),
+        &["is not running", "lab up"],
+    );
+}
