@@ -8,27 +8,24 @@
 //!   they are atomics, read on every request without taking a lock;
 //! * the metrics.
 //!
-//! Each worker thread (see [`crate::server`]) builds its own HTTP client with
-//! [`Balancer::new_client`]: a pool of keep-alive connections to the servers
-//! (opening a TCP connection per request would cost a round trip and, under
-//! load, run out of ports: nginx's `keepalive` directive does the same).
+//! Each worker thread (see [`crate::server`]) builds its own
+//! [connection pool](crate::pool) with [`Balancer::new_client`]: keep-alive
+//! connections to the servers (opening a TCP connection per request would
+//! cost a round trip and, under load, run out of ports: nginx's `keepalive`
+//! directive does the same).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Instant, SystemTime};
 
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-
 use crate::config::{Config, UpstreamConfig};
 use crate::health::{FailureKind, HealthPolicy, Transition};
 use crate::metrics::Metrics;
-use crate::proxy::RequestBody;
+use crate::pool::Pool;
 use crate::strategy::{Picker, Strategy};
 use crate::upstream::{AddressError, Upstream, UpstreamSet};
 
 /// The pooled client that carries requests to the servers.
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+pub type UpstreamClient = Pool;
 
 /// Settings that can change while running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -87,13 +84,10 @@ impl Balancer {
     /// A new client with its own pool of keep-alive connections (one per
     /// worker thread, as each nginx worker process has its own).
     pub fn new_client(&self) -> UpstreamClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(self.config.timeouts.connect));
-        connector.set_nodelay(true);
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(self.config.timeouts.upstream_keepalive)
-            .pool_timer(TokioTimer::new())
-            .build(connector)
+        Pool::new(
+            self.config.timeouts.connect,
+            self.config.timeouts.upstream_keepalive,
+        )
     }
 
     /// The picker (round-robin turn).

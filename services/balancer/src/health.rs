@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balancer::Balancer;
 use crate::config::{HealthConfig, PassiveConfig};
+use crate::pool::{ConnectError, UpstreamError};
 use crate::upstream::Upstream;
 
 /// The numbers that drive the state machine (from `[health]` and `[passive]`).
@@ -131,7 +132,26 @@ impl FailureKind {
     /// Sorts an error of hyper-util's client into a kind, looking through its
     /// chain of causes for the I/O error underneath.
     pub fn classify(err: &hyper_util::client::legacy::Error) -> Self {
-        let mut source: Option<&(dyn StdError + 'static)> = err.source();
+        Self::from_causes(err.source(), err.is_connect())
+    }
+
+    /// Sorts a failed request to a server (see [`crate::pool`]) into a kind.
+    pub fn classify_upstream(err: &UpstreamError) -> Self {
+        match err {
+            UpstreamError::Connect(ConnectError::Timeout) => Self::ConnectTimeout,
+            UpstreamError::Connect(ConnectError::Io(io))
+                if io.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                Self::Refused
+            }
+            UpstreamError::Connect(_) => Self::Connect,
+            UpstreamError::Http { error, .. } => Self::from_causes(Some(error), false),
+        }
+    }
+
+    /// Looks through a chain of causes for the I/O error underneath.
+    fn from_causes(first: Option<&(dyn StdError + 'static)>, is_connect: bool) -> Self {
+        let mut source = first;
         let mut kind = None;
         while let Some(e) = source {
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
@@ -139,7 +159,7 @@ impl FailureKind {
                 kind = Some(match io.kind() {
                     K::ConnectionRefused => Self::Refused,
                     K::TimedOut => {
-                        if err.is_connect() {
+                        if is_connect {
                             Self::ConnectTimeout
                         } else {
                             Self::Other
@@ -147,7 +167,7 @@ impl FailureKind {
                     }
                     K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => Self::Reset,
                     K::UnexpectedEof => Self::EmptyResponse,
-                    _ if err.is_connect() => Self::Connect,
+                    _ if is_connect => Self::Connect,
                     _ => Self::Other,
                 });
                 break;
@@ -162,7 +182,7 @@ impl FailureKind {
         }
         match kind {
             Some(k) => k,
-            None if err.is_connect() => Self::Connect,
+            None if is_connect => Self::Connect,
             None => Self::Other,
         }
     }

@@ -33,6 +33,7 @@ pub mod balancer;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod strategy;

@@ -61,6 +61,32 @@ pub struct TransitionLabels {
     pub to: &'static str,
 }
 
+/// One server's request metrics, resolved once (see [`Metrics::server`]).
+#[derive(Debug, Clone)]
+pub struct ServerMetrics {
+    name: String,
+    latency: Histogram,
+    ok: Counter,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl ServerMetrics {
+    /// Counts an answer from this server and its latency.
+    pub fn record_response(&self, status: u16, elapsed: Duration) {
+        self.latency.observe(elapsed.as_secs_f64());
+        if status == 200 {
+            self.ok.inc();
+        } else {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    server: self.name.clone(),
+                    status,
+                })
+                .inc();
+        }
+    }
+}
+
 type HistogramFamily = Family<ServerLabel, Histogram, fn() -> Histogram>;
 
 /// Every metric the balancer keeps, plus the registry that prints them.
@@ -170,6 +196,29 @@ impl Metrics {
             .inc();
     }
 
+    /// The metrics of one server, looked up once: recording a response
+    /// through them takes no label lookup (the common status, 200, has its
+    /// own counter; other statuses are looked up).
+    pub fn server(&self, name: &str) -> ServerMetrics {
+        ServerMetrics {
+            name: name.to_owned(),
+            latency: self
+                .latency
+                .get_or_create(&ServerLabel {
+                    server: name.to_owned(),
+                })
+                .clone(),
+            ok: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    server: name.to_owned(),
+                    status: 200,
+                })
+                .clone(),
+            requests: self.requests.clone(),
+        }
+    }
+
     /// Counts a retry away from `server`.
     pub fn record_retry(&self, server: &str) {
         self.retries
@@ -232,7 +281,10 @@ mod tests {
     fn renders_what_was_recorded() {
         let m = Metrics::new();
         m.record_response(Some("server-1"), 200, Duration::from_millis(3));
-        m.record_response(Some("server-1"), 200, Duration::from_millis(3));
+        m.server("server-1")
+            .record_response(200, Duration::from_millis(3));
+        m.server("server-3")
+            .record_response(404, Duration::from_millis(3));
         m.record_response(None, 503, Duration::from_micros(50));
         m.record_retry("server-2");
         m.record_failure("server-2", FailureKind::Refused);
@@ -247,6 +299,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"lb_requests_total{server="none",status="503"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lb_requests_total{server="server-3",status="404"} 1"#),
             "{text}"
         );
         assert!(

@@ -10,8 +10,9 @@
 //!    address) and gives the request an `X-Request-Id` (kept if the client
 //!    sent one) so one request can be followed through every log;
 //! 2. picks a server with the current [strategy](crate::strategy);
-//! 3. sends the request over a pooled keep-alive connection and waits for the
-//!    response headers at most `timeouts.response`;
+//! 3. sends the request over a pooled keep-alive connection (see
+//!    [`crate::pool`]) and waits for the response headers at most
+//!    `timeouts.response`;
 //! 4. if the server failed before answering (connection refused, reset, or
 //!    closed without a response) and the request is *idempotent* (GET, HEAD,
 //!    PUT, DELETE, OPTIONS: sending it twice does no more harm than once) and
@@ -38,6 +39,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use crate::balancer::{Balancer, UpstreamClient};
 use crate::config::MAX_REPLAY_BODY;
 use crate::health::FailureKind;
+use crate::pool::{UpstreamBody, UpstreamError};
 use crate::strategy::{PickRequest, Strategy};
 use crate::upstream::{InFlight, Upstream};
 
@@ -47,16 +49,16 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// The body sent to a server: nothing, a buffered copy (replayable), or the
@@ -106,7 +108,7 @@ impl Body for RequestBody {
 /// The body sent back to the client: the server's, streamed, or the
 /// balancer's own (errors). The server's body holds the request's
 /// [`InFlight`] guard, so `least-conn` counts the request until its last
-/// byte is sent.
+/// byte is sent, and the connection it arrives on (see [`UpstreamBody`]).
 #[derive(Debug)]
 pub enum ResponseBody {
     /// A body made by the balancer.
@@ -114,7 +116,7 @@ pub enum ResponseBody {
     /// The server's body.
     Upstream {
         /// The bytes from the server.
-        body: Incoming,
+        body: UpstreamBody,
         /// Ends the request's in-flight count when dropped.
         guard: InFlight,
     },
@@ -178,7 +180,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -190,6 +192,12 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
+    if !headers.contains_key(&X_FORWARDED_FOR) {
+        if let Ok(v) = HeaderValue::try_from(client.to_string()) {
+            headers.insert(&X_FORWARDED_FOR, v);
+        }
+        return;
+    }
     let mut list = String::new();
     for v in headers.get_all(&X_FORWARDED_FOR) {
         if let Ok(s) = v.to_str() {
@@ -275,13 +283,51 @@ impl Prepared {
     }
 }
 
-fn upstream_uri(upstream: &Upstream, original: &Uri) -> Result<Uri, http::Error> {
-    let pq = original.path_and_query().map_or("/", |pq| pq.as_str());
-    Uri::builder()
-        .scheme("http")
-        .authority(upstream.authority().clone())
-        .path_and_query(pq)
-        .build()
+/// The request target sent to a server: origin form (`/path?query`).
+fn upstream_uri(original: &Uri) -> Uri {
+    if original.scheme().is_none() && original.authority().is_none() {
+        if let Some(pq) = original.path_and_query() {
+            if pq.as_str().starts_with('/') {
+                return original.clone();
+            }
+        }
+    }
+    match original.path_and_query() {
+        Some(pq) if pq.as_str().starts_with('/') => Uri::from(pq.clone()),
+        _ => Uri::from_static("/"),
+    }
+}
+
+/// The request as sent to `upstream` (a `Host` header is added if the client
+/// sent none).
+fn outgoing(
+    upstream: &Upstream,
+    method: &Method,
+    uri: &Uri,
+    mut headers: HeaderMap,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    if !headers.contains_key(header::HOST) {
+        if let Ok(host) = HeaderValue::from_str(upstream.authority().as_str()) {
+            headers.insert(header::HOST, host);
+        }
+    }
+    let mut out = Request::new(body);
+    *out.method_mut() = method.clone();
+    *out.uri_mut() = upstream_uri(uri);
+    *out.version_mut() = Version::HTTP_11;
+    *out.headers_mut() = headers;
+    out
+}
+
+/// Whether a failure on a reused keep-alive connection looks like the server
+/// had closed it while idle (worth one more try on a new connection).
+fn stale_connection(err: &UpstreamError) -> bool {
+    matches!(err, UpstreamError::Http { reused: true, .. })
+        && matches!(
+            FailureKind::classify_upstream(err),
+            FailureKind::EmptyResponse | FailureKind::Reset
+        )
 }
 
 /// Serves one client request: picks a server, forwards, retries, answers.
@@ -338,6 +384,7 @@ pub async fn handle(
 
     let servers = lb.upstreams().snapshot();
     let attempts = if replayable { 2 } else { 1 };
+    let response_timeout = lb.config().timeouts.response;
     let mut failed: Option<(Arc<Upstream>, FailureKind)> = None;
     for attempt in 0..attempts {
         let pick = PickRequest {
@@ -354,29 +401,39 @@ pub async fn handle(
             tracing::info!(request_id = ?id, from = from.name(), to = upstream.name(), why = kind.describe(), "retrying");
         }
         let guard = upstream.begin_request();
-        let uri = match upstream_uri(&upstream, &parts.uri) {
-            Ok(uri) => uri,
-            Err(e) => {
-                lb.metrics().record_response(None, 400, started.elapsed());
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    &format!("bad request target: {e}"),
-                    None,
-                    &id,
-                );
+        let result = tokio::time::timeout(response_timeout, async {
+            let out_headers = if replayable {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            let out = outgoing(
+                &upstream,
+                &parts.method,
+                &parts.uri,
+                out_headers,
+                prepared.for_attempt(),
+            );
+            match client.request(&upstream, out, false).await {
+                // The server closed the idle connection as the request went
+                // out: once more on a new connection (nothing was answered).
+                Err(e) if replayable && stale_connection(&e) => {
+                    tracing::debug!(request_id = ?id, server = upstream.name(), error = %e, "stale keep-alive connection; reconnecting");
+                    let out = outgoing(
+                        &upstream,
+                        &parts.method,
+                        &parts.uri,
+                        headers.clone(),
+                        prepared.for_attempt(),
+                    );
+                    client.request(&upstream, out, true).await
+                }
+                other => other,
             }
-        };
-        let mut out = Request::new(prepared.for_attempt());
-        *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri;
-        *out.version_mut() = Version::HTTP_11;
-        *out.headers_mut() = if attempt + 1 == attempts {
-            std::mem::take(&mut headers)
-        } else {
-            headers.clone()
-        };
+        })
+        .await;
 
-        match tokio::time::timeout(lb.config().timeouts.response, client.request(out)).await {
+        match result {
             Ok(Ok(resp)) => {
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
@@ -392,17 +449,15 @@ pub async fn handle(
                         rparts.headers.append(header::SET_COOKIE, v);
                     }
                 }
-                lb.metrics().record_response(
-                    Some(upstream.name()),
-                    rparts.status.as_u16(),
-                    started.elapsed(),
-                );
+                upstream
+                    .metrics(lb.metrics())
+                    .record_response(rparts.status.as_u16(), started.elapsed());
                 tracing::debug!(request_id = ?id, server = upstream.name(), status = rparts.status.as_u16(), "proxied");
                 return Response::from_parts(rparts, ResponseBody::Upstream { body: rbody, guard });
             }
             Ok(Err(e)) => {
                 drop(guard);
-                let kind = FailureKind::classify(&e);
+                let kind = FailureKind::classify_upstream(&e);
                 tracing::warn!(request_id = ?id, server = upstream.name(), error = %e, kind = kind.describe(), "server failed");
                 lb.record_failure(&upstream, kind);
                 if kind.is_retryable() && attempt + 1 < attempts {

@@ -236,6 +236,18 @@ fn run_worker(
             source,
         })?;
         let client = lb.new_client();
+        let sweeper = client.clone();
+        tokio::spawn(async move {
+            // close idle connections past their keep-alive time
+            let every =
+                (sweeper.keepalive() / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                sweeper.evict();
+            }
+        });
         serve_proxy(listener, Arc::new((lb, client)), shutdown, drain_time).await;
         Ok(())
     })

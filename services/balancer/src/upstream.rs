@@ -18,12 +18,13 @@
 //! address is found again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use http::uri::Authority;
 
 use crate::config::UpstreamConfig;
 use crate::health::HealthState;
+use crate::metrics::{Metrics, ServerMetrics};
 
 /// What `GET /servers` shows as a server's `state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -83,6 +84,7 @@ pub struct Upstream {
     in_flight: AtomicUsize,
     requests: AtomicU64,
     failures: AtomicU64,
+    metrics: OnceLock<ServerMetrics>,
 }
 
 impl Upstream {
@@ -100,6 +102,7 @@ impl Upstream {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            metrics: OnceLock::new(),
         })
     }
 
@@ -157,6 +160,11 @@ impl Upstream {
     /// Requests that failed here (refused, reset, timed out, ...).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+
+    /// This server's request metrics, looked up in `metrics` the first time.
+    pub fn metrics(&self, metrics: &Metrics) -> &ServerMetrics {
+        self.metrics.get_or_init(|| metrics.server(&self.name))
     }
 
     /// Counts a failed request.
