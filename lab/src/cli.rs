@@ -46,7 +46,7 @@ pub enum Command {
 
     /// Create the lab, or bring a running lab in line with new settings.
     #[command(
-        after_help = "Examples:\n  lab up\n  lab up --servers 2 --sessions redis --port 0\n  lab up -f lab.toml --replicas 2   # flags win over the file"
+        after_help = "Examples:\n  lab up\n  lab up --servers 2 --sessions redis --port 0\n  lab up -f lab.toml --replicas 2   # flags win over the file\n  lab up --preset stateless         # redis sessions and retries\n\nPresets: naive (the default), single, sticky, stateless, cached, full."
     )]
     Up(UpArgs),
 
@@ -185,6 +185,9 @@ pub struct UpArgs {
     /// The balancer's port on 127.0.0.1 (0 picks a free one).
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,
+    /// A bundle of settings for a stage of the course; lab.toml and flags win over it.
+    #[arg(long, value_enum, value_name = "NAME")]
+    pub preset: Option<crate::topology::Preset>,
     /// A lab.toml with any of the keys above; flags win over it.
     #[arg(short = 'f', long = "file", value_name = "lab.toml")]
     pub file: Option<PathBuf>,

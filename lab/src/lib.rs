@@ -51,6 +51,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
         }
         Command::Up(args) => {
             let file = args.file.as_deref().map(topology::load_file).transpose()?;
+            let file = match args.preset {
+                Some(p) => Some(topology::layer(p.file(), file.unwrap_or_default())),
+                None => file,
+            };
             let t = topology::Topology::resolve(file.as_ref(), &args)?;
             let rt = DockerRuntime::connect().await?;
             let opts = up::UpOptions {

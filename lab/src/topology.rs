@@ -135,6 +135,76 @@ pub struct LabFile {
     pub resources: ResourceSet,
 }
 
+/// Named bundles of knobs, one per stage of the course. A preset sits
+/// between the defaults and a lab.toml: the file and the flags still win.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preset {
+    /// The naive start: memory sessions, no retries, no cache, async replica.
+    Naive,
+    /// One server, no replica: the lab before any scaling.
+    Single,
+    /// Sticky sessions keep memory sessions working (until a crash).
+    Sticky,
+    /// Stateless servers: sessions in Redis, retries on.
+    Stateless,
+    /// Stateless plus a cache in front of the database.
+    Cached,
+    /// Everything: Redis sessions, cache, retries, a synchronous replica.
+    Full,
+}
+
+impl Preset {
+    pub fn file(self) -> LabFile {
+        let mut f = LabFile::default();
+        match self {
+            Preset::Naive => {}
+            Preset::Single => {
+                f.servers = Some(1);
+                f.replicas = Some(0);
+            }
+            Preset::Sticky => f.lb = Some(LbStrategy::Sticky),
+            Preset::Stateless => {
+                f.sessions = Some(Sessions::Redis);
+                f.retries = Some(Toggle::On);
+            }
+            Preset::Cached => {
+                f.sessions = Some(Sessions::Redis);
+                f.retries = Some(Toggle::On);
+                f.cache = Some(Toggle::On);
+            }
+            Preset::Full => {
+                f.sessions = Some(Sessions::Redis);
+                f.retries = Some(Toggle::On);
+                f.cache = Some(Toggle::On);
+                f.replication = Some(Replication::Sync);
+            }
+        }
+        f
+    }
+}
+
+/// A lab.toml laid over a preset: every key the file sets wins.
+pub fn layer(base: LabFile, top: LabFile) -> LabFile {
+    LabFile {
+        servers: top.servers.or(base.servers),
+        lb: top.lb.or(base.lb),
+        retries: top.retries.or(base.retries),
+        sessions: top.sessions.or(base.sessions),
+        cache: top.cache.or(base.cache),
+        cache_ttl: top.cache_ttl.or(base.cache_ttl),
+        replicas: top.replicas.or(base.replicas),
+        replication: top.replication.or(base.replication),
+        reads: top.reads.or(base.reads),
+        port: top.port.or(base.port),
+        product_query_ms: top.product_query_ms.or(base.product_query_ms),
+        resources: if top.resources == ResourceSet::default() {
+            base.resources
+        } else {
+            top.resources
+        },
+    }
+}
+
 /// A fully resolved lab: every knob has a value.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Topology {
@@ -424,6 +494,26 @@ mod tests {
         assert_eq!(t.servers, 4);
         assert_eq!(t.sessions, Sessions::Redis);
         assert_eq!(t.lb, LbStrategy::Sticky);
+    }
+
+    #[test]
+    fn presets_sit_under_the_file_and_the_flags() {
+        let file: LabFile = toml::from_str("cache = \"off\"").unwrap();
+        let merged = layer(Preset::Full.file(), file);
+        let flags = UpArgs {
+            servers: Some(2),
+            ..Default::default()
+        };
+        let t = Topology::resolve(Some(&merged), &flags).unwrap();
+        assert_eq!(t.sessions, Sessions::Redis);
+        assert_eq!(t.replication, Replication::Sync);
+        assert_eq!(t.cache, Toggle::Off);
+        assert_eq!(t.servers, 2);
+        let single = Topology::resolve(Some(&Preset::Single.file()), &UpArgs::default()).unwrap();
+        assert_eq!(
+            (single.servers, single.replicas, single.reads),
+            (1, 0, Reads::Primary)
+        );
     }
 
     #[test]

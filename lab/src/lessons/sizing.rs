@@ -117,10 +117,16 @@ async fn one_server(c: &mut Ctx<'_>) -> Result<()> {
     // The median, not the tail: on a shared laptop the p99 of a light load
     // is noise, while the median moves only when requests really queue.
     let base = rows[0].2;
-    let knee = rows.iter().find(|(_, _, p50)| *p50 > 3.0 * base).map(|r| r.0);
+    let knee = rows
+        .iter()
+        .find(|(_, _, p50)| *p50 > 3.0 * base)
+        .map(|r| r.0);
     let (top_rate, top_cpu, top_p50) = *rows.last().unwrap_or(&(0.0, 0.0, 0.0));
     c.expect(
-        &format!("at the top rate the server's CPU is near its limit ({:.0}%)", cpus * 100.0),
+        &format!(
+            "at the top rate the server's CPU is near its limit ({:.0}%)",
+            cpus * 100.0
+        ),
         format!("{top_cpu:.0}% at {top_rate:.0}/s"),
         top_cpu >= cpus * 100.0 * 0.8,
     );
@@ -129,7 +135,8 @@ async fn one_server(c: &mut Ctx<'_>) -> Result<()> {
         format!(
             "p50 {base:.1} ms at {:.0}/s, {top_p50:.1} ms at {top_rate:.0}/s; it passed 3x at {}",
             rows[0].0,
-            knee.map(|k| format!("{k:.0}/s")).unwrap_or_else(|| "no rate".into())
+            knee.map(|k| format!("{k:.0}/s"))
+                .unwrap_or_else(|| "no rate".into())
         ),
         top_p50 >= 5.0 * base,
     );
