@@ -56,6 +56,12 @@ pub enum Command {
     )]
     Status(StatusArgs),
 
+    /// A live view of the whole lab: the status table, redrawn every second.
+    #[command(
+        after_help = "Examples:\n  lab watch                 # keep it open while you break things elsewhere\n  lab watch --every 500ms"
+    )]
+    Watch(WatchArgs),
+
     /// Remove every container, network and volume of the lab.
     #[command(after_help = "Example:\n  lab down\n  lab --lab class-2 down")]
     Down,
@@ -204,6 +210,16 @@ pub struct StatusArgs {
     /// One JSON document on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// Time between refreshes.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub every: std::time::Duration,
+    /// Stop after N refreshes (default: until Ctrl-C).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]

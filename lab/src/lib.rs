@@ -26,6 +26,7 @@ pub mod status;
 pub mod telemetry;
 pub mod topology;
 pub mod up;
+pub mod watch;
 
 use cli::{Cli, Command, ImagesCommand, LessonCommand, ScaleCommand};
 use error::Result;
@@ -168,6 +169,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
             let opts = live_opts(std::time::Duration::from_secs(120));
             let r = live::scale_servers(&rt, lab, count, &opts).await?;
             print!("{}", r.render_changes());
+            Ok(0)
+        }
+        Command::Watch(a) => {
+            let rt = DockerRuntime::connect().await?;
+            watch::watch(&rt, lab, &lb_admin::http_connector(), a.every, a.count).await?;
             Ok(0)
         }
         Command::Lesson(LessonCommand::List) => {

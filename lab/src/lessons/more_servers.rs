@@ -10,9 +10,9 @@ use crate::error::Result;
 use crate::load::{LoadArgs, Scenario};
 use crate::topology::{Reads, ResourceSet, Resources, Toggle, Topology};
 
-/// Each server gets a quarter of a CPU, so that four of them still fit on a
-/// laptop beside the balancer and the load driver.
-const CPUS: f64 = 0.25;
+/// Each server gets a fifth of a CPU, so that four of them (0.8 CPU) still
+/// fit on a 2-core laptop beside the balancer and the load driver.
+const CPUS: f64 = 0.2;
 /// CPU milliseconds per request: one server does about CPUS * 1000 / WORK_MS
 /// requests per second.
 const WORK_MS: u32 = 10;
