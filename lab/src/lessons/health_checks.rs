@@ -66,21 +66,8 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     );
 
     c.say("100 GET/s for 10 s; server-1 crashes at 3 s");
-    let hist = dir.path().join("off.jsonl");
-    let args = LoadArgs {
-        scenario: Scenario::Ping,
-        rate: Some(100.0),
-        duration: Duration::from_secs(10),
-        history: Some(hist.clone()),
-        ..LoadArgs::default()
-    };
-    let cr = &*c;
-    let (report, at) = cr
-        .load_with(args, Duration::from_secs(3), || async {
-            cr.faults().crash("server-1").await.map(|_| ())
-        })
-        .await?;
-    let (failed, last) = failures_after(&hist, at);
+    let (report, failed, last) =
+        crash_under_load(c, &dir.path().join("off.jsonl"), "server-1").await?;
     table.row(vec![
         "off".into(),
         report.requests.to_string(),
@@ -104,20 +91,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     c.faults().start("server-1").await?;
     c.set(&["retries=on"]).await?;
     wait_all_up(c).await?;
-    let hist = dir.path().join("on.jsonl");
-    let args = LoadArgs {
-        scenario: Scenario::Ping,
-        rate: Some(100.0),
-        duration: Duration::from_secs(10),
-        history: Some(hist.clone()),
-        ..LoadArgs::default()
-    };
-    let cr = &*c;
-    let (report, _) = cr
-        .load_with(args, Duration::from_secs(3), || async {
-            cr.faults().crash("server-2").await.map(|_| ())
-        })
-        .await?;
+    let (report, _, _) = crash_under_load(c, &dir.path().join("on.jsonl"), "server-2").await?;
     table.row(vec![
         "on".into(),
         report.requests.to_string(),
@@ -131,6 +105,29 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         report.errors.total() == 0 && report.requests > 500,
     );
     Ok(())
+}
+
+/// 100 GET/s for 10 s with `victim` crashed 3 s in: the report, and the
+/// failures after the crash with the time of the last one.
+async fn crash_under_load(
+    c: &Ctx<'_>,
+    history: &std::path::Path,
+    victim: &str,
+) -> Result<(crate::load::Report, u64, Option<f64>)> {
+    let args = LoadArgs {
+        scenario: Scenario::Ping,
+        rate: Some(100.0),
+        duration: Duration::from_secs(10),
+        history: Some(history.to_path_buf()),
+        ..LoadArgs::default()
+    };
+    let (report, at) = c
+        .load_with(args, Duration::from_secs(3), || async {
+            c.faults().crash(victim).await.map(|_| ())
+        })
+        .await?;
+    let (failed, last) = failures_after(history, at);
+    Ok((report, failed, last))
 }
 
 /// Waits until the balancer sees every server up again.
