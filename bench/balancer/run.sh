@@ -4,6 +4,7 @@
 #
 #   bench/balancer/run.sh            # 3 rounds x 10 s per target
 #   ROUNDS=5 DURATION=20s CONNECTIONS=128 bench/balancer/run.sh
+#   COMPARE_BIN=/path/to/older/lab-balancer bench/balancer/run.sh   # adds "lab-cmp"
 #
 # Needs: cargo, nginx (Debian: apt-get install nginx-light), wrk (apt-get install wrk).
 set -euo pipefail
@@ -41,10 +42,16 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# Find 6 free ports (another program may hold some): base+0,+1,+2,+11..+13.
+COMPARE_BIN=${COMPARE_BIN:-}
+if [ -n "$COMPARE_BIN" ] && [ ! -x "$COMPARE_BIN" ]; then
+    echo "COMPARE_BIN=$COMPARE_BIN is not an executable" >&2
+    exit 1
+fi
+
+# Find 8 free ports (another program may hold some): base+0..+4,+11..+13.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 ports_free() {
-    for off in 0 1 2 11 12 13; do
+    for off in 0 1 2 3 4 11 12 13; do
         if port_busy $(($1 + off)); then return 1; fi
     done
 }
@@ -60,6 +67,8 @@ fi
 LB_PORT=$BASE_PORT
 LB_ADMIN=$((BASE_PORT + 1))
 NGINX_PORT=$((BASE_PORT + 2))
+CMP_PORT=$((BASE_PORT + 3))
+CMP_ADMIN=$((BASE_PORT + 4))
 B1=$((BASE_PORT + 11)); B2=$((BASE_PORT + 12)); B3=$((BASE_PORT + 13))
 
 for i in 1 2 3; do
@@ -86,6 +95,14 @@ address = "127.0.0.1:$B3"
 TOML
 RUST_LOG=warn "$LB_BIN" --config "$TMP/lb.toml" &
 PIDS+=($!)
+WAIT_PORTS="$B1 $B2 $B3 $LB_PORT $LB_ADMIN $NGINX_PORT"
+if [ -n "$COMPARE_BIN" ]; then
+    sed -e "s/^listen = .*/listen = \"127.0.0.1:$CMP_PORT\"/" \
+        -e "s/^admin_listen = .*/admin_listen = \"127.0.0.1:$CMP_ADMIN\"/" "$TMP/lb.toml" >"$TMP/lb-cmp.toml"
+    RUST_LOG=warn "$COMPARE_BIN" --config "$TMP/lb-cmp.toml" &
+    PIDS+=($!)
+    WAIT_PORTS="$WAIT_PORTS $CMP_PORT $CMP_ADMIN"
+fi
 
 # nginx: same upstreams, round-robin, keep-alive to the upstreams, the same
 # headers added (X-Forwarded-For, X-Request-Id), access log off.
@@ -136,7 +153,7 @@ wait_port() {
     echo "nothing listens on 127.0.0.1:$1" >&2
     exit 1
 }
-for p in $B1 $B2 $B3 $LB_PORT $LB_ADMIN $NGINX_PORT; do wait_port "$p"; done
+for p in $WAIT_PORTS; do wait_port "$p"; done
 for pid in "${PIDS[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
         echo "a benchmark process ($pid) exited at start; see the messages above" >&2
@@ -174,6 +191,7 @@ for r in $(seq 1 "$ROUNDS"); do
     run direct "http://127.0.0.1:$B1/"
     run lab "http://127.0.0.1:$LB_PORT/"
     run nginx "http://127.0.0.1:$NGINX_PORT/"
+    if [ -n "$COMPARE_BIN" ]; then run lab-cmp "http://127.0.0.1:$CMP_PORT/"; fi
 done
 
 echo "== summary (mean rps, median p50/p99 over $ROUNDS rounds)"
@@ -185,10 +203,11 @@ awk -F'\t' '
         return (cnt % 2) ? v[(cnt + 1) / 2] : (v[cnt / 2] + v[cnt / 2 + 1]) / 2
     }
     END {
-        split("direct lab nginx", names, " ")
-        for (k = 1; k <= 3; k++) {
-            m = names[k]; mr[m] = rps[m] / n[m]; m50[m] = median(p50, m, n[m]); m99[m] = median(p99, m, n[m])
+        cnt = split("direct lab nginx lab-cmp", names, " ")
+        for (k = 1; k <= cnt; k++) {
+            m = names[k]; if (!(m in n)) continue; mr[m] = rps[m] / n[m]; m50[m] = median(p50, m, n[m]); m99[m] = median(p99, m, n[m])
             printf "%-8s rps=%10.0f p50=%7.3fms p99=%7.3fms\n", m, mr[m], m50[m], m99[m]
         }
         printf "lab/nginx: throughput x%.2f, p50 x%.2f, p99 x%.2f\n", mr["lab"] / mr["nginx"], m50["lab"] / m50["nginx"], m99["lab"] / m99["nginx"]
+        if ("lab-cmp" in n) printf "lab-cmp/nginx: throughput x%.2f, p50 x%.2f, p99 x%.2f\n", mr["lab-cmp"] / mr["nginx"], m50["lab-cmp"] / m50["nginx"], m99["lab-cmp"] / m99["nginx"]
     }' "$RESULTS"

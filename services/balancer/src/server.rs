@@ -21,6 +21,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,15 +169,20 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let balancer = Arc::new(Balancer::new(config)?);
     let shutdown = CancellationToken::new();
 
+    let load: Arc<[AtomicUsize]> = (0..workers).map(|_| AtomicUsize::new(0)).collect();
     let mut done = Vec::with_capacity(workers);
     for (i, listener) in listeners.into_iter().enumerate() {
         let (tx, rx) = oneshot::channel();
         let lb = balancer.clone();
         let token = shutdown.clone();
+        let load = WorkerLoad {
+            all: load.clone(),
+            me: i,
+        };
         std::thread::Builder::new()
             .name(format!("lb-worker-{i}"))
             .spawn(move || {
-                let _ = tx.send(run_worker(listener, lb, token, drain_time));
+                let _ = tx.send(run_worker(listener, lb, token, drain_time, load));
             })
             .map_err(ServeError::Worker)?;
         done.push(rx);
@@ -217,12 +223,53 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })
 }
 
+/// Open client connections per worker, so that a worker far ahead of the
+/// others lets them accept first (every worker is woken by a new connection
+/// on the shared socket, and the first one awake would otherwise take most:
+/// nginx spreads them with `EPOLLEXCLUSIVE` and `accept_mutex`).
+#[derive(Debug, Clone)]
+struct WorkerLoad {
+    all: Arc<[AtomicUsize]>,
+    me: usize,
+}
+
+impl WorkerLoad {
+    /// Connections this worker may hold beyond the least busy one's.
+    const SLACK: usize = 2;
+
+    fn should_wait(&self) -> bool {
+        let mine = self.all[self.me].load(Ordering::Relaxed);
+        let least = self
+            .all
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
+        mine > least + Self::SLACK
+    }
+
+    /// Counts an accepted connection until the guard is dropped.
+    fn open(&self) -> ConnGuard {
+        self.all[self.me].fetch_add(1, Ordering::Relaxed);
+        ConnGuard(self.clone())
+    }
+}
+
+struct ConnGuard(WorkerLoad);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.all[self.0.me].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// One worker thread: its own single-threaded runtime and client pool.
 fn run_worker(
     listener: std::net::TcpListener,
     lb: Arc<Balancer>,
     shutdown: CancellationToken,
     drain_time: Duration,
+    load: WorkerLoad,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr().ok();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -248,7 +295,7 @@ fn run_worker(
                 sweeper.evict();
             }
         });
-        serve_proxy(listener, Arc::new((lb, client)), shutdown, drain_time).await;
+        serve_proxy(listener, Arc::new((lb, client)), shutdown, drain_time, load).await;
         Ok(())
     })
 }
@@ -258,6 +305,7 @@ async fn serve_proxy(
     ctx: Arc<(Arc<Balancer>, UpstreamClient)>,
     shutdown: CancellationToken,
     drain_time: Duration,
+    load: WorkerLoad,
 ) {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -265,6 +313,14 @@ async fn serve_proxy(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
     loop {
+        // A worker well ahead of another waits a little (at most 5 ms, in
+        // case the other is stuck) so the other accepts the next connection.
+        for _ in 0..5 {
+            if !load.should_wait() || shutdown.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -278,6 +334,7 @@ async fn serve_proxy(
             },
         };
         let _ = stream.set_nodelay(true);
+        let open = load.open();
         let ctx = ctx.clone();
         let service = service_fn(move |req| {
             let ctx = ctx.clone();
@@ -292,6 +349,7 @@ async fn serve_proxy(
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
+            drop(open);
         });
     }
     drop(listener);
