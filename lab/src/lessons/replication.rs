@@ -28,6 +28,20 @@ fn bank() -> LoadArgs {
     }
 }
 
+/// One line of the lesson's table for a bank run.
+fn row(mode: &str, lag: &str, r: &crate::load::Report) -> Vec<String> {
+    vec![
+        mode.into(),
+        lag.into(),
+        r.requests.to_string(),
+        format!("{:.0}", r.rps),
+        format!("{:.1}", r.latency_ms.p50),
+        format!("{:.1}", r.latency_ms.p99),
+        r.stale_reads.to_string(),
+        r.lost_writes.to_string(),
+    ]
+}
+
 async fn body(c: &mut Ctx<'_>) -> Result<()> {
     let mut table = Table::new(
         "Users deposit, then read their balance from a replica",
@@ -56,16 +70,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         .await?;
     c.say("the replica applies every change 1 s late");
     let r = c.load(bank()).await?;
-    table.row(vec![
-        "async".into(),
-        "1 s".into(),
-        r.requests.to_string(),
-        format!("{:.0}", r.rps),
-        format!("{:.1}", r.latency_ms.p50),
-        format!("{:.1}", r.latency_ms.p99),
-        r.stale_reads.to_string(),
-        r.lost_writes.to_string(),
-    ]);
+    table.row(row("async", "1 s", &r));
     c.expect(
         "an async replica that lags serves stale balances",
         format!("{} stale reads", r.stale_reads),
@@ -76,16 +81,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     c.faults().replication(true).await?;
     c.say("synchronous replication: a commit returns once the replica has applied it");
     let r = c.load(bank()).await?;
-    table.row(vec![
-        "sync".into(),
-        "-".into(),
-        r.requests.to_string(),
-        format!("{:.0}", r.rps),
-        format!("{:.1}", r.latency_ms.p50),
-        format!("{:.1}", r.latency_ms.p99),
-        r.stale_reads.to_string(),
-        r.lost_writes.to_string(),
-    ]);
+    table.row(row("sync", "-", &r));
     c.table(table);
     c.expect(
         "sync replication: no stale read",
