@@ -37,6 +37,20 @@ fn matches(labels: &BTreeMap<String, String>, want: &[(&str, &str)]) -> bool {
         .all(|(k, v)| labels.get(*k).is_some_and(|x| x == v))
 }
 
+/// Networks or volumes (name -> labels) carrying every wanted label.
+fn objects(
+    map: &BTreeMap<String, BTreeMap<String, String>>,
+    want: &[(&str, &str)],
+) -> Vec<ObjectInfo> {
+    map.iter()
+        .filter(|(_, l)| matches(l, want))
+        .map(|(n, l)| ObjectInfo {
+            name: n.clone(),
+            labels: l.clone(),
+        })
+        .collect()
+}
+
 impl FakeRuntime {
     pub fn new() -> FakeRuntime {
         FakeRuntime::default()
@@ -240,16 +254,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn list_networks(&self, labels: &[(&str, &str)]) -> Result<Vec<ObjectInfo>> {
-        Ok(self
-            .lock()
-            .networks
-            .iter()
-            .filter(|(_, l)| matches(l, labels))
-            .map(|(n, l)| ObjectInfo {
-                name: n.clone(),
-                labels: l.clone(),
-            })
-            .collect())
+        Ok(objects(&self.lock().networks, labels))
     }
 
     async fn create_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
@@ -282,16 +287,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<ObjectInfo>> {
-        Ok(self
-            .lock()
-            .volumes
-            .iter()
-            .filter(|(_, l)| matches(l, labels))
-            .map(|(n, l)| ObjectInfo {
-                name: n.clone(),
-                labels: l.clone(),
-            })
-            .collect())
+        Ok(objects(&self.lock().volumes, labels))
     }
 
     async fn create_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
