@@ -11,6 +11,9 @@
 //! * [`admin`]: the JSON API to look at and change a running balancer;
 //! * [`metrics`]: Prometheus counters and histograms;
 //! * [`balancer`]: the state all of the above share;
+//! * [`worker`]: what each proxy thread keeps to itself;
+//! * [`sharded`]: counters split per worker, so workers never share a write;
+//! * [`pool`]: keep-alive connections to the servers;
 //! * [`server`]: listening, and stopping without cutting requests.
 //!
 //! ```no_run
@@ -36,8 +39,10 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod server;
+pub mod sharded;
 pub mod strategy;
 pub mod upstream;
+pub mod worker;
 
 pub use balancer::Balancer;
 pub use config::Config;

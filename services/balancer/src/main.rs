@@ -7,6 +7,11 @@ use clap::Parser;
 use lab_balancer::Config;
 use tracing_subscriber::EnvFilter;
 
+// Every request allocates a little (headers, buffers, futures); glibc's
+// malloc is a measurable share of a proxy's CPU time, mimalloc much less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An nginx-style HTTP load balancer for the scaling lab.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -13,7 +13,11 @@
 //! * `lb_server_up{server}`, `lb_server_in_flight{server}`: gauges, set when
 //!   scraped.
 //!
-//! Built on `prometheus-client`, the official Rust client.
+//! Built on `prometheus-client`, the official Rust client. The counters
+//! that every request touches (requests, latency) are [sharded] per worker,
+//! so that workers never write the same memory; they print as one series.
+//!
+//! [sharded]: crate::sharded
 
 use std::time::Duration;
 
@@ -21,10 +25,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::health::{FailureKind, Transition};
+use crate::sharded;
 use crate::upstream::Upstream;
 
 /// Labels of `lb_requests_total`.
@@ -65,39 +69,37 @@ pub struct TransitionLabels {
 #[derive(Debug, Clone)]
 pub struct ServerMetrics {
     name: String,
-    latency: Histogram,
-    ok: Counter,
-    requests: Family<RequestLabels, Counter>,
+    latency: sharded::Histogram,
+    ok: sharded::Counter,
+    requests: Family<RequestLabels, sharded::Counter>,
 }
 
 impl ServerMetrics {
-    /// Counts an answer from this server and its latency.
-    pub fn record_response(&self, status: u16, elapsed: Duration) {
-        self.latency.observe(elapsed.as_secs_f64());
+    /// Counts an answer from this server and its latency, in `worker`'s slot.
+    pub fn record_response(&self, worker: usize, status: u16, elapsed: Duration) {
+        self.latency.observe(worker, elapsed);
         if status == 200 {
-            self.ok.inc();
+            self.ok.inc(worker);
         } else {
             self.requests
                 .get_or_create(&RequestLabels {
                     server: self.name.clone(),
                     status,
                 })
-                .inc();
+                .inc(worker);
         }
     }
 }
-
-type HistogramFamily = Family<ServerLabel, Histogram, fn() -> Histogram>;
 
 /// Every metric the balancer keeps, plus the registry that prints them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, sharded::Counter>,
     retries: Family<ServerLabel, Counter>,
     failures: Family<FailureLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
-    latency: HistogramFamily,
+    latency: Family<ServerLabel, sharded::Histogram>,
     up: Family<ServerLabel, Gauge>,
     in_flight: Family<ServerLabel, Gauge>,
 }
@@ -106,11 +108,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn latency_histogram() -> Histogram {
-    // 0.25 ms .. ~16 s, doubling
-    Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
 }
 
 fn failure_label(kind: FailureKind) -> &'static str {
@@ -129,11 +126,11 @@ impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("lb");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::<RequestLabels, sharded::Counter>::default();
         let retries = Family::<ServerLabel, Counter>::default();
         let failures = Family::<FailureLabels, Counter>::default();
         let transitions = Family::<TransitionLabels, Counter>::default();
-        let latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let latency = Family::<ServerLabel, sharded::Histogram>::default();
         let up = Family::<ServerLabel, Gauge>::default();
         let in_flight = Family::<ServerLabel, Gauge>::default();
         registry.register(
@@ -183,17 +180,24 @@ impl Metrics {
         }
     }
 
-    /// Counts an answer and its latency (server `None`: nobody was picked).
-    pub fn record_response(&self, server: Option<&str>, status: u16, elapsed: Duration) {
+    /// Counts an answer and its latency (server `None`: nobody was picked),
+    /// in `worker`'s slot.
+    pub fn record_response(
+        &self,
+        worker: usize,
+        server: Option<&str>,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let server = server.unwrap_or("none").to_owned();
         self.latency
             .get_or_create(&ServerLabel {
                 server: server.clone(),
             })
-            .observe(elapsed.as_secs_f64());
+            .observe(worker, elapsed);
         self.requests
             .get_or_create(&RequestLabels { server, status })
-            .inc();
+            .inc(worker);
     }
 
     /// The metrics of one server, looked up once: recording a response
@@ -280,12 +284,12 @@ mod tests {
     #[test]
     fn renders_what_was_recorded() {
         let m = Metrics::new();
-        m.record_response(Some("server-1"), 200, Duration::from_millis(3));
+        m.record_response(0, Some("server-1"), 200, Duration::from_millis(3));
         m.server("server-1")
-            .record_response(200, Duration::from_millis(3));
+            .record_response(1, 200, Duration::from_millis(3));
         m.server("server-3")
-            .record_response(404, Duration::from_millis(3));
-        m.record_response(None, 503, Duration::from_micros(50));
+            .record_response(0, 404, Duration::from_millis(3));
+        m.record_response(1, None, 503, Duration::from_micros(50));
         m.record_retry("server-2");
         m.record_failure("server-2", FailureKind::Refused);
         m.record_transition("server-2", Transition::WentDown);
@@ -319,6 +323,18 @@ mod tests {
         );
         assert!(
             text.contains(r#"lb_request_duration_seconds_count{server="server-1"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lb_request_duration_seconds_bucket{le="0.004",server="server-1"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lb_request_duration_seconds_bucket{le="0.002",server="server-1"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"lb_request_duration_seconds_bucket{le="+Inf",server="server-1"} 2"#),
             "{text}"
         );
         assert!(

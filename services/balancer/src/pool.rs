@@ -34,7 +34,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::proxy::RequestBody;
-use crate::upstream::Upstream;
+use crate::upstream::ServerRef;
 
 type Conn = http1::Connection<TokioIo<TcpStream>, RequestBody>;
 
@@ -265,7 +265,7 @@ impl Pool {
     /// `fresh`: open a new connection even if idle ones wait.
     pub async fn request(
         &self,
-        upstream: &Arc<Upstream>,
+        upstream: &ServerRef,
         mut req: Request<RequestBody>,
         fresh: bool,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
@@ -277,7 +277,9 @@ impl Pool {
             };
             let mut conn = match idle {
                 Some(conn) => conn,
-                None => self.connect(upstream.address()).await?,
+                // Boxed: connecting is rare with keep-alive, and its large
+                // future would otherwise be moved along with every request.
+                None => Box::pin(self.connect(upstream.address())).await?,
             };
             match conn.send(req).await {
                 Ok(resp) => {
@@ -314,7 +316,7 @@ pub struct UpstreamBody {
     conn: Option<Box<UpstreamConn>>,
     finished: bool,
     pool: Pool,
-    upstream: Arc<Upstream>,
+    upstream: ServerRef,
 }
 
 impl Body for UpstreamBody {

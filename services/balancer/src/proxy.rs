@@ -26,7 +26,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -36,12 +35,12 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use crate::balancer::{Balancer, UpstreamClient};
 use crate::config::MAX_REPLAY_BODY;
 use crate::health::FailureKind;
 use crate::pool::{UpstreamBody, UpstreamError};
 use crate::strategy::{PickRequest, Strategy};
-use crate::upstream::{InFlight, Upstream};
+use crate::upstream::{InFlight, ServerRef, Upstream};
+use crate::worker::Worker;
 
 /// `X-Request-Id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -168,6 +167,11 @@ pub fn is_idempotent(method: &Method) -> bool {
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the few names present is
+    // cheaper than looking up each of the nine.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -185,17 +189,38 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The client at the other end of a connection, with its address already
+/// written out for `X-Forwarded-For` (once per connection, not per request).
+#[derive(Debug, Clone)]
+pub struct ClientAddr {
+    addr: SocketAddr,
+    forwarded: HeaderValue,
+}
+
+impl ClientAddr {
+    /// The client at `addr` (an IPv4 address seen through an IPv6 socket is
+    /// written as IPv4).
+    pub fn new(addr: SocketAddr) -> Self {
+        let ip = match addr.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let forwarded = HeaderValue::try_from(ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self { addr, forwarded }
+    }
+
+    /// The client's address and port.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 /// Appends the client's address to `X-Forwarded-For` (joining repeated
 /// headers into one list).
-pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
-    let client = match client {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
+pub fn append_forwarded_for(headers: &mut HeaderMap, client: &ClientAddr) {
     if !headers.contains_key(&X_FORWARDED_FOR) {
-        if let Ok(v) = HeaderValue::try_from(client.to_string()) {
-            headers.insert(&X_FORWARDED_FOR, v);
-        }
+        headers.insert(&X_FORWARDED_FOR, client.forwarded.clone());
         return;
     }
     let mut list = String::new();
@@ -208,7 +233,7 @@ pub fn append_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
             }
         }
     }
-    list.push_str(&client.to_string());
+    list.push_str(client.forwarded.to_str().unwrap_or("unknown"));
     if let Ok(v) = HeaderValue::from_str(&list) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
@@ -330,20 +355,21 @@ fn stale_connection(err: &UpstreamError) -> bool {
         )
 }
 
-/// Serves one client request: picks a server, forwards, retries, answers.
-/// Never fails: every problem becomes a 4xx/5xx response.
+/// Serves one client request on `worker`: picks a server, forwards,
+/// retries, answers. Never fails: every problem becomes a 4xx/5xx response.
 pub async fn handle(
-    lb: &Balancer,
-    client: &UpstreamClient,
+    worker: &Worker,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: &ClientAddr,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
+    let lb = worker.balancer();
+    let me = worker.id();
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     let id = request_id(&headers);
     strip_hop_by_hop(&mut headers);
-    append_forwarded_for(&mut headers, peer.ip());
+    append_forwarded_for(&mut headers, peer);
     headers.insert(&X_REQUEST_ID, id.clone());
 
     let settings = lb.settings();
@@ -366,7 +392,7 @@ pub async fn handle(
                     )
                 };
                 lb.metrics()
-                    .record_response(None, status.as_u16(), started.elapsed());
+                    .record_response(me, None, status.as_u16(), started.elapsed());
                 return error_response(status, &msg, None, &id);
             }
         }
@@ -382,25 +408,25 @@ pub async fn handle(
         None
     };
 
-    let servers = lb.upstreams().snapshot();
+    let servers = worker.servers();
     let attempts = if replayable { 2 } else { 1 };
     let response_timeout = lb.config().timeouts.response;
-    let mut failed: Option<(Arc<Upstream>, FailureKind)> = None;
+    let mut failed: Option<(ServerRef, FailureKind)> = None;
     for attempt in 0..attempts {
         let pick = PickRequest {
-            client_ip: peer.ip(),
+            client_ip: peer.addr().ip(),
             cookie_server: cookie_server.as_deref(),
             exclude: failed.as_ref().map(|(u, _)| u.name()),
         };
         let Some(index) = lb.picker().pick(settings.strategy, &servers, &pick) else {
             break;
         };
-        let upstream = servers[index].clone();
+        let upstream = servers.get(index);
         if let Some((from, kind)) = &failed {
             lb.metrics().record_retry(from.name());
             tracing::info!(request_id = ?id, from = from.name(), to = upstream.name(), why = kind.describe(), "retrying");
         }
-        let guard = upstream.begin_request();
+        let guard = upstream.begin_request(me);
         let result = tokio::time::timeout(response_timeout, async {
             let out_headers = if replayable {
                 headers.clone()
@@ -414,7 +440,7 @@ pub async fn handle(
                 out_headers,
                 prepared.for_attempt(),
             );
-            match client.request(&upstream, out, false).await {
+            match worker.pool().request(&upstream, out, false).await {
                 // The server closed the idle connection as the request went
                 // out: once more on a new connection (nothing was answered).
                 Err(e) if replayable && stale_connection(&e) => {
@@ -426,7 +452,7 @@ pub async fn handle(
                         headers.clone(),
                         prepared.for_attempt(),
                     );
-                    client.request(&upstream, out, true).await
+                    worker.pool().request(&upstream, out, true).await
                 }
                 other => other,
             }
@@ -449,9 +475,11 @@ pub async fn handle(
                         rparts.headers.append(header::SET_COOKIE, v);
                     }
                 }
-                upstream
-                    .metrics(lb.metrics())
-                    .record_response(rparts.status.as_u16(), started.elapsed());
+                upstream.metrics(lb.metrics()).record_response(
+                    me,
+                    rparts.status.as_u16(),
+                    started.elapsed(),
+                );
                 tracing::debug!(request_id = ?id, server = upstream.name(), status = rparts.status.as_u16(), "proxied");
                 return Response::from_parts(rparts, ResponseBody::Upstream { body: rbody, guard });
             }
@@ -475,7 +503,7 @@ pub async fn handle(
                     format!("server failed: {}", kind.describe())
                 };
                 lb.metrics()
-                    .record_response(Some(upstream.name()), 502, started.elapsed());
+                    .record_response(me, Some(upstream.name()), 502, started.elapsed());
                 return error_response(StatusCode::BAD_GATEWAY, &why, Some(upstream.name()), &id);
             }
             Err(_) => {
@@ -483,7 +511,7 @@ pub async fn handle(
                 tracing::warn!(request_id = ?id, server = upstream.name(), "server too slow");
                 lb.record_failure(&upstream, FailureKind::ResponseTimeout);
                 lb.metrics()
-                    .record_response(Some(upstream.name()), 504, started.elapsed());
+                    .record_response(me, Some(upstream.name()), 504, started.elapsed());
                 let why = format!(
                     "server too slow: no response headers within {}",
                     humantime::format_duration(lb.config().timeouts.response)
@@ -501,7 +529,7 @@ pub async fn handle(
     match failed {
         Some((upstream, kind)) => {
             lb.metrics()
-                .record_response(Some(upstream.name()), 502, started.elapsed());
+                .record_response(me, Some(upstream.name()), 502, started.elapsed());
             let why = format!(
                 "server failed: {} (no other healthy server to retry on)",
                 kind.describe()
@@ -509,7 +537,8 @@ pub async fn handle(
             error_response(StatusCode::BAD_GATEWAY, &why, Some(upstream.name()), &id)
         }
         None => {
-            lb.metrics().record_response(None, 503, started.elapsed());
+            lb.metrics()
+                .record_response(me, None, 503, started.elapsed());
             let why = if servers.is_empty() {
                 "no healthy server: the server list is empty".to_owned()
             } else {
@@ -549,12 +578,15 @@ mod tests {
     #[test]
     fn forwarded_for_appends_the_peer() {
         let mut h = HeaderMap::new();
-        append_forwarded_for(&mut h, "127.0.0.1".parse().unwrap());
+        append_forwarded_for(&mut h, &ClientAddr::new("127.0.0.1:5000".parse().unwrap()));
         assert_eq!(h[&X_FORWARDED_FOR], "127.0.0.1");
         let mut h = HeaderMap::new();
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
         h.append(&X_FORWARDED_FOR, HeaderValue::from_static("198.51.100.2"));
-        append_forwarded_for(&mut h, "::ffff:10.0.0.5".parse().unwrap());
+        append_forwarded_for(
+            &mut h,
+            &ClientAddr::new("[::ffff:10.0.0.5]:5000".parse().unwrap()),
+        );
         assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.9, 198.51.100.2, 10.0.0.5");
     }
 

@@ -5,7 +5,8 @@
 //! * **worker threads** (nginx's `worker_processes`): each runs its own
 //!   single-threaded event loop, accepts from the one listening socket
 //!   (whichever worker is free takes the next connection), and keeps its own
-//!   pool of connections to the servers. A request then lives on one
+//!   [state](crate::worker): connections to the servers, a copy of the
+//!   server list, its slot in each counter. A request then lives on one
 //!   thread from start to end, with no hand-off between threads: this is how
 //!   nginx and HAProxy get their speed, and it matters here too;
 //! * on the caller's runtime, the admin API and the health-check loop, which
@@ -34,9 +35,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::balancer::{Balancer, UpstreamClient};
+use crate::balancer::Balancer;
 use crate::config::Config;
+use crate::proxy::ClientAddr;
 use crate::upstream::AddressError;
+use crate::worker::Worker;
 use crate::{admin, health, proxy};
 
 /// Why the balancer could not start or stopped badly.
@@ -173,7 +176,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let mut done = Vec::with_capacity(workers);
     for (i, listener) in listeners.into_iter().enumerate() {
         let (tx, rx) = oneshot::channel();
-        let lb = balancer.clone();
+        let worker = Worker::new(balancer.clone(), i);
         let token = shutdown.clone();
         let load = WorkerLoad {
             all: load.clone(),
@@ -182,7 +185,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         std::thread::Builder::new()
             .name(format!("lb-worker-{i}"))
             .spawn(move || {
-                let _ = tx.send(run_worker(listener, lb, token, drain_time, load));
+                let _ = tx.send(run_worker(listener, worker, token, drain_time, load));
             })
             .map_err(ServeError::Worker)?;
         done.push(rx);
@@ -263,10 +266,10 @@ impl Drop for ConnGuard {
     }
 }
 
-/// One worker thread: its own single-threaded runtime and client pool.
+/// One worker thread: its own single-threaded runtime and state.
 fn run_worker(
     listener: std::net::TcpListener,
-    lb: Arc<Balancer>,
+    worker: Worker,
     shutdown: CancellationToken,
     drain_time: Duration,
     load: WorkerLoad,
@@ -282,8 +285,7 @@ fn run_worker(
             what: "proxy",
             source,
         })?;
-        let client = lb.new_client();
-        let sweeper = client.clone();
+        let sweeper = worker.pool().clone();
         tokio::spawn(async move {
             // close idle connections past their keep-alive time
             let every =
@@ -295,14 +297,14 @@ fn run_worker(
                 sweeper.evict();
             }
         });
-        serve_proxy(listener, Arc::new((lb, client)), shutdown, drain_time, load).await;
+        serve_proxy(listener, Arc::new(worker), shutdown, drain_time, load).await;
         Ok(())
     })
 }
 
 async fn serve_proxy(
     listener: TcpListener,
-    ctx: Arc<(Arc<Balancer>, UpstreamClient)>,
+    worker: Arc<Worker>,
     shutdown: CancellationToken,
     drain_time: Duration,
     load: WorkerLoad,
@@ -335,13 +337,12 @@ async fn serve_proxy(
         };
         let _ = stream.set_nodelay(true);
         let open = load.open();
-        let ctx = ctx.clone();
+        let worker = worker.clone();
+        let client = Arc::new(ClientAddr::new(peer));
         let service = service_fn(move |req| {
-            let ctx = ctx.clone();
-            async move {
-                let (lb, client) = &*ctx;
-                Ok::<_, Infallible>(proxy::handle(lb, client, req, peer).await)
-            }
+            let worker = worker.clone();
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(proxy::handle(&worker, req, &client).await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);

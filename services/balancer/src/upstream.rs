@@ -11,13 +11,19 @@
 //!   `least-conn` reads), and counters of requests and failures.
 //!
 //! The list of servers can be replaced while requests run (`PUT /servers`).
-//! Requests hold an `Arc` to the server they were sent to, so a server
-//! removed from the list still finishes what it was doing; servers that stay
-//! keep their health and counters. The address is resolved by DNS each time
+//! Each worker keeps its own copy of the list ([`ServerList`]) and takes a
+//! new one when the list's *generation* changes; requests hold a handle into
+//! their worker's copy ([`ServerRef`]), so a server removed from the list
+//! still finishes what it was doing, and servers that stay keep their health
+//! and counters. Handing out those handles and counting requests touches
+//! only the worker's own memory (see [`crate::sharded`]): the state shared by
+//! all workers is read on every request but written only when something
+//! changes. The address is resolved by DNS each time
 //! a new connection is opened, so a container that comes back with a new IP
 //! address is found again.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use http::uri::Authority;
@@ -25,6 +31,7 @@ use http::uri::Authority;
 use crate::config::UpstreamConfig;
 use crate::health::HealthState;
 use crate::metrics::{Metrics, ServerMetrics};
+use crate::sharded;
 
 /// What `GET /servers` shows as a server's `state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -81,8 +88,8 @@ pub struct Upstream {
     /// Mirror of `health.is_up()`, read on every request without a lock.
     up: AtomicBool,
     draining: AtomicBool,
-    in_flight: AtomicUsize,
-    requests: AtomicU64,
+    in_flight: sharded::Gauge,
+    requests: sharded::Counter,
     failures: AtomicU64,
     metrics: OnceLock<ServerMetrics>,
 }
@@ -99,8 +106,8 @@ impl Upstream {
             health: Mutex::new(HealthState::new()),
             up: AtomicBool::new(true),
             draining: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
+            in_flight: sharded::Gauge::default(),
+            requests: sharded::Counter::default(),
             failures: AtomicU64::new(0),
             metrics: OnceLock::new(),
         })
@@ -149,12 +156,12 @@ impl Upstream {
 
     /// Requests being served right now.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.in_flight.get()
     }
 
     /// Requests sent here since the server was added (retries included).
     pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+        self.requests.get()
     }
 
     /// Requests that failed here (refused, reset, timed out, ...).
@@ -172,13 +179,6 @@ impl Upstream {
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a request and marks it in flight until the guard is dropped.
-    pub fn begin_request(self: &Arc<Self>) -> InFlight {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(self.clone())
-    }
-
     /// Locks the health state to read or update it; call
     /// [`Upstream::sync_health`] after an update.
     pub fn health(&self) -> MutexGuard<'_, HealthState> {
@@ -193,28 +193,117 @@ impl Upstream {
     }
 }
 
+/// A copy of the server list as it was at one generation, owned by one
+/// worker (or made for one admin call or test).
+#[derive(Debug)]
+pub struct ServerList {
+    generation: u64,
+    servers: Arc<[Arc<Upstream>]>,
+}
+
+impl ServerList {
+    /// A list of `servers`, of generation 0 (for tests and tools).
+    pub fn new(servers: impl Into<Arc<[Arc<Upstream>]>>) -> Arc<Self> {
+        Arc::new(Self {
+            generation: 0,
+            servers: servers.into(),
+        })
+    }
+
+    /// The generation of [`UpstreamSet`] this list was copied from.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A handle on the server at `index`.
+    ///
+    /// # Panics
+    /// If `index` is out of bounds.
+    pub fn get(self: &Arc<Self>, index: usize) -> ServerRef {
+        assert!(index < self.servers.len(), "server index out of bounds");
+        ServerRef {
+            list: self.clone(),
+            index,
+        }
+    }
+}
+
+impl Deref for ServerList {
+    type Target = [Arc<Upstream>];
+    fn deref(&self) -> &Self::Target {
+        &self.servers
+    }
+}
+
+/// A handle on one server of a worker's [`ServerList`]. Cloning it only
+/// touches the worker's copy of the list, never memory shared with other
+/// workers.
+#[derive(Debug, Clone)]
+pub struct ServerRef {
+    list: Arc<ServerList>,
+    index: usize,
+}
+
+impl ServerRef {
+    /// The server.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.list.servers[self.index]
+    }
+
+    /// Counts a request and marks it in flight until the guard is dropped.
+    /// `worker` picks the counters' slot (see [`crate::sharded`]).
+    pub fn begin_request(&self, worker: usize) -> InFlight {
+        let u = self.upstream();
+        u.requests.inc(worker);
+        u.in_flight.inc(worker);
+        InFlight {
+            server: self.clone(),
+            worker,
+        }
+    }
+}
+
+impl From<Arc<Upstream>> for ServerRef {
+    /// A handle on a server outside any list (for tests and tools).
+    fn from(upstream: Arc<Upstream>) -> Self {
+        ServerList::new(vec![upstream]).get(0)
+    }
+}
+
+impl Deref for ServerRef {
+    type Target = Upstream;
+    fn deref(&self) -> &Upstream {
+        self.upstream()
+    }
+}
+
 /// A request in flight on a server; dropping it ends the request (when the
 /// response body has been sent, or the attempt failed).
 #[derive(Debug)]
-pub struct InFlight(Arc<Upstream>);
+pub struct InFlight {
+    server: ServerRef,
+    worker: usize,
+}
 
 impl InFlight {
     /// The server this request went to.
-    pub fn upstream(&self) -> &Arc<Upstream> {
-        &self.0
+    pub fn server(&self) -> &ServerRef {
+        &self.server
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.server.in_flight.dec(self.worker);
     }
 }
 
 /// The current list of servers, replaceable at run time.
 #[derive(Debug, Default)]
 pub struct UpstreamSet {
-    list: RwLock<Arc<[Arc<Upstream>]>>,
+    list: RwLock<(u64, Arc<[Arc<Upstream>]>)>,
+    /// Bumped by every replacement; workers compare it with their copy's.
+    generation: AtomicU64,
 }
 
 impl UpstreamSet {
@@ -228,7 +317,26 @@ impl UpstreamSet {
 
     /// The list as it is now; later changes do not affect the copy.
     pub fn snapshot(&self) -> Arc<[Arc<Upstream>]> {
-        self.list.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.list
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// The list's generation now: it changes with every replacement. A
+    /// plain read, which workers make on every request.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A copy of the list for one worker, with its generation.
+    pub fn list(&self) -> Arc<ServerList> {
+        let (generation, servers) = self.list.read().unwrap_or_else(|p| p.into_inner()).clone();
+        Arc::new(ServerList {
+            generation,
+            servers,
+        })
     }
 
     /// Finds a server by name.
@@ -244,6 +352,7 @@ impl UpstreamSet {
         let mut next = Vec::with_capacity(servers.len());
         for s in servers {
             let kept = guard
+                .1
                 .iter()
                 .find(|u| u.name() == s.name && u.address() == s.address)
                 .cloned();
@@ -252,7 +361,9 @@ impl UpstreamSet {
                 None => Arc::new(Upstream::new(&s.name, &s.address)?),
             });
         }
-        *guard = next.into();
+        let generation = guard.0 + 1;
+        *guard = (generation, next.into());
+        self.generation.store(generation, Ordering::Release);
         Ok(())
     }
 }
@@ -282,9 +393,12 @@ mod tests {
     fn replace_keeps_servers_that_stay() {
         let set = UpstreamSet::new(&[cfg("a", "a:1"), cfg("b", "b:1")]).unwrap();
         let a = set.find("a").unwrap();
-        let guard = a.begin_request();
+        let generation = set.generation();
+        let guard = ServerRef::from(a.clone()).begin_request(0);
         a.set_draining(true);
         set.replace(&[cfg("a", "a:1"), cfg("c", "c:1")]).unwrap();
+        assert_eq!(set.generation(), generation + 1);
+        assert_eq!(set.list().generation(), generation + 1);
         let a2 = set.find("a").unwrap();
         assert!(Arc::ptr_eq(&a, &a2));
         assert_eq!(a2.requests(), 1);
@@ -299,11 +413,12 @@ mod tests {
     #[test]
     fn a_removed_server_finishes_its_requests() {
         let set = UpstreamSet::new(&[cfg("a", "a:1")]).unwrap();
-        let a = set.find("a").unwrap();
-        let guard = a.begin_request();
+        let list = set.list();
+        let guard = list.get(0).begin_request(3);
         set.replace(&[]).unwrap();
         assert!(set.snapshot().is_empty());
-        assert_eq!(guard.upstream().in_flight(), 1);
+        assert_eq!(guard.server().in_flight(), 1);
+        let a = guard.server().upstream().clone();
         drop(guard);
         assert_eq!(a.in_flight(), 0);
     }

@@ -9,7 +9,7 @@ use http::Request;
 use http_body_util::BodyExt;
 use lab_balancer::pool::Pool;
 use lab_balancer::proxy::RequestBody;
-use lab_balancer::upstream::Upstream;
+use lab_balancer::upstream::{ServerRef, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -46,7 +46,7 @@ async fn server(requests_per_conn: usize) -> (String, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
-async fn get(pool: &Pool, upstream: &Arc<Upstream>) -> String {
+async fn get(pool: &Pool, upstream: &ServerRef) -> String {
     let req = Request::get("/")
         .header("host", "test")
         .body(RequestBody::Empty)
@@ -59,7 +59,7 @@ async fn get(pool: &Pool, upstream: &Arc<Upstream>) -> String {
 #[tokio::test]
 async fn keep_alive_connections_are_reused() {
     let (addr, accepted) = server(usize::MAX).await;
-    let upstream = Arc::new(Upstream::new("s", addr.as_str()).unwrap());
+    let upstream = ServerRef::from(Arc::new(Upstream::new("s", addr.as_str()).unwrap()));
     let pool = Pool::new(Duration::from_millis(200), Duration::from_secs(60));
     for _ in 0..20 {
         assert_eq!(get(&pool, &upstream).await, "ok\n");
@@ -71,7 +71,7 @@ async fn keep_alive_connections_are_reused() {
 #[tokio::test]
 async fn a_connection_closed_while_idle_is_replaced() {
     let (addr, accepted) = server(1).await;
-    let upstream = Arc::new(Upstream::new("s", addr.as_str()).unwrap());
+    let upstream = ServerRef::from(Arc::new(Upstream::new("s", addr.as_str()).unwrap()));
     let pool = Pool::new(Duration::from_millis(200), Duration::from_secs(60));
     for _ in 0..5 {
         assert_eq!(get(&pool, &upstream).await, "ok\n");
@@ -83,7 +83,7 @@ async fn a_connection_closed_while_idle_is_replaced() {
 #[tokio::test]
 async fn idle_connections_expire() {
     let (addr, accepted) = server(usize::MAX).await;
-    let upstream = Arc::new(Upstream::new("s", addr.as_str()).unwrap());
+    let upstream = ServerRef::from(Arc::new(Upstream::new("s", addr.as_str()).unwrap()));
     let pool = Pool::new(Duration::from_millis(200), Duration::from_millis(50));
     assert_eq!(get(&pool, &upstream).await, "ok\n");
     tokio::time::sleep(Duration::from_millis(80)).await;
