@@ -95,12 +95,14 @@ address = "127.0.0.1:$B3"
 TOML
 RUST_LOG=warn "$LB_BIN" --config "$TMP/lb.toml" &
 PIDS+=($!)
+LB_PID=$!
 WAIT_PORTS="$B1 $B2 $B3 $LB_PORT $LB_ADMIN $NGINX_PORT"
 if [ -n "$COMPARE_BIN" ]; then
     sed -e "s/^listen = .*/listen = \"127.0.0.1:$CMP_PORT\"/" \
         -e "s/^admin_listen = .*/admin_listen = \"127.0.0.1:$CMP_ADMIN\"/" "$TMP/lb.toml" >"$TMP/lb-cmp.toml"
     RUST_LOG=warn "$COMPARE_BIN" --config "$TMP/lb-cmp.toml" &
     PIDS+=($!)
+    CMP_PID=$!
     WAIT_PORTS="$WAIT_PORTS $CMP_PORT $CMP_ADMIN"
 fi
 
@@ -144,6 +146,7 @@ http {
 NGINX
 "$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" &
 PIDS+=($!)
+NGINX_PID=$!
 
 wait_port() {
     for _ in $(seq 1 100); do
@@ -170,18 +173,39 @@ to_ms() {
         printf "%.3f", n }'
 }
 
+# CPU time (user and system, in clock ticks) of a process and its children
+# so far: nginx's workers are its children. Requests per second swing with
+# whatever else the machine does; CPU time per request is much steadier, and
+# on a machine where every core is busy it is what decides throughput.
+cpu_ticks() { # pid -> "user sys"
+    local pids
+    pids="$1 $(pgrep -P "$1" | tr '\n' ' ' || true)"
+    for p in $pids; do
+        for t in /proc/"$p"/task/*/stat; do cut -d' ' -f14,15 "$t" 2>/dev/null; done
+    done | awk '{u += $1; s += $2} END {print u + 0, s + 0}'
+}
+HZ=$(getconf CLK_TCK)
+
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
-run() { # name url
-    local out
+run() { # name url [proxy pid]
+    local out u0=0 s0=0 u1=0 s1=0
+    if [ -n "${3:-}" ]; then read -r u0 s0 < <(cpu_ticks "$3"); fi
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
-    local rps p50 p99 errs
+    if [ -n "${3:-}" ]; then read -r u1 s1 < <(cpu_ticks "$3"); fi
+    local rps p50 p99 errs n usr sys
     rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+    n=$(echo "$out" | awk '/requests in/ {print $1}')
     p50=$(to_ms "$(echo "$out" | awk '$1 == "50%" {print $2}')")
     p99=$(to_ms "$(echo "$out" | awk '$1 == "99%" {print $2}')")
     errs=$(echo "$out" | awk '/Non-2xx/ {print $NF} /Socket errors/ {print "socket-errors"}' | paste -sd, -)
-    printf "%-8s rps=%10s p50=%8sms p99=%8sms %s\n" "$1" "$rps" "$p50" "$p99" "${errs:+errors: $errs}"
-    printf "%s\t%s\t%s\t%s\n" "$1" "$rps" "$p50" "$p99" >>"$RESULTS"
+    # microseconds of the proxy's CPU per request (0 for direct: no proxy)
+    usr=$(awk -v t=$((u1 - u0)) -v n="$n" -v hz="$HZ" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+    sys=$(awk -v t=$((s1 - s0)) -v n="$n" -v hz="$HZ" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+    local cpu=""
+    if [ -n "${3:-}" ]; then cpu=$(printf "cpu/req: user=%5sus sys=%5sus" "$usr" "$sys"); fi
+    printf "%-8s rps=%10s p50=%8sms p99=%8sms %s %s\n" "$1" "$rps" "$p50" "$p99" "$cpu" "${errs:+errors: $errs}"
+    printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$1" "$rps" "$p50" "$p99" "$usr" "$sys" >>"$RESULTS"
 }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -189,14 +213,14 @@ echo "== wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, $WORKERS wor
 for r in $(seq 1 "$ROUNDS"); do
     echo "-- round $r"
     run direct "http://127.0.0.1:$B1/"
-    run lab "http://127.0.0.1:$LB_PORT/"
-    run nginx "http://127.0.0.1:$NGINX_PORT/"
-    if [ -n "$COMPARE_BIN" ]; then run lab-cmp "http://127.0.0.1:$CMP_PORT/"; fi
+    run lab "http://127.0.0.1:$LB_PORT/" "$LB_PID"
+    run nginx "http://127.0.0.1:$NGINX_PORT/" "$NGINX_PID"
+    if [ -n "$COMPARE_BIN" ]; then run lab-cmp "http://127.0.0.1:$CMP_PORT/" "$CMP_PID"; fi
 done
 
-echo "== summary (mean rps, median p50/p99 over $ROUNDS rounds)"
+echo "== summary (mean rps and proxy CPU per request, median p50/p99 over $ROUNDS rounds)"
 awk -F'\t' '
-    { n[$1]++; rps[$1] += $2; p50[$1, n[$1]] = $3; p99[$1, n[$1]] = $4 }
+    { n[$1]++; rps[$1] += $2; p50[$1, n[$1]] = $3; p99[$1, n[$1]] = $4; usr[$1] += $5; sys[$1] += $6 }
     function median(arr, name, cnt,   i, j, t, v) {
         for (i = 1; i <= cnt; i++) v[i] = arr[name, i]
         for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
@@ -206,8 +230,11 @@ awk -F'\t' '
         cnt = split("direct lab nginx lab-cmp", names, " ")
         for (k = 1; k <= cnt; k++) {
             m = names[k]; if (!(m in n)) continue; mr[m] = rps[m] / n[m]; m50[m] = median(p50, m, n[m]); m99[m] = median(p99, m, n[m])
-            printf "%-8s rps=%10.0f p50=%7.3fms p99=%7.3fms\n", m, mr[m], m50[m], m99[m]
+            mu[m] = usr[m] / n[m]; ms[m] = sys[m] / n[m]
+            printf "%-8s rps=%10.0f p50=%7.3fms p99=%7.3fms", m, mr[m], m50[m], m99[m]
+            if (m != "direct") printf " cpu/req: user=%5.1fus sys=%5.1fus", mu[m], ms[m]
+            printf "\n"
         }
-        printf "lab/nginx: throughput x%.2f, p50 x%.2f, p99 x%.2f\n", mr["lab"] / mr["nginx"], m50["lab"] / m50["nginx"], m99["lab"] / m99["nginx"]
-        if ("lab-cmp" in n) printf "lab-cmp/nginx: throughput x%.2f, p50 x%.2f, p99 x%.2f\n", mr["lab-cmp"] / mr["nginx"], m50["lab-cmp"] / m50["nginx"], m99["lab-cmp"] / m99["nginx"]
+        printf "lab/nginx: throughput x%.2f, p50 x%.2f, p99 x%.2f, cpu/req user x%.2f sys x%.2f\n", mr["lab"] / mr["nginx"], m50["lab"] / m50["nginx"], m99["lab"] / m99["nginx"], mu["lab"] / mu["nginx"], ms["lab"] / ms["nginx"]
+        if ("lab-cmp" in n) printf "lab-cmp/nginx: throughput x%.2f, p50 x%.2f, p99 x%.2f, cpu/req user x%.2f sys x%.2f\n", mr["lab-cmp"] / mr["nginx"], m50["lab-cmp"] / m50["nginx"], m99["lab-cmp"] / m99["nginx"], mu["lab-cmp"] / mu["nginx"], ms["lab-cmp"] / ms["nginx"]
     }' "$RESULTS"
