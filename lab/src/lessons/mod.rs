@@ -321,6 +321,11 @@ pub async fn run(
             lesson.number, lesson.name, lesson.hypothesis
         );
     }
+    if narrate {
+        if let Some(warning) = busy_machine() {
+            eprintln!("warning: {warning}\n");
+        }
+    }
     // A lab left by an earlier, killed run of this lesson is removed first.
     crate::down::down(rt, &ctx.lab).await?;
     let outcome = tokio::select! {
@@ -372,6 +377,33 @@ pub async fn run(
     Ok(report)
 }
 
+/// Lessons measure throughput and latency on the machine they run on: when
+/// other programs already keep every core busy, the figures say more about
+/// them than about the lesson. Says so, from the 1-minute load average
+/// (Linux only: elsewhere Docker runs in a VM whose load the host cannot
+/// see anyway).
+fn busy_machine() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    busy_warning(load_average(&text)?, cores)
+}
+
+/// The 1-minute load average from `/proc/loadavg`'s text.
+fn load_average(proc_loadavg: &str) -> Option<f64> {
+    proc_loadavg.split_whitespace().next()?.parse().ok()
+}
+
+/// A warning when more programs want a core than there are cores.
+fn busy_warning(load: f64, cores: usize) -> Option<String> {
+    (load > cores as f64).then(|| {
+        format!(
+            "this machine is busy (load average {load:.1} on {cores} cores): the lesson's \
+             timings will be slower and noisier than usual; for figures to compare, run it \
+             again when other programs are done"
+        )
+    })
+}
+
 /// A percentage with one decimal.
 pub fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
@@ -396,6 +428,16 @@ mod tests {
     fn unknown_lessons_get_a_suggestion() {
         let e = find("sesions").err().unwrap();
         assert!(e.to_string().contains("did you mean sessions"), "{e}");
+    }
+
+    #[test]
+    fn a_busy_machine_is_named() {
+        assert_eq!(load_average("3.42 1.10 0.50 2/97 1234\n"), Some(3.42));
+        assert_eq!(load_average(""), None);
+        assert!(busy_warning(3.42, 2)
+            .unwrap()
+            .contains("load average 3.4 on 2 cores"));
+        assert!(busy_warning(1.9, 2).is_none());
     }
 
     #[test]
