@@ -146,6 +146,7 @@ impl FailureKind {
             }
             UpstreamError::Connect(_) => Self::Connect,
             UpstreamError::Http { error, .. } => Self::from_causes(Some(error), false),
+            UpstreamError::RequestBody(_) => Self::Other,
         }
     }
 

@@ -14,6 +14,7 @@
 //! * [`worker`]: what each proxy thread keeps to itself;
 //! * [`sharded`]: counters split per worker, so workers never share a write;
 //! * [`pool`]: keep-alive connections to the servers;
+//! * [`http1`]: the HTTP/1.1 spoken to the servers, by hand;
 //! * [`server`]: listening, and stopping without cutting requests.
 //!
 //! ```no_run
@@ -35,6 +36,7 @@ pub mod admin;
 pub mod balancer;
 pub mod config;
 pub mod health;
+pub mod http1;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;

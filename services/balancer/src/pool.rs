@@ -7,36 +7,39 @@
 //! Each worker thread has its own [`Pool`], as each nginx worker process has
 //! its own: a request takes an idle connection to its server from the pool
 //! (or opens one), and **drives it itself**: the request's task writes the
-//! request, reads the response headers and then the body, with no other
-//! task in between (hyper's low-level `client::conn::http1`). When the body
-//! has been read to its end the connection goes back to the pool; a
-//! connection whose response was not read to the end, that failed, or that
-//! the server closed, is dropped (closed).
+//! request, reads the answer's head and then its body, with no other task in
+//! between (the bytes are [HTTP/1.1 written and read by hand](crate::http1)).
+//! When the body has been read to its end the connection goes back to the
+//! pool; a connection whose answer was not read to the end, that failed,
+//! that the server asked to close, or that the server closed, is dropped.
 //!
-//! A pooled connection is not watched while idle. When it is taken it is
-//! polled once: a server that closed it meanwhile is noticed then, and
-//! the next idle one (or a new connection) is used. A request that an idle
-//! connection could not even send goes out on another connection to the same
-//! server. Idle connections older than `timeouts.upstream_keepalive` are
-//! closed. The server's address is resolved by DNS for every new connection.
+//! A pooled connection is not watched while idle. When it is taken, the
+//! event loop is asked whether anything arrived meanwhile (this costs no
+//! system call when nothing did): a server that closed it is noticed then,
+//! and the next idle one (or a new connection) is used. Idle connections
+//! older than `timeouts.upstream_keepalive` are closed. The server's address
+//! is resolved by DNS for every new connection.
 
 use std::collections::HashMap;
-use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::http1::{self, BodyFraming, Chunked, Decoded, Framing, Parsed};
 use crate::proxy::RequestBody;
 use crate::upstream::ServerRef;
 
-type Conn = http1::Connection<TokioIo<TcpStream>, RequestBody>;
+/// How much the read buffer grows by when it is nearly full.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Why a new connection to a server could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +58,9 @@ pub enum ConnectError {
     /// The TCP connection failed (refused, unreachable, ...).
     #[error("connect failed: {0}")]
     Io(std::io::Error),
-    /// The HTTP/1 handshake failed.
-    #[error("handshake failed: {0}")]
-    Handshake(hyper::Error),
 }
 
-/// Why a request to a server got no response headers.
+/// Why a request to a server got no answer head.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// A new connection could not be opened.
@@ -69,64 +69,153 @@ pub enum UpstreamError {
     /// The request failed on an open connection.
     #[error("{error}")]
     Http {
-        /// What hyper said.
-        error: hyper::Error,
+        /// What went wrong: an I/O error (reset; closed before a complete
+        /// answer: kind `UnexpectedEof`), or an answer that is not HTTP
+        /// (kind `InvalidData`).
+        error: io::Error,
         /// Whether the connection had served requests before (it may have
         /// been closed by the server while idle).
         reused: bool,
     },
+    /// The client's request body could not be read while sending it.
+    #[error("could not read the request body: {0}")]
+    RequestBody(hyper::Error),
 }
 
-/// One open connection to a server, driven by whoever holds it.
+/// The server closed the connection before a complete answer.
+fn closed_early() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "connection closed before a complete answer",
+    )
+}
+
+/// One open connection to a server.
 #[derive(Debug)]
 pub struct UpstreamConn {
-    sender: http1::SendRequest<RequestBody>,
-    /// `None` once the connection has ended.
-    conn: Option<Conn>,
+    io: TcpStream,
+    /// Bytes read and not used yet (the answer's head, then its body).
+    read_buf: BytesMut,
+    /// The request's head, encoded (the allocation is kept between requests).
+    write_buf: Vec<u8>,
     reused: bool,
 }
 
 impl UpstreamConn {
-    /// Polls the connection (reads, writes); drops it when it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(conn) = &mut self.conn {
-            if Pin::new(conn).poll(cx).is_ready() {
-                self.conn = None;
+    fn new(io: TcpStream) -> Self {
+        Self {
+            io,
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            write_buf: Vec::with_capacity(1024),
+            reused: false,
+        }
+    }
+
+    /// Whether a new request can be sent now: the server has neither closed
+    /// the connection nor sent anything unasked. The event loop is asked
+    /// first, so a quiet connection costs no system call.
+    fn is_reusable(&mut self) -> bool {
+        if !self.read_buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
         }
     }
 
-    /// Polls without a task to wake (only to let the connection notice what
-    /// already happened: a close, the end of a response).
-    fn drive_now(&mut self) {
-        self.drive(&mut Context::from_waker(Waker::noop()));
-    }
-
-    /// Whether a new request can be sent now.
-    fn is_reusable(&mut self) -> bool {
-        self.drive_now();
-        self.conn.is_some() && self.sender.is_ready()
-    }
-
-    /// Sends `req` and waits for the response headers, driving the
-    /// connection meanwhile. A request that could not be sent at all comes
-    /// back in the error.
-    async fn send(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<RequestBody>>> {
-        let mut response = pin!(self.sender.try_send_request(req));
-        let this_conn = &mut self.conn;
-        poll_fn(|cx| {
-            if let Some(conn) = this_conn {
-                if Pin::new(conn).poll(cx).is_ready() {
-                    // Dropping it hands any pending request its error.
-                    *this_conn = None;
-                }
+    /// Reads what the server sent into the buffer; `Ok(0)` means it closed.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read_buf.capacity() - self.read_buf.len() < 1024 {
+            self.read_buf.reserve(READ_CHUNK);
+        }
+        loop {
+            ready!(self.io.poll_read_ready(cx))?;
+            match self.io.try_read_buf(&mut self.read_buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return Poll::Ready(other),
             }
-            response.as_mut().poll(cx)
-        })
-        .await
+        }
+    }
+
+    /// Writes the request (head and body), then reads the answer's head.
+    async fn send(&mut self, req: Request<RequestBody>) -> Result<http1::Head, UpstreamError> {
+        let reused = self.reused;
+        let http_err = |error| UpstreamError::Http { error, reused };
+        let (parts, mut body) = req.into_parts();
+        let head = Request::from_parts(parts, ());
+        let known = match &body {
+            RequestBody::Empty => Some(0),
+            RequestBody::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
+            RequestBody::Stream(s) => s.size_hint().exact(),
+        };
+        self.write_buf.clear();
+        let framing = http1::encode_head(&head, known, &mut self.write_buf);
+        if let RequestBody::Full(b) = &mut body {
+            // small and already in memory: one write with the head
+            if let Some(b) = b.take() {
+                self.write_buf.extend_from_slice(&b);
+            }
+        }
+        self.io.write_all(&self.write_buf).await.map_err(http_err)?;
+        if let RequestBody::Stream(_) = body {
+            self.send_stream(&mut body, framing).await?;
+        }
+        loop {
+            match http1::parse_head(&mut self.read_buf, head.method())
+                .map_err(|e| http_err(e.into()))?
+            {
+                Parsed::Final(answer) => return Ok(answer),
+                Parsed::Interim => continue,
+                Parsed::Partial => {}
+            }
+            let n = poll_fn(|cx| self.poll_fill(cx)).await.map_err(http_err)?;
+            if n == 0 {
+                return Err(http_err(closed_early()));
+            }
+        }
+    }
+
+    /// Streams the client's body to the server, in chunks when its length
+    /// is not known.
+    async fn send_stream(
+        &mut self,
+        body: &mut RequestBody,
+        framing: BodyFraming,
+    ) -> Result<(), UpstreamError> {
+        let reused = self.reused;
+        let http_err = |error| UpstreamError::Http { error, reused };
+        let chunked = framing == BodyFraming::Chunked;
+        while let Some(frame) = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+            let frame = frame.map_err(UpstreamError::RequestBody)?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers are not forwarded
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                self.write_buf.clear();
+                http1::chunk_size_line(data.len(), &mut self.write_buf);
+                self.write_buf.extend_from_slice(&data);
+                self.write_buf.extend_from_slice(b"\r\n");
+                self.io.write_all(&self.write_buf).await.map_err(http_err)?;
+            } else {
+                self.io.write_all(&data).await.map_err(http_err)?;
+            }
+        }
+        if chunked {
+            self.io
+                .write_all(http1::LAST_CHUNK)
+                .await
+                .map_err(http_err)?;
+        }
+        Ok(())
     }
 }
 
@@ -141,7 +230,6 @@ struct Inner {
     idle: Mutex<HashMap<Box<str>, Vec<Idle>>>,
     connect_timeout: Duration,
     keepalive: Duration,
-    builder: http1::Builder,
 }
 
 /// One worker's keep-alive connections to the servers, by server address.
@@ -159,7 +247,6 @@ impl Pool {
                 idle: Mutex::new(HashMap::new()),
                 connect_timeout,
                 keepalive,
-                builder: http1::Builder::new(),
             }),
         }
     }
@@ -244,120 +331,167 @@ impl Pool {
             .await
             .map_err(|_| ConnectError::Timeout)??;
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = self
-            .inner
-            .builder
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(ConnectError::Handshake)?;
-        Ok(Box::new(UpstreamConn {
-            sender,
-            conn: Some(conn),
-            reused: false,
-        }))
+        Ok(Box::new(UpstreamConn::new(stream)))
     }
 
     /// Sends `req` to `upstream` on an idle connection or a new one, and
-    /// waits for the response headers. The connection then travels with the
-    /// response body ([`UpstreamBody`]) and comes back to the pool when the
+    /// waits for the answer's head. The connection then travels with the
+    /// answer's body ([`UpstreamBody`]) and comes back to the pool when the
     /// body has been read to its end.
     ///
     /// `fresh`: open a new connection even if idle ones wait.
     pub async fn request(
         &self,
         upstream: &ServerRef,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
         fresh: bool,
     ) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let idle = if fresh {
+            None
+        } else {
+            self.take_idle(upstream.address())
+        };
+        let mut conn = match idle {
+            Some(conn) => conn,
+            // Boxed: connecting is rare with keep-alive, and its large
+            // future would otherwise be moved along with every request.
+            None => Box::pin(self.connect(upstream.address())).await?,
+        };
+        let http1::Head {
+            response,
+            framing,
+            keep_alive,
+        } = conn.send(req).await?;
+        let state = match framing {
+            Framing::Empty => BodyState::Done,
+            Framing::Length(n) => BodyState::Length(n),
+            Framing::Chunked => BodyState::Chunked(Chunked::default()),
+            Framing::UntilClose => BodyState::UntilClose,
+        };
+        Ok(response.map(|()| UpstreamBody {
+            conn: Some(conn),
+            state,
+            keep_alive,
+            pool: self.clone(),
+            upstream: upstream.clone(),
+        }))
+    }
+}
+
+/// Where the answer's body stands.
+#[derive(Debug)]
+enum BodyState {
+    /// This many bytes to go.
+    Length(u64),
+    /// Chunks to go.
+    Chunked(Chunked),
+    /// Everything until the server closes.
+    UntilClose,
+    /// All read.
+    Done,
+}
+
+/// A server's answer body, with the connection it arrives on: reading the
+/// body reads the connection, and once the body has been read to its end
+/// the connection goes back to the pool.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    conn: Option<Box<UpstreamConn>>,
+    state: BodyState,
+    keep_alive: bool,
+    pool: Pool,
+    upstream: ServerRef,
+}
+
+impl UpstreamBody {
+    /// The next piece of body, reading the connection when the buffer has
+    /// nothing for it.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
         loop {
-            let idle = if fresh {
-                None
-            } else {
-                self.take_idle(upstream.address())
-            };
-            let mut conn = match idle {
-                Some(conn) => conn,
-                // Boxed: connecting is rare with keep-alive, and its large
-                // future would otherwise be moved along with every request.
-                None => Box::pin(self.connect(upstream.address())).await?,
-            };
-            match conn.send(req).await {
-                Ok(resp) => {
-                    return Ok(resp.map(|body| UpstreamBody {
-                        body: Some(body),
-                        conn: Some(conn),
-                        finished: false,
-                        pool: self.clone(),
-                        upstream: upstream.clone(),
-                    }));
+            match &mut self.state {
+                BodyState::Done => return Poll::Ready(None),
+                BodyState::Length(0) => {
+                    self.state = BodyState::Done;
+                    return Poll::Ready(None);
                 }
-                Err(mut e) => match e.take_message() {
-                    // Never sent: the idle connection had been closed. Try
-                    // the next one (in the end a new connection).
-                    Some(back) if conn.reused => req = back,
-                    _ => {
-                        return Err(UpstreamError::Http {
-                            error: e.into_error(),
-                            reused: conn.reused,
-                        })
+                BodyState::Length(left) if !conn.read_buf.is_empty() => {
+                    let n = usize::try_from(*left)
+                        .unwrap_or(usize::MAX)
+                        .min(conn.read_buf.len());
+                    *left -= n as u64;
+                    let data = conn.read_buf.split_to(n).freeze();
+                    if *left == 0 {
+                        self.state = BodyState::Done;
                     }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+                BodyState::UntilClose if !conn.read_buf.is_empty() => {
+                    return Poll::Ready(Some(Ok(conn.read_buf.split().freeze())));
+                }
+                BodyState::Chunked(chunks) => match chunks.decode(&mut conn.read_buf) {
+                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                    Ok(Decoded::End) => {
+                        self.state = BodyState::Done;
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
                 },
+                BodyState::Length(_) | BodyState::UntilClose => {}
+            }
+            // nothing in the buffer for the body: read
+            if ready!(conn.poll_fill(cx))? == 0 {
+                if matches!(self.state, BodyState::UntilClose) {
+                    self.state = BodyState::Done;
+                    self.keep_alive = false;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(closed_early())));
             }
         }
     }
 }
 
-/// A server's response body, with the connection it arrives on: reading the
-/// body drives the connection, and once the body has been read to its end
-/// the connection goes back to the pool.
-#[derive(Debug)]
-pub struct UpstreamBody {
-    body: Option<Incoming>,
-    conn: Option<Box<UpstreamConn>>,
-    finished: bool,
-    pool: Pool,
-    upstream: ServerRef,
-}
-
 impl Body for UpstreamBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Data = Bytes;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if let Some(conn) = &mut this.conn {
-            conn.drive(cx);
+        match this.poll_next(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None; // broken: close it
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other.map(|next| next.map(|data| data.map(Frame::data))),
         }
-        let Some(body) = &mut this.body else {
-            return Poll::Ready(None);
-        };
-        let polled = Pin::new(body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.finished = true,
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            _ => {}
-        }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.finished || self.body.as_ref().is_none_or(Body::is_end_stream)
+        matches!(self.state, BodyState::Done)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match self.state {
+            BodyState::Done => SizeHint::with_exact(0),
+            BodyState::Length(n) => SizeHint::with_exact(n),
+            BodyState::Chunked(_) | BodyState::UntilClose => SizeHint::default(),
+        }
     }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        if !self.is_end_stream() {
-            return; // the rest of the body is still coming: close
+        // Only a connection whose answer was read to its end, and that the
+        // server did not ask to close, can carry another request.
+        if !self.is_end_stream() || !self.keep_alive {
+            return;
         }
         if let Some(mut conn) = self.conn.take() {
             if conn.is_reusable() {

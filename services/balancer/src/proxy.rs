@@ -130,12 +130,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match self.get_mut() {
             Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Self::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
@@ -482,6 +482,14 @@ pub async fn handle(
                 );
                 tracing::debug!(request_id = ?id, server = upstream.name(), status = rparts.status.as_u16(), "proxied");
                 return Response::from_parts(rparts, ResponseBody::Upstream { body: rbody, guard });
+            }
+            Ok(Err(UpstreamError::RequestBody(e))) => {
+                // the client's fault, not the server's
+                drop(guard);
+                lb.metrics()
+                    .record_response(me, Some(upstream.name()), 400, started.elapsed());
+                let why = format!("could not read the request body: {e}");
+                return error_response(StatusCode::BAD_REQUEST, &why, Some(upstream.name()), &id);
             }
             Ok(Err(e)) => {
                 drop(guard);
