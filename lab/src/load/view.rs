@@ -34,8 +34,56 @@ pub struct Snapshot {
 
 enum Mode {
     Quiet,
-    Lines { to_stderr: bool },
-    Panel { bar: ProgressBar, color: bool },
+    Lines {
+        to_stderr: bool,
+    },
+    Panel {
+        bar: ProgressBar,
+        color: bool,
+        _echo: QuietCtrlC,
+    },
+}
+
+/// While the panel is on screen, the terminal does not echo Ctrl-C as `^C`.
+/// The echo lands inside the panel and moves the cursor under the panel's
+/// feet, so clearing it afterwards would leave its first line above the
+/// report. The terminal's setting comes back when the panel goes.
+struct QuietCtrlC {
+    #[cfg(unix)]
+    saved: Option<rustix::termios::Termios>,
+}
+
+impl QuietCtrlC {
+    #[cfg(unix)]
+    fn new() -> Self {
+        use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).ok().and_then(|mut t| {
+            if !t.local_modes.contains(LocalModes::ECHOCTL) {
+                return None;
+            }
+            let saved = t.clone();
+            t.local_modes.remove(LocalModes::ECHOCTL);
+            tcsetattr(&stdin, OptionalActions::Now, &t).ok()?;
+            Some(saved)
+        });
+        Self { saved }
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> Self {
+        Self {}
+    }
+}
+
+impl Drop for QuietCtrlC {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(saved) = self.saved.take() {
+            use rustix::termios::{tcsetattr, OptionalActions};
+            let _ = tcsetattr(std::io::stdin(), OptionalActions::Now, &saved);
+        }
+    }
 }
 
 pub struct View {
@@ -80,6 +128,7 @@ impl View {
             mode: Mode::Panel {
                 bar,
                 color: color_allowed(),
+                _echo: QuietCtrlC::new(),
             },
         }
     }
@@ -108,7 +157,7 @@ impl View {
         match &self.mode {
             Mode::Quiet => {}
             Mode::Lines { .. } => self.line(&plain_line(snap)),
-            Mode::Panel { bar, color } => {
+            Mode::Panel { bar, color, .. } => {
                 bar.set_position(snap.elapsed.as_secs().min(snap.planned.as_secs()));
                 bar.set_message(panel(snap, *color));
             }
@@ -119,6 +168,8 @@ impl View {
     pub fn finish(&mut self) {
         if let Mode::Panel { bar, .. } = &self.mode {
             bar.finish_and_clear();
+            // gives the terminal its Ctrl-C echo back
+            self.mode = Mode::Quiet;
         }
     }
 }
