@@ -130,17 +130,14 @@ impl UpstreamConn {
     }
 
     /// Reads what the server sent into the buffer; `Ok(0)` means it closed.
+    /// (Through `AsyncRead`, which takes a short read to mean the socket is
+    /// drained: the next read then waits for the event loop instead of
+    /// costing a system call that would only say "nothing yet".)
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.read_buf.capacity() - self.read_buf.len() < 1024 {
             self.read_buf.reserve(READ_CHUNK);
         }
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            match self.io.try_read_buf(&mut self.read_buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                other => return Poll::Ready(other),
-            }
-        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
     }
 
     /// Writes the request (head and body), then reads the answer's head.
