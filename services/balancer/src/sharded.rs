@@ -3,10 +3,11 @@
 //! Every worker thread counts every request it serves: requests per server,
 //! requests in flight, latency buckets. If all workers added to the *same*
 //! memory, each addition would have to pull that memory's cache line away
-//! from the core that wrote it last: with two workers on two cores, about a
-//! dozen such round trips per request cost as much as a sizeable part of the
-//! proxying itself. nginx avoids this by giving each worker process its own
-//! memory; we do the same inside one process.
+//! from the core that wrote it last. Measured here, going from one worker
+//! to two cost nginx 0.4 µs of CPU per request and this balancer 1.3 µs
+//! while its workers still shared their counters (bench/README.md). nginx
+//! avoids this by giving each worker process its own memory; we do the same
+//! inside one process.
 //!
 //! So a counter here is split into [`SHARDS`] slots, each on its own cache
 //! line ([`CachePadded`]). Worker `n` only writes slot `n % SHARDS`; a reader

@@ -10,8 +10,9 @@
 //! operator edits the list.
 //!
 //! Why bother: a core that writes memory another core wrote a moment ago
-//! must first fetch it from that core. Done a dozen times per request, that
-//! wait costs as much as parsing the request does.
+//! must first fetch it from that core. With shared counters and a shared
+//! list, a second worker cost this balancer 1.3 µs of CPU per request
+//! against nginx's 0.4 µs (bench/README.md).
 
 use std::sync::{Arc, Mutex};
 

@@ -175,15 +175,7 @@ impl Pg {
         ];
         conf.extend_from_slice(extra_conf);
         append_conf(&data, &conf);
-        let mut pg = Pg {
-            port: free_port(),
-            log: dir.path().join("postgres.log"),
-            data,
-            child: None,
-            _dir: dir,
-        };
-        pg.start().await;
-        pg
+        Pg::launch(dir, data).await
     }
 
     /// A streaming replica of `primary`, made with pg_basebackup.
@@ -206,6 +198,12 @@ impl Pg {
             // -R writes standby.signal and primary_conninfo: a streaming standby.
             .args(["-R", "-X", "stream", "--no-sync"]);
         run_ok(backup, "pg_basebackup");
+        Pg::launch(dir, data).await
+    }
+
+    /// Starts a server on the data directory `data` (inside `dir`) on a
+    /// free port.
+    async fn launch(dir: TempDir, data: PathBuf) -> Pg {
         let mut pg = Pg {
             port: free_port(),
             log: dir.path().join("postgres.log"),
