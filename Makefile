@@ -3,9 +3,8 @@
 
 CARGO   ?= cargo
 LAB     := target/release/lab
-APT_DEPS := mmdebstrap redis-server postgresql-15 nginx-light wrk iproute2
 
-.PHONY: all build images up down status test lint unit bench deps help
+.PHONY: all build images up down status test lint unit bench deps help host-up host-test host-bench
 
 all: build
 
@@ -15,14 +14,23 @@ help:
 	@echo "make images  build the binaries and every lab image"
 	@echo "make down    remove the default lab"
 	@echo "make bench   the benchmarks in bench/ (slow; not part of test)"
-	@echo "make deps    install the Debian packages the lab and its tests need (root)"
+	@echo "make deps    install every host package the lab, its tests and benchmarks need"
 
 build:
 	$(CARGO) build --release --workspace --bins
 
+# Host packages are checked (and installed when root or password-less sudo
+# allows) before anything compiles: a fresh machine learns what it lacks in
+# its first second, not after minutes of compiling.
+host-up:
+	@scripts/host-deps.sh up
+host-test:
+	@scripts/host-deps.sh test
+host-bench:
+	@scripts/host-deps.sh bench
+
 # mmdebstrap makes the Debian base image; everything else comes from cargo.
-images: build
-	@command -v mmdebstrap >/dev/null || { echo "error: mmdebstrap is not installed: run 'sudo apt-get install mmdebstrap' (or 'make deps')"; exit 1; }
+images: host-up build
 	$(LAB) images build
 
 up: images
@@ -43,12 +51,10 @@ unit:
 
 # Integration tests start real Redis and PostgreSQL from Debian's packages;
 # end-to-end tests start real labs in Docker from the images built above.
-test: images lint
+test: host-test images lint
 	$(CARGO) test --workspace --no-fail-fast
 
-bench: images
+bench: host-bench images
 	bash bench/run.sh
 
-deps:
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DEPS)
+deps: host-test host-bench
