@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::topology::{LbStrategy, Reads, Replication, Sessions, Toggle};
+use crate::topology::{Reads, Replication, Sessions, Strategy, Toggle};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -46,7 +46,7 @@ pub enum Command {
 
     /// Create the lab, or bring a running lab in line with new settings.
     #[command(
-        after_help = "Examples:\n  lab up\n  lab up --servers 2 --sessions redis --port 0\n  lab up -f lab.toml --replicas 2   # flags win over the file\n  lab up --preset stateless         # redis sessions and retries\n\nPresets: naive (the default), single, sticky, stateless, cached, full."
+        after_help = "Examples:\n  lab up\n  lab up --servers 2 --sessions redis --port 0\n  lab up -f lab.toml --replicas 2   # flags win over the file\n  lab up --preset stateless         # redis sessions and retries\n  lab up --health-interval 1s --health-fall 3 --passive off   # the course's 3-second window\n\nPresets: naive (the default), single, sticky, stateless, cached, full."
     )]
     Up(UpArgs),
 
@@ -142,7 +142,7 @@ pub enum Command {
 
     /// Change settings of a running lab; servers are replaced one at a time.
     #[command(
-        after_help = "Examples:\n  lab set sessions=redis\n  lab set cache=on cache_ttl=10s\n  lab set lb=sticky retries=on\n\nKeys: sessions, cache, cache_ttl, reads, lb, retries, product_query_ms"
+        after_help = "Examples:\n  lab set sessions=redis\n  lab set cache=on cache_ttl=10s\n  lab set lb=sticky retries=on\n\n  lab set health_interval=1s health_fall=3 passive=off\n\nKeys: sessions, cache, cache_ttl, reads, lb, retries, product_query_ms, health_interval, health_timeout, health_fall, health_rise, passive"
     )]
     Set(SetArgs),
 }
@@ -169,7 +169,7 @@ pub struct UpArgs {
     pub servers: Option<u32>,
     /// How the balancer picks a server.
     #[arg(long, value_enum, value_name = "STRATEGY")]
-    pub lb: Option<LbStrategy>,
+    pub lb: Option<Strategy>,
     /// Retry a failed idempotent request once on another server.
     #[arg(long, value_enum, value_name = "on|off")]
     pub retries: Option<Toggle>,
@@ -188,6 +188,21 @@ pub struct UpArgs {
     /// Where the app sends reads of balances.
     #[arg(long, value_enum)]
     pub reads: Option<Reads>,
+    /// Time between two active health checks of a server, e.g. 1s.
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    pub health_interval: Option<std::time::Duration>,
+    /// A health check without an answer in this time fails, e.g. 1s.
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    pub health_timeout: Option<std::time::Duration>,
+    /// Failed checks in a row that take a server down (1..=20).
+    #[arg(long, value_name = "N")]
+    pub health_fall: Option<u32>,
+    /// Passed checks in a row that bring it back (1..=20).
+    #[arg(long, value_name = "N")]
+    pub health_rise: Option<u32>,
+    /// Passive checks: a refused or reset connection takes a server down at once.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub passive: Option<Toggle>,
     /// The balancer's port on 127.0.0.1 (0 picks a free one).
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::lb_admin::LbConnector;
 use crate::naming::{natural_key, NameError};
 use crate::runtime::{labels, ContainerInfo, Runtime};
-use crate::topology::{LbStrategy, Role, Toggle, Topology};
+use crate::topology::{Role, Toggle, Topology};
 use crate::up::{admin_addr, containers};
 
 fn made_for(c: &ContainerInfo) -> Option<Topology> {
@@ -50,6 +50,7 @@ pub async fn current(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<To
         lb: balancer.lb,
         retries: balancer.retries,
         port: balancer.port,
+        health: balancer.health,
         resources: server.resources.clone(),
     };
     t.resources.db = primary.resources.db;
@@ -58,18 +59,11 @@ pub async fn current(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<To
     // Strategy and retries change live; the balancer itself knows best.
     if let Some(addr) = admin_addr(&all) {
         if let Ok(v) = lb(&addr).view().await {
-            if let Some(s) = parse_strategy(&v.strategy) {
-                t.lb = s;
-            }
-            t.retries = if v.retries { Toggle::On } else { Toggle::Off };
+            t.lb = v.strategy;
+            t.retries = Toggle::from_bool(v.retries);
         }
     }
     Ok(t)
-}
-
-fn parse_strategy(s: &str) -> Option<LbStrategy> {
-    use clap::ValueEnum;
-    LbStrategy::from_str(s, true).ok()
 }
 
 #[cfg(test)]
@@ -93,7 +87,7 @@ mod tests {
             replicas: 2,
             sessions: Sessions::Jwt,
             port: 0,
-            lb: LbStrategy::Sticky,
+            lb: crate::topology::Strategy::Sticky,
             ..Topology::default()
         };
         let lb = FakeLb::default();

@@ -75,6 +75,7 @@ mod tests {
             cap_add: vec![],
             files: vec![],
             stop_timeout: None,
+            hashed_extra: None,
         }
     }
 

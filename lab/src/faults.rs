@@ -421,7 +421,7 @@ impl Faults<'_> {
             ));
         }
         if sync {
-            let names = crate::plan::sync_standby_names(replicas.len() as u8);
+            let names = crate::roles::database::sync_standby_names(replicas.len() as u8);
             self.psql(
                 &primary.name,
                 &format!(

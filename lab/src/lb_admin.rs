@@ -9,56 +9,60 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{LabError, Result};
 
-/// One upstream server as the balancer sees it.
-#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
-pub struct ServerView {
-    pub name: String,
-    #[serde(default)]
-    pub address: String,
-    pub state: String,
-    #[serde(default)]
-    pub in_flight: u64,
-    #[serde(default)]
-    pub requests: u64,
-    #[serde(default)]
-    pub failures: u64,
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-#[derive(Deserialize, Debug, Clone, PartialEq)]
-pub struct BalancerView {
-    pub strategy: String,
-    pub retries: bool,
-    pub servers: Vec<ServerView>,
-}
+use lab_contract::admin::{PatchSettings, PutServers};
+/// The balancer's view, in the types it answers with.
+pub use lab_contract::admin::{ServerState, ServerView, ServersView as BalancerView};
+pub use lab_contract::balancer::UpstreamConfig;
+use lab_contract::knobs::Strategy;
 
 /// What the orchestrator asks of a balancer. The HTTP client below is the
 /// real one; tests plug in a recording fake.
 #[async_trait]
 pub trait LbControl: Send + Sync {
     async fn view(&self) -> Result<BalancerView>;
-    async fn set_servers(&self, servers: &[(String, String)]) -> Result<()>;
-    async fn set_settings(&self, strategy: &str, retries: bool) -> Result<()>;
+    async fn set_servers(&self, servers: &[UpstreamConfig]) -> Result<()>;
+    async fn set_settings(&self, strategy: Strategy, retries: bool) -> Result<()>;
     async fn drain(&self, name: &str) -> Result<()>;
     async fn undrain(&self, name: &str) -> Result<()>;
 
-    /// Wait until a server has nothing in flight (bounded).
-    async fn wait_drained(&self, name: &str, limit: Duration) -> Result<()> {
+    /// Wait until a server has nothing in flight, for at most `limit`;
+    /// says how it ended, so a caller cannot mistake a timeout for a drain.
+    async fn wait_drained(&self, name: &str, limit: Duration) -> Result<Drained> {
         let deadline = tokio::time::Instant::now() + limit;
-        while tokio::time::Instant::now() < deadline {
+        loop {
             let v = self.view().await?;
-            match v.servers.iter().find(|s| s.name == name) {
-                Some(s) if s.in_flight > 0 => {}
-                _ => return Ok(()),
+            let in_flight = match v.servers.iter().find(|s| s.name == name) {
+                Some(s) if s.in_flight > 0 => s.in_flight,
+                _ => return Ok(Drained::Empty),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(server = name, in_flight, "drain timed out");
+                return Ok(Drained::TimedOut { in_flight });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(())
+    }
+}
+
+/// How waiting for a drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Nothing was in flight any more.
+    Empty,
+    /// The time ran out with requests still in flight; they will be cut.
+    TimedOut { in_flight: u64 },
+}
+
+impl Drained {
+    /// Requests that will be cut.
+    pub fn cut(self) -> u64 {
+        match self {
+            Drained::Empty => 0,
+            Drained::TimedOut { in_flight } => in_flight,
+        }
     }
 }
 
@@ -105,10 +109,10 @@ impl LbControl for LbAdmin {
             .map_err(|e| LabError::Admin(e.to_string()))
     }
 
-    async fn set_servers(&self, servers: &[(String, String)]) -> Result<()> {
-        let body = serde_json::json!({
-            "servers": servers.iter().map(|(n, a)| serde_json::json!({"name": n, "address": a})).collect::<Vec<_>>()
-        });
+    async fn set_servers(&self, servers: &[UpstreamConfig]) -> Result<()> {
+        let body = PutServers {
+            servers: servers.to_vec(),
+        };
         let r = self
             .http
             .put(format!("{}/servers", self.base))
@@ -119,11 +123,14 @@ impl LbControl for LbAdmin {
         check(r).await.map(|_| ())
     }
 
-    async fn set_settings(&self, strategy: &str, retries: bool) -> Result<()> {
+    async fn set_settings(&self, strategy: Strategy, retries: bool) -> Result<()> {
         let r = self
             .http
             .patch(format!("{}/settings", self.base))
-            .json(&serde_json::json!({"strategy": strategy, "retries": retries}))
+            .json(&PatchSettings {
+                strategy: Some(strategy),
+                retries: Some(retries),
+            })
             .send()
             .await
             .map_err(|e| LabError::Admin(e.to_string()))?;
@@ -192,18 +199,20 @@ impl LbControl for FakeLb {
             .ok_or_else(|| LabError::Admin("connection refused".into()))
     }
 
-    async fn set_servers(&self, servers: &[(String, String)]) -> Result<()> {
+    async fn set_servers(&self, servers: &[UpstreamConfig]) -> Result<()> {
         Self::lock(&self.calls).push(format!("servers {}", servers.len()));
         if let Some(v) = Self::lock(&self.state).as_mut() {
             v.servers = servers
                 .iter()
-                .map(|(n, a)| ServerView {
-                    name: n.clone(),
-                    address: a.clone(),
-                    state: "up".into(),
+                .map(|u| ServerView {
+                    name: u.name.clone(),
+                    address: u.address.clone(),
+                    state: ServerState::Up,
                     in_flight: 0,
                     requests: 0,
                     failures: 0,
+                    last_check: None,
+                    last_check_ok: None,
                     reason: None,
                 })
                 .collect();
@@ -211,10 +220,10 @@ impl LbControl for FakeLb {
         Ok(())
     }
 
-    async fn set_settings(&self, strategy: &str, retries: bool) -> Result<()> {
+    async fn set_settings(&self, strategy: Strategy, retries: bool) -> Result<()> {
         Self::lock(&self.calls).push(format!("settings {strategy} {retries}"));
         if let Some(v) = Self::lock(&self.state).as_mut() {
-            v.strategy = strategy.to_string();
+            v.strategy = strategy;
             v.retries = retries;
         }
         Ok(())

@@ -20,6 +20,7 @@ pub mod load;
 pub mod logs;
 pub mod naming;
 pub mod plan;
+pub mod roles;
 pub mod runtime;
 pub mod secrets;
 pub mod status;

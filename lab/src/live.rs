@@ -6,6 +6,8 @@
 //! one is drained first, and servers that must be replaced (new sessions
 //! store, cache on) are rolled one at a time behind the balancer.
 
+use std::time::Duration;
+
 use clap::ValueEnum;
 use thiserror::Error;
 
@@ -13,11 +15,11 @@ use crate::current::current;
 use crate::error::Result;
 use crate::naming::did_you_mean;
 use crate::runtime::Runtime;
-use crate::topology::{LbStrategy, Reads, Sessions, Toggle, Topology, MAX_SERVERS};
+use crate::topology::{Reads, Sessions, Strategy, Toggle, Topology, MAX_SERVERS};
 use crate::up::{up, UpOptions, UpReport};
 
 /// The knobs `lab set` changes on a running lab.
-pub const KEYS: [&str; 7] = [
+pub const KEYS: [&str; 12] = [
     "sessions",
     "cache",
     "cache_ttl",
@@ -25,6 +27,11 @@ pub const KEYS: [&str; 7] = [
     "lb",
     "retries",
     "product_query_ms",
+    "health_interval",
+    "health_timeout",
+    "health_fall",
+    "health_rise",
+    "passive",
 ];
 
 #[derive(Error, Debug, PartialEq)]
@@ -58,6 +65,26 @@ fn enum_value<T: ValueEnum>(key: &str, value: &str) -> std::result::Result<T, Se
     })
 }
 
+fn duration_value(key: &str, value: &str) -> std::result::Result<Duration, SetError> {
+    humantime::parse_duration(value).map_err(|_| SetError::Value {
+        key: key.into(),
+        value: value.into(),
+        hint: "a duration such as 500ms or 1s".into(),
+    })
+}
+
+fn count_value(key: &str, value: &str) -> std::result::Result<u32, SetError> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=20).contains(n))
+        .ok_or_else(|| SetError::Value {
+            key: key.into(),
+            value: value.into(),
+            hint: "a count of checks from 1 to 20".into(),
+        })
+}
+
 /// Applies `KEY=VALUE` pairs to a topology.
 pub fn apply(t: &mut Topology, pairs: &[String]) -> std::result::Result<(), SetError> {
     for pair in pairs {
@@ -69,7 +96,7 @@ pub fn apply(t: &mut Topology, pairs: &[String]) -> std::result::Result<(), SetE
             "sessions" => t.sessions = enum_value::<Sessions>(key, value)?,
             "cache" => t.cache = enum_value::<Toggle>(key, value)?,
             "reads" => t.reads = enum_value::<Reads>(key, value)?,
-            "lb" | "strategy" => t.lb = enum_value::<LbStrategy>(key, value)?,
+            "lb" | "strategy" => t.lb = enum_value::<Strategy>(key, value)?,
             "retries" => t.retries = enum_value::<Toggle>(key, value)?,
             "cache_ttl" => {
                 humantime::parse_duration(value).map_err(|_| SetError::Value {
@@ -79,6 +106,11 @@ pub fn apply(t: &mut Topology, pairs: &[String]) -> std::result::Result<(), SetE
                 })?;
                 t.cache_ttl = value.to_string();
             }
+            "health_interval" => t.health.interval = duration_value(key, value)?,
+            "health_timeout" => t.health.timeout = duration_value(key, value)?,
+            "health_fall" => t.health.fall = count_value(key, value)?,
+            "health_rise" => t.health.rise = count_value(key, value)?,
+            "passive" => t.health.passive = enum_value::<Toggle>(key, value)?,
             "product_query_ms" => {
                 t.product_query_ms =
                     value
@@ -147,7 +179,7 @@ mod tests {
         .unwrap();
         assert_eq!(t.sessions, Sessions::Redis);
         assert_eq!(t.cache, Toggle::On);
-        assert_eq!(t.lb, LbStrategy::Sticky);
+        assert_eq!(t.lb, Strategy::Sticky);
         assert_eq!(t.retries, Toggle::On);
     }
 

@@ -8,250 +8,60 @@
 //! running `lab up` twice with the same settings finds nothing to do.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::images::{Image, VERSION};
+use crate::images::VERSION;
 use crate::naming;
-use crate::runtime::{labels, ContainerInfo, ContainerSpec, Healthcheck, PortSpec, State};
+use crate::roles::{self, Ctx};
+use crate::runtime::{labels, ContainerInfo, ContainerSpec, PortSpec, State};
 use crate::secrets::Secrets;
-use crate::topology::{parse_memory, Reads, Replication, Resources, Role, Service, Topology};
-
-/// Ports inside the containers (fixed; the host side is chosen per lab).
-pub const APP_PORT: u16 = 8000;
-pub const LB_PORT: u16 = 8080;
-pub const LB_ADMIN_PORT: u16 = 9000;
-pub const REDIS_PORT: u16 = 6379;
-pub const PG_PORT: u16 = 5432;
-
-/// Where the balancer reads its configuration inside its container.
-pub const LB_CONFIG_PATH: &str = "/etc/lab/balancer.toml";
-
-/// The short name `lab status` gives a container port.
-pub fn port_name(role: Role, port: u16) -> &'static str {
-    match (role, port) {
-        (Role::Lb, LB_ADMIN_PORT) => "admin",
-        (Role::Lb | Role::Server, _) => "http",
-        (Role::Redis, _) => "redis",
-        (Role::Primary | Role::Replica, _) => "postgres",
-    }
-}
-
-fn health(test: &[&str]) -> Option<Healthcheck> {
-    Some(Healthcheck {
-        test: test.iter().map(|s| s.to_string()).collect(),
-        // Docker 20.10 has no start_interval: the first check comes after one
-        // interval, so a short one is what makes `lab up` quick.
-        interval: Duration::from_millis(1000),
-        timeout: Duration::from_secs(2),
-        retries: 3,
-        start_period: Duration::from_secs(0),
-    })
-}
-
-/// An HTTP health check with nothing but bash, which every image has.
-fn http_health(port: u16) -> Option<Healthcheck> {
-    let script = format!(
-        "exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"
-    );
-    health(&["CMD", "bash", "-c", &script])
-}
-
-fn pg_url(s: &Secrets, host: &str) -> String {
-    format!(
-        "postgres://postgres:{}@{host}:{PG_PORT}/postgres",
-        s.db_password
-    )
-}
-
-/// The balancer's TOML configuration for this topology.
-pub fn balancer_config(t: &Topology) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "# Written by `lab up`; `lab` changes it live through the admin API.\nlisten = \"0.0.0.0:{LB_PORT}\"\nadmin_listen = \"0.0.0.0:{LB_ADMIN_PORT}\"\nstrategy = \"{}\"\nretries = {}\n",
-        t.lb,
-        t.retries.is_on()
-    ));
-    // Active checks every 500 ms, down after 3 failures, up after 2 passes:
-    // a dead server is noticed in about 1.5 s, a window a student can see.
-    // Timeouts are wider than the balancer's own defaults so that `lab slow
-    // --latency 200ms` slows a server down without making it look dead
-    // (its SYN-ACK alone is 200 ms late).
-    out.push_str(
-        "\n[health]\npath = \"/healthz\"\ninterval = \"500ms\"\ntimeout = \"1s\"\nfall = 3\nrise = 2\n\n[timeouts]\nconnect = \"500ms\"\nresponse = \"10s\"\n",
-    );
-    for i in 1..=t.servers {
-        out.push_str(&format!(
-            "\n[[upstream]]\nname = \"server-{i}\"\naddress = \"server-{i}:{APP_PORT}\"\n"
-        ));
-    }
-    out
-}
-
-/// The upstream list the balancer should have: `(name, address)`.
-pub fn upstreams(t: &Topology) -> Vec<(String, String)> {
-    (1..=t.servers)
-        .map(|i| (format!("server-{i}"), format!("server-{i}:{APP_PORT}")))
-        .collect()
-}
-
-/// `synchronous_standby_names` for sync mode: every replica must confirm.
-pub fn sync_standby_names(replicas: u8) -> String {
-    let names: Vec<String> = (1..=replicas)
-        .map(|i| format!("\"db-replica-{i}\""))
-        .collect();
-    format!("FIRST {} ({})", replicas, names.join(", "))
-}
+use crate::topology::{parse_memory, Role, Service, Topology};
 
 /// One spec per service of the topology.
 pub fn desired(lab: &str, t: &Topology, s: &Secrets) -> Vec<ContainerSpec> {
+    let ctx = Ctx {
+        lab,
+        topology: t,
+        secrets: s,
+    };
     t.services()
         .into_iter()
-        .map(|svc| spec_for(lab, t, s, &svc))
+        .map(|svc| spec_for(&ctx, &svc))
         .collect()
 }
 
-fn resources(r: &Resources) -> (Option<f64>, Option<i64>) {
-    (r.cpus, r.memory.as_deref().and_then(parse_memory))
-}
-
-fn spec_for(lab: &str, t: &Topology, s: &Secrets, svc: &Service) -> ContainerSpec {
-    let mut env = BTreeMap::new();
-    let mut ports = Vec::new();
-    let mut volumes = Vec::new();
-    let mut files = Vec::new();
-    let (image, healthcheck, (cpus, memory)) = match svc.role {
-        Role::Primary | Role::Replica => {
-            env.insert("ROLE".into(), svc.role.as_str().into());
-            env.insert("SERVICE_NAME".into(), svc.name.clone());
-            env.insert("POSTGRES_PASSWORD".into(), s.db_password.clone());
-            if svc.role == Role::Replica {
-                env.insert("PRIMARY_HOST".into(), "db-primary".into());
-            } else if t.replication == Replication::Sync {
-                env.insert("SYNC_STANDBY_NAMES".into(), sync_standby_names(t.replicas));
-                env.insert("SYNCHRONOUS_COMMIT".into(), "remote_apply".into());
-            }
-            ports.push(PortSpec {
-                name: "postgres".into(),
-                container_port: PG_PORT,
-                host_port: 0,
-            });
-            volumes.push((
-                naming::volume(lab, &svc.name),
-                "/var/lib/postgresql/data".to_string(),
-            ));
-            (
-                Image::Postgres,
-                health(&[
-                    "CMD",
-                    "/usr/lib/postgresql/15/bin/pg_isready",
-                    "-q",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                ]),
-                resources(&t.resources.db),
-            )
-        }
-        Role::Redis => {
-            env.insert("REDIS_PASSWORD".into(), s.redis_password.clone());
-            ports.push(PortSpec {
-                name: "redis".into(),
-                container_port: REDIS_PORT,
-                host_port: 0,
-            });
-            (
-                Image::Redis,
-                health(&[
-                    "CMD-SHELL",
-                    "redis-cli --no-auth-warning -a \"$REDIS_PASSWORD\" ping | grep -q PONG",
-                ]),
-                resources(&t.resources.redis),
-            )
-        }
-        Role::Server => {
-            let replica_urls: Vec<String> = (1..=t.replicas)
-                .map(|i| pg_url(s, &format!("db-replica-{i}")))
-                .collect();
-            for (k, v) in [
-                ("SERVER_NAME", svc.name.clone()),
-                ("PORT", APP_PORT.to_string()),
-                ("SESSION_STORE", t.sessions.to_string()),
-                (
-                    "REDIS_URL",
-                    format!("redis://:{}@redis:{REDIS_PORT}", s.redis_password),
-                ),
-                ("DATABASE_URL", pg_url(s, "db-primary")),
-                ("REPLICA_URLS", replica_urls.join(",")),
-                (
-                    "READS",
-                    match t.reads {
-                        Reads::Replicas if t.replicas > 0 => "replicas",
-                        _ => "primary",
-                    }
-                    .into(),
-                ),
-                ("CACHE", t.cache.to_string()),
-                ("CACHE_TTL", t.cache_ttl.clone()),
-                ("PRODUCT_QUERY_MS", t.product_query_ms.to_string()),
-                ("SESSION_SECRET", s.session_secret.clone()),
-                ("RUST_LOG", "info".into()),
-            ] {
-                env.insert(k.to_string(), v);
-            }
-            ports.push(PortSpec {
-                name: "http".into(),
-                container_port: APP_PORT,
-                host_port: 0,
-            });
-            (
-                Image::App,
-                http_health(APP_PORT),
-                resources(&t.resources.server),
-            )
-        }
-        Role::Lb => {
-            env.insert("RUST_LOG".into(), "info".into());
-            ports.push(PortSpec {
-                name: "http".into(),
-                container_port: LB_PORT,
-                host_port: t.port,
-            });
-            ports.push(PortSpec {
-                name: "admin".into(),
-                container_port: LB_ADMIN_PORT,
-                host_port: 0,
-            });
-            files.push((LB_CONFIG_PATH.to_string(), balancer_config(t)));
-            (
-                Image::Balancer,
-                http_health(LB_ADMIN_PORT),
-                resources(&t.resources.lb),
-            )
-        }
-    };
+fn spec_for(ctx: &Ctx<'_>, svc: &Service) -> ContainerSpec {
+    let parts = roles::kind(svc.role).parts(ctx, &svc.name);
     let mut spec = ContainerSpec {
-        name: naming::container(lab, &svc.name),
+        name: naming::container(ctx.lab, &svc.name),
         alias: svc.name.clone(),
-        image: image.tag(),
+        image: parts.image,
         cmd: None,
-        env,
+        env: parts.env,
         labels: BTreeMap::new(),
-        ports,
-        volumes,
-        network: naming::network(lab),
-        healthcheck,
-        cpus,
-        memory,
+        ports: parts
+            .ports
+            .into_iter()
+            .map(|(name, container_port, host_port)| PortSpec {
+                name: name.into(),
+                container_port,
+                host_port,
+            })
+            .collect(),
+        volumes: parts.volumes,
+        network: naming::network(ctx.lab),
+        healthcheck: parts.healthcheck,
+        cpus: parts.resources.cpus,
+        memory: parts.resources.memory.as_deref().and_then(parse_memory),
         cap_add: Vec::new(),
-        files,
+        files: parts.files,
+        hashed_extra: parts.hashed_extra,
         stop_timeout: Some(10),
     };
     let hash = config_hash(&spec);
     spec.labels = BTreeMap::from([
-        (labels::LAB.to_string(), lab.to_string()),
+        (labels::LAB.to_string(), ctx.lab.to_string()),
         (labels::SERVICE.to_string(), svc.name.clone()),
         (labels::ROLE.to_string(), svc.role.as_str().to_string()),
         (labels::VERSION.to_string(), VERSION.to_string()),
@@ -260,15 +70,16 @@ fn spec_for(lab: &str, t: &Topology, s: &Secrets, svc: &Service) -> ContainerSpe
         // reads each knob back from the service that owns it.
         (
             labels::SETTINGS.to_string(),
-            serde_json::to_string(t).unwrap_or_default(),
+            serde_json::to_string(ctx.topology).unwrap_or_default(),
         ),
     ]);
     spec
 }
 
-/// A hash of what a container is made from. The balancer's config file is
-/// left out on purpose: its server list, strategy and retries change live
-/// through the admin API, and must not cost a balancer restart.
+/// A hash of what a container is made from. Files are left out on purpose:
+/// the balancer's server list, strategy and retries change live through its
+/// admin API and must not cost a restart; what of a file cannot change live
+/// is in `hashed_extra`.
 pub fn config_hash(spec: &ContainerSpec) -> String {
     let mut h = Sha256::new();
     h.update(VERSION);
@@ -281,8 +92,14 @@ pub fn config_hash(spec: &ContainerSpec) -> String {
         h.update([0]);
     }
     h.update(format!(
-        "{:?}{:?}{:?}{:?}{:?}{:?}",
-        spec.ports, spec.volumes, spec.healthcheck, spec.cpus, spec.memory, spec.cap_add
+        "{:?}{:?}{:?}{:?}{:?}{:?}{:?}",
+        spec.ports,
+        spec.volumes,
+        spec.healthcheck,
+        spec.cpus,
+        spec.memory,
+        spec.cap_add,
+        spec.hashed_extra
     ));
     h.finalize()
         .iter()
@@ -380,7 +197,9 @@ pub fn diff(desired: &[ContainerSpec], existing: &[ContainerInfo]) -> Vec<Action
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::{LbStrategy, Sessions, Toggle};
+    use crate::roles::balancer;
+    use crate::roles::database::sync_standby_names;
+    use crate::topology::{Replication, Sessions, Strategy, Toggle};
 
     fn secrets() -> Secrets {
         Secrets {
@@ -453,7 +272,7 @@ mod tests {
         let t = Topology::default();
         let existing: Vec<_> = desired("lab", &t, &secrets()).iter().map(running).collect();
         let t2 = Topology {
-            lb: LbStrategy::LeastConn,
+            lb: Strategy::LeastConn,
             retries: Toggle::On,
             ..t
         };
@@ -529,13 +348,38 @@ mod tests {
     fn balancer_config_lists_the_servers() {
         let t = Topology {
             servers: 2,
-            lb: LbStrategy::Sticky,
+            lb: Strategy::Sticky,
             ..Topology::default()
         };
-        let cfg = balancer_config(&t);
+        let cfg = balancer::config(&t).to_toml();
         assert!(cfg.contains("strategy = \"sticky\""));
         assert!(cfg.contains("address = \"server-2:8000\""));
         assert!(!cfg.contains("server-3"));
         assert!(toml::from_str::<toml::Value>(&cfg).is_ok());
+    }
+
+    #[test]
+    fn health_knobs_reach_the_balancer_and_recreate_it() {
+        use crate::topology::HealthChecks;
+        let t = Topology::default();
+        let existing: Vec<_> = desired("lab", &t, &secrets()).iter().map(running).collect();
+        let t2 = Topology {
+            health: HealthChecks {
+                interval: std::time::Duration::from_secs(1),
+                passive: Toggle::Off,
+                ..t.health
+            },
+            ..t.clone()
+        };
+        let cfg = balancer::config(&t2);
+        assert_eq!(cfg.health.interval, std::time::Duration::from_secs(1));
+        assert_eq!(cfg.passive.max_fails, 0);
+        let actions = diff(&desired("lab", &t2, &secrets()), &existing);
+        let changed: Vec<_> = actions
+            .iter()
+            .filter(|a| a.changes_something())
+            .map(|a| a.service().to_string())
+            .collect();
+        assert_eq!(changed, ["lb-1"]);
     }
 }

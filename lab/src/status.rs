@@ -11,11 +11,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::lb_admin::{BalancerView, LbConnector};
+use crate::lb_admin::{BalancerView, LbConnector, ServerState};
 use crate::naming::{self, natural_key};
-use crate::plan::port_name;
-use crate::runtime::{labels, ContainerInfo, Runtime, State};
-use crate::topology::Role;
+use crate::runtime::{labels, ContainerInfo, Health, Runtime, State};
+use crate::topology::{Role, Strategy};
 use crate::up::{admin_addr, containers, entrypoint};
 
 /// A fault the CLI can see on a service.
@@ -38,9 +37,10 @@ pub enum Fault {
     },
 }
 
+/// A server as the balancer sees it.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct LbEntry {
-    pub state: String,
+    pub state: ServerState,
     pub requests: u64,
     pub in_flight: u64,
     pub failures: u64,
@@ -61,9 +61,9 @@ pub struct ReplicationInfo {
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct ServiceStatus {
     pub name: String,
-    pub role: String,
-    pub state: String,
-    pub health: String,
+    pub role: Role,
+    pub state: State,
+    pub health: Health,
     pub ports: BTreeMap<String, String>,
     pub faults: Vec<Fault>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -83,7 +83,7 @@ pub struct ServiceStatus {
 
 #[derive(Serialize, Debug, Clone)]
 pub struct BalancerSettings {
-    pub strategy: String,
+    pub strategy: Strategy,
     pub retries: bool,
 }
 
@@ -153,16 +153,11 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
     if all.is_empty() {
         return Err(naming::NameError::NoLab(lab.to_string()).into());
     }
+    // The order a user reads the site in: the entry point first.
     all.sort_by_key(|c| {
         let role = c.label(labels::ROLE).and_then(Role::parse);
         (
-            role.map(|r| match r {
-                Role::Lb => 0,
-                Role::Server => 1,
-                Role::Redis => 2,
-                Role::Primary => 3,
-                Role::Replica => 4,
-            }),
+            role.map(|r| Role::ALL.iter().position(|x| *x == r)),
             natural_key(c.label(labels::SERVICE).unwrap_or(&c.name)),
         )
     });
@@ -172,7 +167,9 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
     };
     let primary = all
         .iter()
-        .find(|c| c.label(labels::ROLE) == Some("primary") && c.state == State::Running)
+        .find(|c| {
+            c.label(labels::ROLE) == Some(Role::Primary.as_str()) && c.state == State::Running
+        })
         .map(|c| c.name.clone());
     let repl = match &primary {
         Some(p) => replication_rows(rt, p).await,
@@ -259,7 +256,7 @@ async fn service_status(
     let lb = view
         .and_then(|v| v.servers.iter().find(|s| s.name == name))
         .map(|s| LbEntry {
-            state: s.state.clone(),
+            state: s.state,
             requests: s.requests,
             in_flight: s.in_flight,
             failures: s.failures,
@@ -267,13 +264,18 @@ async fn service_status(
         });
     ServiceStatus {
         name,
-        role: role.as_str().to_string(),
-        state: c.state.as_str().to_string(),
-        health: c.health.as_str().to_string(),
+        role,
+        state: c.state,
+        health: c.health,
         ports: c
             .ports
             .iter()
-            .map(|(p, a)| (port_name(role, *p).to_string(), a.clone()))
+            .map(|(p, a)| {
+                (
+                    crate::roles::kind(role).port_name(*p).to_string(),
+                    a.clone(),
+                )
+            })
             .collect(),
         faults,
         lb,
@@ -337,7 +339,7 @@ impl StatusReport {
                 notes.push(format!("lb: {reason}"));
             }
             if let Some(o) = s.settings.as_object() {
-                if s.role == "server" {
+                if s.role == Role::Server {
                     notes.push(
                         o.iter()
                             .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
@@ -348,9 +350,9 @@ impl StatusReport {
             }
             rows.push([
                 s.name.clone(),
-                s.role.clone(),
-                s.state.clone(),
-                s.health.clone(),
+                s.role.to_string(),
+                s.state.to_string(),
+                s.health.to_string(),
                 ports,
                 lb,
                 notes.join("; "),

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
@@ -19,77 +20,9 @@ pub const MAX_SERVERS: u8 = 16;
 pub const MAX_REPLICAS: u8 = 3;
 pub const DEFAULT_PORT: u16 = 8080;
 
-/// How the balancer picks a server for each request.
-#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum LbStrategy {
-    /// Each server in turn.
-    #[default]
-    RoundRobin,
-    /// The server with the fewest requests in flight.
-    LeastConn,
-    /// A hash of the client's address: the same client, the same server.
-    IpHash,
-    /// A cookie names the server the client first reached.
-    Sticky,
-}
-
-#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Toggle {
-    On,
-    Off,
-}
-
-impl Toggle {
-    pub fn is_on(self) -> bool {
-        self == Toggle::On
-    }
-}
-
-/// Where a logged-in user's state lives.
-#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Sessions {
-    /// In the memory of the server that created it: lost elsewhere.
-    #[default]
-    Memory,
-    /// In Redis, shared by every server.
-    Redis,
-    /// In a signed token the browser carries.
-    Jwt,
-}
-
-/// Whether the primary waits for its replicas before confirming a commit.
-#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Replication {
-    /// Confirm at once; replicas catch up later (fast, may be stale).
-    #[default]
-    Async,
-    /// Confirm only once every replica has applied the change.
-    Sync,
-}
-
-/// Where the app reads account balances from.
-#[derive(ValueEnum, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Reads {
-    Primary,
-    Replicas,
-}
-
-macro_rules! display_as_value {
-    ($($t:ty),*) => {$(
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let v = self.to_possible_value().expect("no skipped variants");
-                f.write_str(v.get_name())
-            }
-        }
-    )*};
-}
-display_as_value!(LbStrategy, Toggle, Sessions, Replication, Reads);
+/// The knobs the CLI shares with the balancer and the app: one spelling
+/// each, defined once in the contract crate.
+pub use lab_contract::knobs::{Reads, Replication, Sessions, Strategy, Toggle};
 
 /// CPU and memory limits for one kind of service (vertical scaling).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
@@ -115,13 +48,74 @@ pub struct ResourceSet {
     pub redis: Resources,
 }
 
+/// How the balancer decides a server is dead or alive again (DESIGN §3):
+/// active checks every `interval`, `fall` failures in a row take a server
+/// down, `rise` passes bring it back; with `passive` on, a refused or reset
+/// connection of a real request takes it down at once.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
+pub struct HealthChecks {
+    #[serde(with = "lab_contract::human_duration")]
+    pub interval: Duration,
+    #[serde(with = "lab_contract::human_duration")]
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    pub passive: Toggle,
+}
+
+impl Default for HealthChecks {
+    /// Checks every 500 ms, down after 3 failures, up after 2 passes: a
+    /// dead server is noticed in about 1.5 s, a window a student can see.
+    /// The timeout is wider than the balancer's own default so that a
+    /// server slowed by 200 ms does not look dead.
+    fn default() -> Self {
+        HealthChecks {
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(1),
+            fall: 3,
+            rise: 2,
+            passive: Toggle::On,
+        }
+    }
+}
+
+impl HealthChecks {
+    /// The longest a dead server keeps getting requests when only the
+    /// active checks can notice: `fall` failed checks, `interval` apart
+    /// (the first may come right after the death, or one interval later).
+    pub fn detection_window(&self) -> Duration {
+        self.interval * self.fall
+    }
+
+    /// How long a server that came back waits before it gets traffic.
+    pub fn recovery_window(&self) -> Duration {
+        self.interval * self.rise
+    }
+
+    /// A hung server (accepts, never answers) fails each check only after
+    /// the check's timeout: `fall` checks of `max(interval, timeout)`.
+    pub fn hung_window(&self) -> Duration {
+        self.interval.max(self.timeout) * self.fall
+    }
+
+    /// "3 checks 500 ms apart, about 1.5 s", for messages.
+    pub fn describe_detection(&self) -> String {
+        format!(
+            "{} checks {} ms apart, about {:.1} s",
+            self.fall,
+            self.interval.as_millis(),
+            self.detection_window().as_secs_f64()
+        )
+    }
+}
+
 /// The contents of a `lab.toml`. Every key is optional; unknown keys are an
 /// error so a typo does not silently fall back to a default.
 #[derive(Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct LabFile {
     pub servers: Option<u32>,
-    pub lb: Option<LbStrategy>,
+    pub lb: Option<Strategy>,
     pub retries: Option<Toggle>,
     pub sessions: Option<Sessions>,
     pub cache: Option<Toggle>,
@@ -131,6 +125,11 @@ pub struct LabFile {
     pub reads: Option<Reads>,
     pub port: Option<u16>,
     pub product_query_ms: Option<u32>,
+    pub health_interval: Option<String>,
+    pub health_timeout: Option<String>,
+    pub health_fall: Option<u32>,
+    pub health_rise: Option<u32>,
+    pub passive: Option<Toggle>,
     #[serde(default)]
     pub resources: ResourceSet,
 }
@@ -162,7 +161,7 @@ impl Preset {
                 f.servers = Some(1);
                 f.replicas = Some(0);
             }
-            Preset::Sticky => f.lb = Some(LbStrategy::Sticky),
+            Preset::Sticky => f.lb = Some(Strategy::Sticky),
             Preset::Stateless => {
                 f.sessions = Some(Sessions::Redis);
                 f.retries = Some(Toggle::On);
@@ -197,6 +196,11 @@ pub fn layer(base: LabFile, top: LabFile) -> LabFile {
         reads: top.reads.or(base.reads),
         port: top.port.or(base.port),
         product_query_ms: top.product_query_ms.or(base.product_query_ms),
+        health_interval: top.health_interval.or(base.health_interval),
+        health_timeout: top.health_timeout.or(base.health_timeout),
+        health_fall: top.health_fall.or(base.health_fall),
+        health_rise: top.health_rise.or(base.health_rise),
+        passive: top.passive.or(base.passive),
         resources: if top.resources == ResourceSet::default() {
             base.resources
         } else {
@@ -209,7 +213,7 @@ pub fn layer(base: LabFile, top: LabFile) -> LabFile {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Topology {
     pub servers: u8,
-    pub lb: LbStrategy,
+    pub lb: Strategy,
     pub retries: Toggle,
     pub sessions: Sessions,
     pub cache: Toggle,
@@ -220,6 +224,9 @@ pub struct Topology {
     /// The balancer's loopback port; 0 lets the OS pick.
     pub port: u16,
     pub product_query_ms: u32,
+    /// Older labs' labels have no health settings: they ran the defaults.
+    #[serde(default)]
+    pub health: HealthChecks,
     pub resources: ResourceSet,
 }
 
@@ -230,7 +237,7 @@ impl Default for Topology {
     fn default() -> Self {
         Topology {
             servers: 3,
-            lb: LbStrategy::RoundRobin,
+            lb: Strategy::RoundRobin,
             retries: Toggle::Off,
             sessions: Sessions::Memory,
             cache: Toggle::Off,
@@ -240,6 +247,7 @@ impl Default for Topology {
             reads: Reads::Replicas,
             port: DEFAULT_PORT,
             product_query_ms: 50,
+            health: HealthChecks::default(),
             resources: ResourceSet::default(),
         }
     }
@@ -303,6 +311,21 @@ impl Topology {
             reads: flags.reads.or(f.reads).unwrap_or(default_reads),
             port: flags.port.or(f.port).unwrap_or(d.port),
             product_query_ms: f.product_query_ms.unwrap_or(d.product_query_ms),
+            health: HealthChecks {
+                interval: match flags.health_interval {
+                    Some(d) => d,
+                    None => file_duration("health_interval", &f.health_interval)?
+                        .unwrap_or(d.health.interval),
+                },
+                timeout: match flags.health_timeout {
+                    Some(d) => d,
+                    None => file_duration("health_timeout", &f.health_timeout)?
+                        .unwrap_or(d.health.timeout),
+                },
+                fall: flags.health_fall.or(f.health_fall).unwrap_or(d.health.fall),
+                rise: flags.health_rise.or(f.health_rise).unwrap_or(d.health.rise),
+                passive: flags.passive.or(f.passive).unwrap_or(d.health.passive),
+            },
             resources: f.resources.clone(),
         };
         t.validate()?;
@@ -328,6 +351,30 @@ impl Topology {
                 value: self.cache_ttl.clone(),
                 hint: "use a duration such as 30s or 5m",
             });
+        }
+        let h = &self.health;
+        if !(Duration::from_millis(50)..=Duration::from_secs(60)).contains(&h.interval) {
+            return Err(TopologyError::Value {
+                what: "health interval",
+                value: humantime::format_duration(h.interval).to_string(),
+                hint: "use a duration between 50ms and 60s",
+            });
+        }
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&h.timeout) {
+            return Err(TopologyError::Value {
+                what: "health timeout",
+                value: humantime::format_duration(h.timeout).to_string(),
+                hint: "use a duration between 10ms and 60s",
+            });
+        }
+        for (what, n) in [("health fall", h.fall), ("health rise", h.rise)] {
+            if !(1..=20).contains(&n) {
+                return Err(TopologyError::Value {
+                    what,
+                    value: n.to_string(),
+                    hint: "use a count of checks between 1 and 20",
+                });
+            }
         }
         for (what, r) in [
             ("resources.server", &self.resources.server),
@@ -359,17 +406,32 @@ impl Topology {
 
     /// Every service of this topology, in start order.
     pub fn services(&self) -> Vec<Service> {
+        use crate::roles::names;
         let mut v = vec![
-            Service::new("db-primary", Role::Primary),
-            Service::new("redis", Role::Redis),
+            Service::new(names::PRIMARY, Role::Primary),
+            Service::new(names::REDIS, Role::Redis),
         ];
-        v.extend(
-            (1..=self.replicas).map(|i| Service::new(&format!("db-replica-{i}"), Role::Replica)),
-        );
-        v.extend((1..=self.servers).map(|i| Service::new(&format!("server-{i}"), Role::Server)));
-        v.push(Service::new("lb-1", Role::Lb));
+        v.extend((1..=self.replicas).map(|i| Service::new(&names::replica(i), Role::Replica)));
+        v.extend((1..=self.servers).map(|i| Service::new(&names::server(i), Role::Server)));
+        v.push(Service::new(names::BALANCER, Role::Lb));
         v
     }
+}
+
+/// A duration written in a lab.toml.
+fn file_duration(
+    what: &'static str,
+    v: &Option<String>,
+) -> Result<Option<Duration>, TopologyError> {
+    v.as_deref()
+        .map(|text| {
+            humantime::parse_duration(text).map_err(|_| TopologyError::Value {
+                what,
+                value: text.to_string(),
+                hint: "use a duration such as 500ms or 1s",
+            })
+        })
+        .transpose()
 }
 
 /// Read and parse a lab.toml.
@@ -412,6 +474,14 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Lb,
+        Role::Server,
+        Role::Redis,
+        Role::Primary,
+        Role::Replica,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Lb => "lb",
@@ -423,15 +493,7 @@ impl Role {
     }
 
     pub fn parse(s: &str) -> Option<Role> {
-        [
-            Role::Lb,
-            Role::Server,
-            Role::Redis,
-            Role::Primary,
-            Role::Replica,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 
@@ -493,7 +555,7 @@ mod tests {
         let t = Topology::resolve(Some(&file), &flags).unwrap();
         assert_eq!(t.servers, 4);
         assert_eq!(t.sessions, Sessions::Redis);
-        assert_eq!(t.lb, LbStrategy::Sticky);
+        assert_eq!(t.lb, Strategy::Sticky);
     }
 
     #[test]

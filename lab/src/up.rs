@@ -8,6 +8,7 @@
 //! changed, and updates the balancer's server list live instead of restarting
 //! it.
 
+use crate::lb_admin::ServerState;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -18,7 +19,11 @@ use crate::error::{LabError, Result};
 use crate::images;
 use crate::lb_admin::{LbConnector, LbControl};
 use crate::naming;
-use crate::plan::{self, Action, LB_ADMIN_PORT, LB_CONFIG_PATH, LB_PORT};
+use crate::plan::{self, Action};
+use crate::roles::balancer::{
+    self, ADMIN_PORT as LB_ADMIN_PORT, CONFIG_PATH as LB_CONFIG_PATH, PORT as LB_PORT,
+};
+use crate::roles::names;
 use crate::runtime::{labels, ContainerInfo, ContainerSpec, Health, Runtime, RuntimeError, State};
 use crate::secrets::Secrets;
 use crate::topology::{Role, Topology};
@@ -31,13 +36,63 @@ pub struct UpOptions {
     pub lb: LbConnector,
 }
 
+/// What happened to one service.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "what", rename_all = "kebab-case")]
+pub enum Change {
+    Created,
+    Recreated,
+    Started,
+    /// Drained first; `cut` requests were still in flight when the drain
+    /// timed out and were cut.
+    Removed {
+        cut: u64,
+    },
+    /// Replaced one at a time, drained first, so the site stayed up (but
+    /// for `cut` requests still in flight when the drain timed out).
+    Rolled {
+        cut: u64,
+    },
+    /// The balancer's server list changed through its admin API.
+    ServersLive,
+    /// The balancer's strategy or retries changed through its admin API.
+    SettingsLive {
+        strategy: crate::topology::Strategy,
+        retries: crate::topology::Toggle,
+    },
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Created => f.write_str("created"),
+            Change::Recreated => f.write_str("recreated"),
+            Change::Started => f.write_str("started"),
+            Change::Removed { cut: 0 } => f.write_str("removed"),
+            Change::Removed { cut } => write!(
+                f,
+                "removed (the drain timed out: {cut} requests in flight were cut)"
+            ),
+            Change::Rolled { cut: 0 } => f.write_str("replaced (rolling, drained first)"),
+            Change::Rolled { cut } => write!(
+                f,
+                "replaced (rolling; the drain timed out: {cut} requests in flight were cut)"
+            ),
+            Change::ServersLive => f.write_str("servers updated live"),
+            Change::SettingsLive { strategy, retries } => {
+                write!(f, "now {strategy} with retries {retries} (live)")
+            }
+        }
+    }
+}
+
 /// What `up` did, for the summary it prints.
 #[derive(Debug, Clone)]
 pub struct UpReport {
     pub lab: String,
     pub entrypoint: Option<String>,
     /// (service, what happened) for each service that changed.
-    pub changes: Vec<(String, String)>,
+    pub changes: Vec<(String, Change)>,
     pub kept: usize,
 }
 
@@ -49,7 +104,7 @@ impl UpReport {
         }
         self.changes
             .iter()
-            .map(|(svc, what)| format!("  {what:<10} {svc}\n"))
+            .map(|(svc, what)| format!("  {:<10} {svc}\n", what.to_string()))
             .collect()
     }
 
@@ -62,7 +117,7 @@ impl UpReport {
             ));
         } else {
             for (svc, what) in &self.changes {
-                out.push_str(&format!("  {what:<10} {svc}\n"));
+                out.push_str(&format!("  {:<10} {svc}\n", what.to_string()));
             }
         }
         if let Some(e) = &self.entrypoint {
@@ -131,7 +186,7 @@ pub fn admin_addr(containers: &[ContainerInfo]) -> Option<String> {
 pub fn entrypoint(containers: &[ContainerInfo]) -> Option<String> {
     containers
         .iter()
-        .find(|c| c.label(labels::SERVICE) == Some("lb-1"))
+        .find(|c| c.label(labels::SERVICE) == Some(names::BALANCER))
         .and_then(|c| c.ports.get(&LB_PORT))
         .map(|a| format!("http://{a}"))
 }
@@ -187,7 +242,7 @@ async fn drop_slot(rt: &dyn Runtime, lab: &str, replica: &str) {
     let sql = format!(
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}' AND NOT active"
     );
-    let primary = naming::container(lab, "db-primary");
+    let primary = naming::container(lab, names::PRIMARY);
     if let Err(e) = rt
         .exec(&primary, &["psql", "-q", "-U", "postgres", "-c", &sql])
         .await
@@ -198,12 +253,7 @@ async fn drop_slot(rt: &dyn Runtime, lab: &str, replica: &str) {
 
 /// Order of groups: what others wait for comes first.
 fn group(role: Role) -> u8 {
-    match role {
-        Role::Primary | Role::Redis => 0,
-        Role::Replica => 1,
-        Role::Server => 2,
-        Role::Lb => 3,
-    }
+    crate::roles::kind(role).start_order()
 }
 
 fn role_of(spec: &ContainerSpec) -> Role {
@@ -226,20 +276,22 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
     let kept = actions.iter().filter(|a| !a.changes_something()).count();
 
     // Servers leaving the lab are drained first so no request is cut.
+    let mut cut = BTreeMap::new();
     let removing: Vec<&Action> = actions
         .iter()
         .filter(|a| matches!(a, Action::Remove { .. }))
         .collect();
     if !removing.is_empty() {
         if let Some(admin) = &admin {
-            let keep = plan::upstreams(t);
+            let keep = balancer::upstreams(t);
             if let Err(e) = admin.set_servers(&keep).await {
                 tracing::warn!("{e}");
             }
             for a in &removing {
-                let _ = admin
+                let d = admin
                     .wait_drained(a.service(), Duration::from_secs(10))
-                    .await;
+                    .await?;
+                cut.insert(a.service().to_string(), d.cut());
             }
         }
     }
@@ -251,7 +303,12 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
                 drop_slot(rt, lab, service).await;
                 rt.remove_volume(&naming::volume(lab, service)).await?;
             }
-            changes.push((service.clone(), "removed".to_string()));
+            changes.push((
+                service.clone(),
+                Change::Removed {
+                    cut: cut.get(service).copied().unwrap_or(0),
+                },
+            ));
         }
     }
 
@@ -267,11 +324,11 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
                 Action::Create { spec } if group(role_of(spec)) == g => {
                     jobs.push(Box::pin(async move {
                         create_and_start(rt, spec).await?;
-                        Ok::<_, LabError>((spec.alias.clone(), "created".to_string()))
+                        Ok::<_, LabError>((spec.alias.clone(), Change::Created))
                     })
                         as std::pin::Pin<
                             Box<
-                                dyn std::future::Future<Output = Result<(String, String)>>
+                                dyn std::future::Future<Output = Result<(String, Change)>>
                                     + Send
                                     + '_,
                             >,
@@ -281,7 +338,7 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
                     jobs.push(Box::pin(async move {
                         rt.remove_container(&spec.name).await?;
                         create_and_start(rt, spec).await?;
-                        Ok((spec.alias.clone(), "recreated".to_string()))
+                        Ok((spec.alias.clone(), Change::Recreated))
                     }));
                 }
                 Action::Start { service } => {
@@ -293,7 +350,7 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
                     if group(role) == g {
                         jobs.push(Box::pin(async move {
                             rt.start_container(&naming::container(lab, service)).await?;
-                            Ok((service.clone(), "started".to_string()))
+                            Ok((service.clone(), Change::Started))
                         }));
                     }
                 }
@@ -305,11 +362,8 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
             if let Some(admin) = &admin {
                 for a in actions.iter().filter(|a| rolling(a)) {
                     if let Action::Recreate { spec } = a {
-                        roll_one(rt, lab, admin.as_ref(), spec, opts.timeout).await?;
-                        changes.push((
-                            spec.alias.clone(),
-                            "replaced (rolling, drained first)".to_string(),
-                        ));
+                        let cut = roll_one(rt, lab, admin.as_ref(), spec, opts.timeout).await?;
+                        changes.push((spec.alias.clone(), Change::Rolled { cut }));
                     }
                 }
             }
@@ -317,37 +371,43 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
     }
 
     // A balancer that stayed gets the new server list and settings live.
-    let lb_recreated = changes.iter().any(|(s, _)| s == "lb-1");
+    let lb_recreated = actions.iter().any(|a| {
+        matches!(a, Action::Create { spec } | Action::Recreate { spec } if role_of(spec) == Role::Lb)
+    });
     if !lb_recreated {
         if let Some(admin) = &admin {
             let view = admin.view().await?;
-            let want = plan::upstreams(t);
-            let have: Vec<(String, String)> = view
+            let want = balancer::upstreams(t);
+            let have: Vec<_> = view
                 .servers
                 .iter()
-                .map(|s| (s.name.clone(), s.address.clone()))
+                .map(|s| crate::lb_admin::UpstreamConfig {
+                    name: s.name.clone(),
+                    address: s.address.clone(),
+                })
                 .collect();
             let mut touched = false;
             if have != want {
                 admin.set_servers(&want).await?;
-                changes.push(("lb-1".into(), "servers updated live".into()));
+                changes.push((names::BALANCER.into(), Change::ServersLive));
                 touched = true;
             }
-            if view.strategy != t.lb.to_string() || view.retries != t.retries.is_on() {
-                admin
-                    .set_settings(&t.lb.to_string(), t.retries.is_on())
-                    .await?;
+            if view.strategy != t.lb || view.retries != t.retries.is_on() {
+                admin.set_settings(t.lb, t.retries.is_on()).await?;
                 changes.push((
-                    "lb-1".into(),
-                    format!("now {} with retries {} (live)", t.lb, t.retries),
+                    names::BALANCER.into(),
+                    Change::SettingsLive {
+                        strategy: t.lb,
+                        retries: t.retries,
+                    },
                 ));
                 touched = true;
             }
             if touched {
                 // So a restart of the balancer keeps what was changed live.
                 rt.write_files(
-                    &naming::container(lab, "lb-1"),
-                    &[(LB_CONFIG_PATH.to_string(), plan::balancer_config(t))],
+                    &naming::container(lab, names::BALANCER),
+                    &[(LB_CONFIG_PATH.to_string(), balancer::config(t).to_toml())],
                 )
                 .await?;
             }
@@ -375,10 +435,10 @@ async fn roll_one(
     admin: &dyn LbControl,
     spec: &ContainerSpec,
     timeout: Duration,
-) -> Result<()> {
+) -> Result<u64> {
     let name = spec.alias.as_str();
     admin.drain(name).await?;
-    admin.wait_drained(name, Duration::from_secs(10)).await?;
+    let drained = admin.wait_drained(name, Duration::from_secs(10)).await?;
     rt.remove_container(&spec.name).await?;
     create_and_start(rt, spec).await?;
     wait_healthy(rt, lab, std::slice::from_ref(spec), timeout).await?;
@@ -386,8 +446,11 @@ async fn roll_one(
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
         let v = admin.view().await?;
-        if v.servers.iter().any(|s| s.name == name && s.state == "up") {
-            return Ok(());
+        if v.servers
+            .iter()
+            .any(|s| s.name == name && s.state == ServerState::Up)
+        {
+            return Ok(drained.cut());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -457,13 +520,13 @@ mod tests {
     use crate::images::Image;
     use crate::lb_admin::{BalancerView, FakeLb};
     use crate::runtime::fake::FakeRuntime;
-    use crate::topology::{LbStrategy, Toggle};
+    use crate::topology::{Strategy, Toggle};
 
     /// A fake balancer that already knows the default topology's servers.
     fn lb(t: &Topology) -> FakeLb {
         let lb = FakeLb::default();
         *lb.state.lock().unwrap() = Some(BalancerView {
-            strategy: t.lb.to_string(),
+            strategy: t.lb,
             retries: t.retries.is_on(),
             servers: Vec::new(),
         });
@@ -517,7 +580,7 @@ mod tests {
         let lb = lb(&topo());
         up(&rt, "t2", &topo(), &opts_with(&lb)).await.unwrap();
         lb.state.lock().unwrap().as_mut().unwrap().servers = Vec::new();
-        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo()))
+        crate::lb_admin::LbControl::set_servers(&lb, &crate::roles::balancer::upstreams(&topo()))
             .await
             .unwrap();
         rt.clear_calls();
@@ -546,7 +609,7 @@ mod tests {
         let r = up(&rt, "t3", &t, &opts_with(&lb)).await.unwrap();
         assert!(
             r.changes
-                .contains(&("server-3".to_string(), "removed".to_string())),
+                .contains(&("server-3".to_string(), Change::Removed { cut: 0 })),
             "{:?}",
             r.changes
         );
@@ -574,11 +637,11 @@ mod tests {
         up(&rt, "t5", &topo(), &opts()).await.unwrap();
         rt.set_state("t5-server-2", State::Exited);
         let lb = lb(&topo());
-        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo()))
+        crate::lb_admin::LbControl::set_servers(&lb, &crate::roles::balancer::upstreams(&topo()))
             .await
             .unwrap();
         let r = up(&rt, "t5", &topo(), &opts_with(&lb)).await.unwrap();
-        assert_eq!(r.changes, [("server-2".to_string(), "started".to_string())]);
+        assert_eq!(r.changes, [("server-2".to_string(), Change::Started)]);
     }
 
     #[tokio::test]
@@ -586,12 +649,12 @@ mod tests {
         let rt = runtime();
         let lb = lb(&topo());
         up(&rt, "t6", &topo(), &opts_with(&lb)).await.unwrap();
-        crate::lb_admin::LbControl::set_servers(&lb, &crate::plan::upstreams(&topo()))
+        crate::lb_admin::LbControl::set_servers(&lb, &crate::roles::balancer::upstreams(&topo()))
             .await
             .unwrap();
         rt.clear_calls();
         let t = Topology {
-            lb: LbStrategy::LeastConn,
+            lb: Strategy::LeastConn,
             retries: Toggle::On,
             ..topo()
         };

@@ -3,6 +3,7 @@
 //! lags on demand, and windows of 502s or stalls on a clock the test controls.
 //! Everything listens on 127.0.0.1 and every run is a few seconds long.
 
+use lab_contract::app::{Balance, Product, Source};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -194,12 +195,15 @@ async fn product(State(f): St, h: HeaderMap, Path(id): Path<u64>) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let source = if id <= 20 { "cache" } else { "db" };
-    answer(
-        s,
-        StatusCode::OK,
-        json!({"id": id, "name": "thing", "price_cents": 100, "source": source}),
-    )
+    let source = if id <= 20 { Source::Cache } else { Source::Db };
+    let body = Product {
+        id: id as i64,
+        name: "thing".into(),
+        price_cents: 100,
+        source,
+        server: format!("server-{s}"),
+    };
+    answer(s, StatusCode::OK, json!(body))
 }
 
 fn take_one(counter: &AtomicU64) -> bool {
@@ -228,7 +232,7 @@ async fn deposit(
         return answer(
             s,
             StatusCode::OK,
-            json!({"account": id, "balance": balance, "db": "db-primary"}),
+            balance_body(s, id, balance, "db-primary"),
         );
     }
     entry.push((amount, Instant::now() + lag));
@@ -243,8 +247,18 @@ async fn deposit(
     answer(
         s,
         StatusCode::OK,
-        json!({"account": id, "balance": balance, "db": "db-primary"}),
+        balance_body(s, id, balance, "db-primary"),
     )
+}
+
+/// A balance as the app answers it (the contract's type).
+fn balance_body(server: u64, id: u64, balance: i64, db: &str) -> Value {
+    json!(Balance {
+        account: id as i64,
+        balance,
+        db: db.into(),
+        server: format!("server-{server}"),
+    })
 }
 
 async fn balance(
@@ -284,7 +298,7 @@ async fn balance(
     answer(
         s,
         StatusCode::OK,
-        json!({"account": id, "balance": visible.iter().sum::<i64>(), "db": db}),
+        balance_body(s, id, visible.iter().sum::<i64>(), db),
     )
 }
 

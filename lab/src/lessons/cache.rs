@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::{pct, Ctx, Lesson, Table};
 use crate::error::{LabError, Result};
 use crate::load::{LoadArgs, Scenario};
-use crate::plan::APP_PORT;
+use crate::roles::server::PORT as APP_PORT;
 use crate::topology::{Reads, Toggle, Topology};
 
 pub const LESSON: Lesson = Lesson {

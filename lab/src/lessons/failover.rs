@@ -3,6 +3,7 @@
 //! requests caught in flight or sent before the balancer noticed can fail,
 //! and the site is whole again within the health-check window.
 
+use crate::lb_admin::ServerState;
 use std::time::{Duration, Instant};
 
 use super::health_checks::failures_after;
@@ -30,7 +31,9 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         ..Topology::default()
     })
     .await?;
-    let admin = c.address("lb-1", crate::plan::LB_ADMIN_PORT).await?;
+    let admin = c
+        .address("lb-1", crate::roles::balancer::ADMIN_PORT)
+        .await?;
     let dir = tempfile::tempdir().map_err(|e| LabError::Other(e.to_string()))?;
     let hist = dir.path().join("failover.jsonl");
     c.say(
@@ -55,7 +58,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
                 if let Ok(v) = lb.view().await {
                     if v.servers
                         .iter()
-                        .any(|s| s.name == "server-1" && s.state == "down")
+                        .any(|s| s.name == "server-1" && s.state == ServerState::Down)
                     {
                         *noticed.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.elapsed());
                         break;

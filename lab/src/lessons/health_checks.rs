@@ -4,6 +4,7 @@
 //! checks needed (fall). Retrying an idempotent request on another server
 //! hides the window from users entirely.
 
+use crate::lb_admin::ServerState;
 use std::time::Duration;
 
 use super::{Ctx, Lesson, Table};
@@ -132,11 +133,13 @@ async fn crash_under_load(
 
 /// Waits until the balancer sees every server up again.
 pub(super) async fn wait_all_up(c: &Ctx<'_>) -> Result<()> {
-    let admin = c.address("lb-1", crate::plan::LB_ADMIN_PORT).await?;
+    let admin = c
+        .address("lb-1", crate::roles::balancer::ADMIN_PORT)
+        .await?;
     let lb = (c.lb)(&admin);
     for _ in 0..100 {
         let v = lb.view().await?;
-        if v.servers.iter().all(|s| s.state == "up") {
+        if v.servers.iter().all(|s| s.state == ServerState::Up) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

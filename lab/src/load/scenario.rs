@@ -33,9 +33,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hyper::header::HeaderValue;
 use hyper::Method;
+use lab_contract::app;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde::Deserialize;
 
 use super::checkers::{self, Ledger, SessionVerdict, WriteOutcome, DEPOSIT_CENTS};
 use super::http::{Answer, Conn, Failure, Target};
@@ -196,21 +196,6 @@ pub struct User {
     rng: SmallRng,
 }
 
-#[derive(Deserialize)]
-struct UserBody {
-    user: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct BalanceBody {
-    balance: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct ProductBody {
-    source: Option<String>,
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -312,10 +297,9 @@ impl User {
                 );
                 if let Ok(answer) = &r {
                     if res.class == Class::Ok {
-                        res.cache_hit = serde_json::from_slice::<ProductBody>(&answer.body)
+                        res.cache_hit = serde_json::from_slice::<app::Product>(&answer.body)
                             .ok()
-                            .and_then(|b| b.source)
-                            .map(|s| s == "cache");
+                            .map(|b| b.source == app::Source::Cache);
                     }
                 }
                 res
@@ -327,7 +311,10 @@ impl User {
                 if !*logged_in {
                     // A fresh login starts a fresh session: old cookies go.
                     self.conn.jar.clear();
-                    let body = serde_json::json!({ "user": self.name }).to_string();
+                    let body = serde_json::to_string(&app::Login {
+                        user: self.name.clone(),
+                    })
+                    .expect("a login serialises");
                     let r = self
                         .conn
                         .request(Method::POST, "/login", Some(Bytes::from(body)))
@@ -357,9 +344,9 @@ impl User {
                 let mut res = simple(kind, r.as_ref().map_err(|f| *f), started, None);
                 if let Ok(answer) = &r {
                     let answered = if kind == OpKind::Me && (200..300).contains(&answer.status) {
-                        serde_json::from_slice::<UserBody>(&answer.body)
+                        serde_json::from_slice::<app::Me>(&answer.body)
                             .ok()
-                            .and_then(|b| b.user)
+                            .map(|b| b.user)
                     } else {
                         None
                     };
@@ -386,7 +373,10 @@ impl User {
                     *deposit_next = false;
                     lock(ledger).sending(DEPOSIT_CENTS);
                     let path = format!("/accounts/{account}/deposit");
-                    let body = format!(r#"{{"amount":{DEPOSIT_CENTS}}}"#);
+                    let body = serde_json::to_string(&app::Deposit {
+                        amount: DEPOSIT_CENTS,
+                    })
+                    .expect("a deposit serialises");
                     let r = self
                         .conn
                         .request(Method::POST, &path, Some(Bytes::from(body)))
@@ -441,9 +431,9 @@ impl User {
 fn read_balance(answer: &Answer) -> Option<i64> {
     match answer.status {
         404 => Some(0),
-        200..=299 => serde_json::from_slice::<BalanceBody>(&answer.body)
+        200..=299 => serde_json::from_slice::<app::Balance>(&answer.body)
             .ok()
-            .and_then(|b| b.balance),
+            .map(|b| b.balance),
         _ => None,
     }
 }

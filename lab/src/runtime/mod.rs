@@ -94,9 +94,14 @@ pub struct ContainerSpec {
     pub files: Vec<(String, String)>,
     /// Seconds Docker waits after SIGTERM before SIGKILL on stop.
     pub stop_timeout: Option<i64>,
+    /// Settings kept in `files` that still need a new container when they
+    /// change; only the configuration hash reads it.
+    pub hashed_extra: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A container's state as Docker reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     Created,
     Running,
@@ -104,7 +109,20 @@ pub enum State {
     Restarting,
     Exited,
     Dead,
+    #[serde(rename = "unknown")]
     Other,
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl State {
@@ -121,7 +139,9 @@ impl State {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A container's own health check, as Docker last ran it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Health {
     /// The image has no health check.
     None,

@@ -15,36 +15,9 @@ use std::{collections::HashSet, str::FromStr, time::Duration};
 
 use sqlx::postgres::PgConnectOptions;
 
-/// Where login state lives; the lesson "sessions" turns this knob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionStoreKind {
-    /// In this process only: lost when it dies or the next request lands elsewhere.
-    Memory,
-    /// In Redis: shared by every server.
-    Redis,
-    /// In a signed token inside the cookie: nothing stored server-side.
-    Jwt,
-}
-
-impl SessionStoreKind {
-    /// The name used in `SESSION_STORE`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Memory => "memory",
-            Self::Redis => "redis",
-            Self::Jwt => "jwt",
-        }
-    }
-}
-
-/// Where account and product reads go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadsFrom {
-    /// Every read on the primary: always fresh, but the primary does all the work.
-    Primary,
-    /// Reads round-robin over the replicas: scales reads, may be stale.
-    Replicas,
-}
+use lab_contract::app::env;
+use lab_contract::knobs::Toggle;
+pub use lab_contract::knobs::{Reads, Sessions};
 
 /// One PostgreSQL server the app talks to.
 #[derive(Debug, Clone)]
@@ -66,7 +39,7 @@ pub struct Config {
     /// `PORT`: the port to listen on.
     pub port: u16,
     /// `SESSION_STORE`.
-    pub session_store: SessionStoreKind,
+    pub session_store: Sessions,
     /// `REDIS_URL`, present when sessions or the cache need Redis.
     pub redis_url: Option<String>,
     /// `DATABASE_URL`: the primary.
@@ -74,7 +47,7 @@ pub struct Config {
     /// `REPLICA_URLS`: the streaming replicas, possibly none.
     pub replicas: Vec<DbTarget>,
     /// `READS`.
-    pub reads: ReadsFrom,
+    pub reads: Reads,
     /// `CACHE=on`: cache-aside for product reads.
     pub cache: bool,
     /// `CACHE_TTL`: how long a cached product lives.
@@ -112,7 +85,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
 
-        let server_name = get("SERVER_NAME")
+        let server_name = get(env::SERVER_NAME)
             .ok_or_else(|| ConfigError("SERVER_NAME is required (e.g. server-1)".into()))?;
         if !valid_name(&server_name) {
             return Err(ConfigError(format!(
@@ -120,49 +93,32 @@ impl Config {
             )));
         }
 
-        let port = match get("PORT") {
+        let port = match get(env::PORT) {
             None => 8000,
             Some(raw) => raw.trim().parse::<u16>().map_err(|_| {
                 ConfigError(format!("PORT must be a port number 0-65535 (got {raw:?})"))
             })?,
         };
-        let bind = get("BIND").unwrap_or_else(|| "0.0.0.0".into());
+        let bind = get(env::BIND).unwrap_or_else(|| "0.0.0.0".into());
         if bind.parse::<std::net::IpAddr>().is_err() {
             return Err(ConfigError(format!(
                 "BIND must be an IP address such as 0.0.0.0 or 127.0.0.1 (got {bind:?})"
             )));
         }
 
-        let session_store = match get("SESSION_STORE").as_deref() {
-            None | Some("memory") => SessionStoreKind::Memory,
-            Some("redis") => SessionStoreKind::Redis,
-            Some("jwt") => SessionStoreKind::Jwt,
-            Some(other) => {
-                return Err(ConfigError(format!(
-                    "SESSION_STORE must be memory, redis or jwt (got {other:?})"
-                )))
-            }
-        };
-
-        let cache = match get("CACHE").as_deref() {
-            None | Some("off") => false,
-            Some("on") => true,
-            Some(other) => {
-                return Err(ConfigError(format!(
-                    "CACHE must be on or off (got {other:?})"
-                )))
-            }
-        };
-        let cache_ttl = match get("CACHE_TTL") {
+        let session_store = knob(env::SESSION_STORE, get(env::SESSION_STORE), &Sessions::ALL)?
+            .unwrap_or(Sessions::Memory);
+        let cache = knob(env::CACHE, get(env::CACHE), &Toggle::ALL)?.is_some_and(Toggle::is_on);
+        let cache_ttl = match get(env::CACHE_TTL) {
             None => Duration::from_secs(30),
-            Some(raw) => parse_duration("CACHE_TTL", &raw, Duration::from_millis(1))?,
+            Some(raw) => parse_duration(env::CACHE_TTL, &raw, Duration::from_millis(1))?,
         };
 
-        let redis_url = get("REDIS_URL");
-        let needs_redis = session_store == SessionStoreKind::Redis || cache;
+        let redis_url = get(env::REDIS_URL);
+        let needs_redis = session_store == Sessions::Redis || cache;
         match &redis_url {
             None if needs_redis => {
-                let why = if session_store == SessionStoreKind::Redis {
+                let why = if session_store == Sessions::Redis {
                     "SESSION_STORE=redis"
                 } else {
                     "CACHE=on"
@@ -179,34 +135,29 @@ impl Config {
             _ => {}
         }
 
-        let primary_url = get("DATABASE_URL").ok_or_else(|| {
+        let primary_url = get(env::DATABASE_URL).ok_or_else(|| {
             ConfigError(
                 "DATABASE_URL is required (e.g. postgres://lab:lab@db-primary:5432/lab)".into(),
             )
         })?;
-        let primary_host = db_host("DATABASE_URL", &primary_url)?;
+        let primary_host = db_host(env::DATABASE_URL, &primary_url)?;
         let mut replica_urls = Vec::new();
-        for part in get("REPLICA_URLS").unwrap_or_default().split(',') {
+        for part in get(env::REPLICA_URLS).unwrap_or_default().split(',') {
             let url = part.trim();
             if !url.is_empty() {
-                let host = db_host("REPLICA_URLS", url)?;
+                let host = db_host(env::REPLICA_URLS, url)?;
                 replica_urls.push((url.to_owned(), host));
             }
         }
         let (primary, replicas) = name_databases((primary_url, primary_host), replica_urls);
 
-        let reads = match get("READS").as_deref() {
-            None if replicas.is_empty() => ReadsFrom::Primary,
-            None | Some("replicas") => ReadsFrom::Replicas,
-            Some("primary") => ReadsFrom::Primary,
-            Some(other) => {
-                return Err(ConfigError(format!(
-                    "READS must be primary or replicas (got {other:?})"
-                )))
-            }
+        let reads = match knob(env::READS, get(env::READS), &Reads::ALL)? {
+            None if replicas.is_empty() => Reads::Primary,
+            None => Reads::Replicas,
+            Some(r) => r,
         };
 
-        let product_query_ms = match get("PRODUCT_QUERY_MS") {
+        let product_query_ms = match get(env::PRODUCT_QUERY_MS) {
             None => 50,
             Some(raw) => match raw.trim().parse::<u64>() {
                 Ok(ms) if ms <= MAX_PRODUCT_QUERY_MS => ms,
@@ -218,7 +169,7 @@ impl Config {
             },
         };
 
-        let session_secret = match lookup("SESSION_SECRET") {
+        let session_secret = match lookup(env::SESSION_SECRET) {
             None => None,
             Some(secret) if secret.len() < MIN_SECRET_LEN => {
                 return Err(ConfigError(format!(
@@ -228,19 +179,19 @@ impl Config {
             }
             Some(secret) => Some(secret.into_bytes()),
         };
-        if session_secret.is_none() && session_store != SessionStoreKind::Memory {
+        if session_secret.is_none() && session_store != Sessions::Memory {
             return Err(ConfigError(format!(
                 "SESSION_SECRET is required when SESSION_STORE={} (at least {MIN_SECRET_LEN} bytes, the same on every server)",
                 session_store.as_str()
             )));
         }
 
-        let write_timeout = match get("WRITE_TIMEOUT") {
+        let write_timeout = match get(env::WRITE_TIMEOUT) {
             None => Duration::from_secs(5),
-            Some(raw) => parse_duration("WRITE_TIMEOUT", &raw, Duration::from_millis(1))?,
+            Some(raw) => parse_duration(env::WRITE_TIMEOUT, &raw, Duration::from_millis(1))?,
         };
 
-        let work_threads = match get("WORK_THREADS") {
+        let work_threads = match get(env::WORK_THREADS) {
             None => 4,
             Some(raw) => match raw.trim().parse::<usize>() {
                 Ok(n) if (1..=256).contains(&n) => n,
@@ -272,8 +223,25 @@ impl Config {
 
     /// Whether this configuration talks to Redis at all.
     pub fn uses_redis(&self) -> bool {
-        self.redis_url.is_some() && (self.cache || self.session_store == SessionStoreKind::Redis)
+        self.redis_url.is_some() && (self.cache || self.session_store == Sessions::Redis)
     }
+}
+
+/// Reads one of the shared knobs; a wrong value names every right one.
+fn knob<T: std::str::FromStr + std::fmt::Display + Copy>(
+    var: &str,
+    raw: Option<String>,
+    all: &[T],
+) -> Result<Option<T>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    raw.trim().parse().map(Some).map_err(|_| {
+        let names: Vec<String> = all.iter().map(T::to_string).collect();
+        let (last, rest) = names.split_last().expect("a knob has values");
+        ConfigError(format!(
+            "{var} must be {} or {last} (got {raw:?})",
+            rest.join(", ")
+        ))
+    })
 }
 
 /// Names and usernames share one alphabet: safe in headers, logs and keys.
@@ -372,8 +340,8 @@ mod tests {
         let c = parse(&BASE).unwrap();
         assert_eq!(c.port, 8000);
         assert_eq!(c.bind, "0.0.0.0");
-        assert_eq!(c.session_store, SessionStoreKind::Memory);
-        assert_eq!(c.reads, ReadsFrom::Primary);
+        assert_eq!(c.session_store, Sessions::Memory);
+        assert_eq!(c.reads, Reads::Primary);
         assert!(!c.cache);
         assert_eq!(c.cache_ttl, Duration::from_secs(30));
         assert_eq!(c.product_query_ms, 50);
@@ -390,7 +358,7 @@ mod tests {
             "postgres://lab@db-replica-1/lab, postgres://lab@db-replica-2:5432/lab,",
         )]))
         .unwrap();
-        assert_eq!(c.reads, ReadsFrom::Replicas);
+        assert_eq!(c.reads, Reads::Replicas);
         let names: Vec<_> = c.replicas.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["db-replica-1", "db-replica-2"]);
         let c = parse(&with(&[
@@ -398,7 +366,7 @@ mod tests {
             ("READS", "primary"),
         ]))
         .unwrap();
-        assert_eq!(c.reads, ReadsFrom::Primary);
+        assert_eq!(c.reads, Reads::Primary);
     }
 
     #[test]
@@ -480,6 +448,50 @@ mod tests {
             );
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
+    }
+
+    /// What `lab up` writes is what the app reads.
+    #[test]
+    fn the_environment_lab_writes_reads_back() {
+        use lab_contract::app::AppEnv;
+        let written = AppEnv {
+            server_name: "server-2".into(),
+            port: 8001,
+            session_store: Sessions::Redis,
+            redis_url: Some("redis://:pw@redis:6379".into()),
+            database_url: "postgres://postgres:pw@db-1:5432/postgres".into(),
+            replica_urls: vec![
+                "postgres://postgres:pw@db-2:5432/postgres".into(),
+                "postgres://postgres:pw@db-3:5432/postgres".into(),
+            ],
+            reads: Reads::Replicas,
+            cache: Toggle::On,
+            cache_ttl: Duration::from_millis(1500),
+            product_query_ms: 7,
+            session_secret: Some(SECRET.into()),
+            log: "info".into(),
+        };
+        let vars = written.to_env();
+        let c = Config::from_lookup(|k| {
+            vars.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.clone())
+        })
+        .unwrap();
+        assert_eq!(c.server_name, written.server_name);
+        assert_eq!(c.port, written.port);
+        assert_eq!(c.session_store, written.session_store);
+        assert_eq!(c.redis_url, written.redis_url);
+        assert_eq!(c.primary.url, written.database_url);
+        assert_eq!(
+            c.replicas.iter().map(|r| r.url.clone()).collect::<Vec<_>>(),
+            written.replica_urls
+        );
+        assert_eq!(c.reads, written.reads);
+        assert!(c.cache);
+        assert_eq!(c.cache_ttl, written.cache_ttl);
+        assert_eq!(c.product_query_ms, written.product_query_ms);
+        assert_eq!(c.session_secret, Some(SECRET.as_bytes().to_vec()));
     }
 
     #[test]

@@ -38,7 +38,7 @@ use sqlx::{
 };
 
 use crate::{
-    config::{Config, DbTarget, ReadsFrom},
+    config::{Config, DbTarget, Reads},
     error::AppError,
     metrics::Metrics,
 };
@@ -122,7 +122,7 @@ pub struct Product {
 pub struct Db {
     primary: DbNode,
     replicas: Vec<DbNode>,
-    reads: ReadsFrom,
+    reads: Reads,
     next_replica: AtomicUsize,
     migrated: AtomicBool,
     rows_per_ms: AtomicU64,
@@ -206,7 +206,7 @@ impl Db {
     /// `READS=primary` or when there is no replica; otherwise the next
     /// replica in round-robin order.
     pub fn read_node(&self, force_primary: bool) -> &DbNode {
-        if force_primary || self.reads == ReadsFrom::Primary || self.replicas.is_empty() {
+        if force_primary || self.reads == Reads::Primary || self.replicas.is_empty() {
             return &self.primary;
         }
         let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % self.replicas.len();

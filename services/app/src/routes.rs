@@ -12,6 +12,9 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
+use lab_contract::app::{
+    AddItem, Balance, Cart, Deposit, Hello, LoggedIn, Login, Me, Product, Source,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -34,25 +37,19 @@ pub const MAX_DEPOSIT_CENTS: i64 = 100_000_000_000;
 pub const WORK_MS: std::ops::RangeInclusive<u64> = 1..=5000;
 
 /// `GET /`: who answered, since when, and how busy it has been.
-pub async fn root(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "server": state.server_name(),
-        "uptime_s": (state.uptime().as_secs_f64() * 1000.0).round() / 1000.0,
-        "requests": state.requests_served(),
-    }))
-}
-
-/// Body of `POST /login`.
-#[derive(Debug, Deserialize)]
-pub struct LoginBody {
-    user: String,
+pub async fn root(State(state): State<AppState>) -> Json<Hello> {
+    Json(Hello {
+        server: state.server_name().to_owned(),
+        uptime_s: (state.uptime().as_secs_f64() * 1000.0).round() / 1000.0,
+        requests: state.requests_served(),
+    })
 }
 
 /// `POST /login`: starts a session.
 pub async fn login(
     State(state): State<AppState>,
     session: SessionCtx,
-    AppJson(body): AppJson<LoginBody>,
+    AppJson(body): AppJson<Login>,
 ) -> Result<Response, AppError> {
     if !valid_name(&body.user) {
         return Err(AppError::bad_request(
@@ -64,35 +61,28 @@ pub async fn login(
     tracing::debug!(user = %body.user, "logged in");
     Ok((
         cookie,
-        Json(json!({ "user": body.user, "server": state.server_name() })),
+        Json(LoggedIn {
+            user: body.user,
+            server: state.server_name().to_owned(),
+        }),
     )
         .into_response())
 }
 
 /// `GET /me`: the session, or 401.
-pub async fn me(
-    State(state): State<AppState>,
-    session: SessionCtx,
-) -> Result<Json<Value>, AppError> {
+pub async fn me(State(state): State<AppState>, session: SessionCtx) -> Result<Json<Me>, AppError> {
     let data = session.current().await?.ok_or(AppError::NotLoggedIn)?;
-    Ok(Json(json!({
-        "user": data.user,
-        "cart": data.cart,
-        "server": state.server_name(),
-    })))
+    Ok(Json(Me {
+        user: data.user,
+        cart: data.cart,
+        server: state.server_name().to_owned(),
+    }))
 }
 
 /// `POST /logout`: ends the session.
 pub async fn logout(session: SessionCtx) -> Result<Response, AppError> {
     let cookie = session.logout().await?;
     Ok((cookie, Json(json!({ "ok": true }))).into_response())
-}
-
-/// Body of `POST /cart/items`.
-#[derive(Debug, Deserialize)]
-pub struct AddItem {
-    product_id: i64,
-    quantity: i64,
 }
 
 /// `POST /cart/items`: adds to the cart of the logged-in user.
@@ -118,33 +108,33 @@ pub async fn add_item(
     add_to_cart(&mut data.cart, item.product_id, item.quantity)?;
     let cart = data.cart.clone();
     let cookie = session.store(data).await?;
-    Ok((cookie, Json(json!({ "cart": cart }))).into_response())
+    Ok((cookie, Json(Cart { cart })).into_response())
 }
 
 /// `GET /products/{id}`: a product, through the cache when `CACHE=on`.
 pub async fn product(
     State(state): State<AppState>,
     AppPath(id): AppPath<i64>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Product>, AppError> {
     if id <= 0 {
         return Err(AppError::bad_request(
             "product id must be a positive integer",
         ));
     }
-    let answer = |p: crate::db::Product, source: &str| {
-        Json(json!({
-            "id": p.id,
-            "name": p.name,
-            "price_cents": p.price_cents,
-            "source": source,
-            "server": state.server_name(),
-        }))
+    let answer = |p: crate::db::Product, source: Source| {
+        Json(Product {
+            id: p.id,
+            name: p.name,
+            price_cents: p.price_cents,
+            source,
+            server: state.server_name().to_owned(),
+        })
     };
     let cache = state.cache();
     if let Some((redis, _)) = cache {
         if let Some(p) = redis.cached_product(id).await? {
             state.metrics().cache_hits.inc();
-            return Ok(answer(p, "cache"));
+            return Ok(answer(p, Source::Cache));
         }
         state.metrics().cache_misses.inc();
     }
@@ -160,7 +150,7 @@ pub async fn product(
             tracing::warn!(%err, product = id, "could not fill the cache");
         }
     }
-    Ok(answer(p, "db"))
+    Ok(answer(p, Source::Db))
 }
 
 fn account_id(id: i64) -> Result<i64, AppError> {
@@ -172,18 +162,12 @@ fn account_id(id: i64) -> Result<i64, AppError> {
     Ok(id)
 }
 
-/// Body of `POST /accounts/{id}/deposit`.
-#[derive(Debug, Deserialize)]
-pub struct DepositBody {
-    amount: i64,
-}
-
 /// `POST /accounts/{id}/deposit`: adds money, on the primary.
 pub async fn deposit(
     State(state): State<AppState>,
     AppPath(id): AppPath<i64>,
-    AppJson(body): AppJson<DepositBody>,
-) -> Result<Json<Value>, AppError> {
+    AppJson(body): AppJson<Deposit>,
+) -> Result<Json<Balance>, AppError> {
     let id = account_id(id)?;
     if body.amount <= 0 || body.amount > MAX_DEPOSIT_CENTS {
         return Err(AppError::bad_request(format!(
@@ -191,12 +175,12 @@ pub async fn deposit(
         )));
     }
     let balance = state.db().deposit(id, body.amount, state.metrics()).await?;
-    Ok(Json(json!({
-        "account": id,
-        "balance": balance,
-        "db": state.db().primary().name,
-        "server": state.server_name(),
-    })))
+    Ok(Json(Balance {
+        account: id,
+        balance,
+        db: state.db().primary().name.clone(),
+        server: state.server_name().to_owned(),
+    }))
 }
 
 /// Query of `GET /accounts/{id}`.
@@ -210,7 +194,7 @@ pub async fn account(
     State(state): State<AppState>,
     AppPath(id): AppPath<i64>,
     AppQuery(query): AppQuery<ReadQuery>,
-) -> Result<Json<Value>, AppError> {
+) -> Result<Json<Balance>, AppError> {
     let id = account_id(id)?;
     let force_primary = match query.consistency.as_deref() {
         None | Some("eventual") => false,
@@ -226,12 +210,12 @@ pub async fn account(
         .balance(id, force_primary, state.metrics())
         .await?;
     match balance {
-        Some(balance) => Ok(Json(json!({
-            "account": id,
-            "balance": balance,
-            "db": db,
-            "server": state.server_name(),
-        }))),
+        Some(balance) => Ok(Json(Balance {
+            account: id,
+            balance,
+            db: db.to_owned(),
+            server: state.server_name().to_owned(),
+        })),
         None => Err(AppError::NoSuchAccount { db: db.to_owned() }),
     }
 }

@@ -40,7 +40,7 @@ use tower_sessions::{
 };
 use tower_sessions_redis_store::{fred::clients::Client, RedisStore};
 
-use crate::{config::SessionStoreKind, error::AppError, AppState};
+use crate::{config::Sessions, error::AppError, AppState};
 
 /// The cookie's name, the same in every mode.
 pub const COOKIE_NAME: &str = "lab_session";
@@ -56,14 +56,9 @@ pub const MAX_LINE_QUANTITY: i64 = 1_000;
 /// The key under which `memory` and `redis` sessions keep their data.
 const DATA_KEY: &str = "data";
 
-/// One line of the cart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CartLine {
-    /// A product id, 1..=1000.
-    pub product_id: i64,
-    /// How many, 1..=[`MAX_LINE_QUANTITY`].
-    pub quantity: i64,
-}
+/// One line of the cart (product 1..=1000, quantity 1..=[`MAX_LINE_QUANTITY`]),
+/// as `GET /me` shows it.
+pub use lab_contract::app::CartLine;
 
 /// What a session holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,7 +170,7 @@ impl SessionBackend {
     /// `jwt` (the config checks that); `memory` makes up a key when absent,
     /// since its sessions never leave this process anyway.
     pub fn new(
-        kind: SessionStoreKind,
+        kind: Sessions,
         secret: Option<&[u8]>,
         redis: Option<&Client>,
     ) -> Result<Self, AppError> {
@@ -195,11 +190,11 @@ impl SessionBackend {
             }
         };
         match kind {
-            SessionStoreKind::Memory => Ok(Self::Memory {
+            Sessions::Memory => Ok(Self::Memory {
                 store: MemoryStore::default(),
                 key: cookie_key(),
             }),
-            SessionStoreKind::Redis => {
+            Sessions::Redis => {
                 let client = redis.ok_or_else(|| {
                     AppError::Internal("SESSION_STORE=redis without a Redis client".into())
                 })?;
@@ -208,7 +203,7 @@ impl SessionBackend {
                     key: cookie_key(),
                 })
             }
-            SessionStoreKind::Jwt => {
+            Sessions::Jwt => {
                 let secret = secret.ok_or_else(|| {
                     AppError::Internal("SESSION_STORE=jwt without SESSION_SECRET".into())
                 })?;

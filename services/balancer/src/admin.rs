@@ -25,61 +25,12 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use lab_contract::admin::ErrorBody;
+pub use lab_contract::admin::{PatchSettings, PutServers, ServerView, ServersView};
 
 use crate::balancer::{Balancer, Settings};
-use crate::config::{validate_upstreams, UpstreamConfig};
-use crate::strategy::Strategy;
+use crate::config::validate_upstreams;
 use crate::upstream::Upstream;
-
-/// One server as `GET /servers` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ServerView {
-    /// Name.
-    pub name: String,
-    /// `host:port`.
-    pub address: String,
-    /// `up`, `down` or `draining`.
-    pub state: String,
-    /// Requests being served now.
-    pub in_flight: usize,
-    /// Requests sent to it.
-    pub requests: u64,
-    /// Requests that failed on it.
-    pub failures: u64,
-    /// Time of the last active check (RFC 3339), or null.
-    pub last_check: Option<String>,
-    /// Whether the last active check passed, or null before the first.
-    pub last_check_ok: Option<bool>,
-    /// Why it is down, or null.
-    pub reason: Option<String>,
-}
-
-/// The answer of `GET /servers`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ServersView {
-    /// Current strategy.
-    pub strategy: String,
-    /// Whether retries are on.
-    pub retries: bool,
-    /// Every server, in list order.
-    pub servers: Vec<ServerView>,
-}
-
-/// The body of `PUT /servers`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutServers {
-    servers: Vec<UpstreamConfig>,
-}
-
-/// The body of `PATCH /settings`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PatchSettings {
-    strategy: Option<String>,
-    retries: Option<bool>,
-}
 
 /// An error answer: a status and `{"error": ...}`.
 #[derive(Debug)]
@@ -87,7 +38,7 @@ struct ApiError(StatusCode, String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+        (self.0, Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -101,8 +52,8 @@ pub fn server_view(u: &Upstream) -> ServerView {
     ServerView {
         name: u.name().to_owned(),
         address: u.address().to_owned(),
-        state: u.state().as_str().to_owned(),
-        in_flight: u.in_flight(),
+        state: u.state(),
+        in_flight: u.in_flight() as u64,
         requests: u.requests(),
         failures: u.failures(),
         last_check: health
@@ -117,7 +68,7 @@ pub fn server_view(u: &Upstream) -> ServerView {
 pub fn servers_view(lb: &Balancer) -> ServersView {
     let settings = lb.settings();
     ServersView {
-        strategy: settings.strategy.as_str().to_owned(),
+        strategy: settings.strategy,
         retries: settings.retries,
         servers: lb
             .upstreams()
@@ -150,12 +101,7 @@ async fn patch_settings(
 ) -> Result<Json<Settings>, ApiError> {
     let req: PatchSettings = serde_json::from_slice(&body)
         .map_err(|e| bad_request(format!("invalid JSON body: {e}")))?;
-    let strategy = req
-        .strategy
-        .map(|s| s.parse::<Strategy>())
-        .transpose()
-        .map_err(|e| bad_request(e.to_string()))?;
-    Ok(Json(lb.update_settings(strategy, req.retries)))
+    Ok(Json(lb.update_settings(req.strategy, req.retries)))
 }
 
 fn find(lb: &Balancer, name: &str) -> Result<Arc<Upstream>, ApiError> {

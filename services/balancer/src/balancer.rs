@@ -27,14 +27,7 @@ use crate::upstream::{AddressError, Upstream, UpstreamSet};
 /// The pooled client that carries requests to the servers.
 pub type UpstreamClient = Pool;
 
-/// Settings that can change while running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Settings {
-    /// How servers are picked.
-    pub strategy: Strategy,
-    /// Whether idempotent requests are retried on another server.
-    pub retries: bool,
-}
+pub use lab_contract::admin::Settings;
 
 /// Everything the balancer knows, shared by all tasks.
 #[derive(Debug)]

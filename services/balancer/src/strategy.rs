@@ -19,9 +19,7 @@
 //! excludes the server that just failed. The functions here touch no network:
 //! they read the servers' state and return an index.
 
-use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -29,76 +27,9 @@ use crossbeam_utils::CachePadded;
 
 use crate::upstream::Upstream;
 
-/// A way of picking a server.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
-)]
-#[serde(try_from = "String", into = "String")]
-pub enum Strategy {
-    /// Take turns.
-    #[default]
-    RoundRobin,
-    /// Fewest requests in flight.
-    LeastConn,
-    /// Hash of the client's IP address.
-    IpHash,
-    /// A cookie names the server.
-    Sticky,
-}
-
-impl Strategy {
-    /// All strategies, in the order the docs list them.
-    pub const ALL: [Strategy; 4] = [
-        Self::RoundRobin,
-        Self::LeastConn,
-        Self::IpHash,
-        Self::Sticky,
-    ];
-
-    /// The name used in the config, the API and the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RoundRobin => "round-robin",
-            Self::LeastConn => "least-conn",
-            Self::IpHash => "ip-hash",
-            Self::Sticky => "sticky",
-        }
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A strategy name that is not one of ours.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown strategy {0:?}: expected one of round-robin, least-conn, ip-hash, sticky")]
-pub struct UnknownStrategy(pub String);
-
-impl FromStr for Strategy {
-    type Err = UnknownStrategy;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownStrategy(s.to_owned()))
-    }
-}
-
-impl TryFrom<String> for Strategy {
-    type Error = UnknownStrategy;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl From<Strategy> for String {
-    fn from(s: Strategy) -> Self {
-        s.as_str().to_owned()
-    }
-}
+/// A way of picking a server: one spelling shared with the CLI and the
+/// config file (`lab_contract::knobs`).
+pub use lab_contract::knobs::Strategy;
 
 /// What a strategy may look at to pick.
 #[derive(Debug, Clone, Copy)]

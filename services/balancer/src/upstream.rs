@@ -33,50 +33,8 @@ use crate::health::HealthState;
 use crate::metrics::{Metrics, ServerMetrics};
 use crate::sharded;
 
-/// What `GET /servers` shows as a server's `state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ServerState {
-    /// Gets traffic.
-    Up,
-    /// Failed its health checks; gets no traffic.
-    Down,
-    /// Taken out by an operator; in-flight requests finish.
-    Draining,
-}
-
-impl ServerState {
-    /// `up`, `down` or `draining`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Up => "up",
-            Self::Down => "down",
-            Self::Draining => "draining",
-        }
-    }
-}
-
-/// Why an address cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum AddressError {
-    /// Not `host:port`.
-    #[error("address {0:?} must be host:port, e.g. \"server-1:8000\" (a port is required)")]
-    Malformed(String),
-}
-
-/// Checks that `address` is `host:port` and turns it into a URI authority.
-pub fn parse_address(address: &str) -> Result<Authority, AddressError> {
-    let authority: Authority = address
-        .parse()
-        .map_err(|_| AddressError::Malformed(address.to_owned()))?;
-    if authority.port_u16().is_none()
-        || authority.host().is_empty()
-        || authority.as_str().contains('@')
-    {
-        return Err(AddressError::Malformed(address.to_owned()));
-    }
-    Ok(authority)
-}
+pub use lab_contract::admin::ServerState;
+pub use lab_contract::balancer::{parse_address, AddressError};
 
 /// One server behind the balancer.
 #[derive(Debug)]

@@ -7,3 +7,37 @@
 //! twice (once where it is made, once where it is kept) breaks silently when
 //! one side is renamed. So every promise is a type here, used by both sides:
 //! a rename is a compile error, not a surprise at run time.
+//!
+//! * [`knobs`]: the settings several programs understand (strategy,
+//!   sessions, reads, replication, on/off), one spelling each;
+//! * [`balancer`]: the balancer's configuration file;
+//! * [`admin`]: the balancer's admin API;
+//! * [`app`]: the app's environment and its JSON answers.
+
+pub mod admin;
+pub mod app;
+pub mod balancer;
+pub mod knobs;
+
+/// Durations as people write them, `"500ms"` or `"2s"`, in TOML and JSON
+/// (`#[serde(with = "lab_contract::human_duration")]`).
+pub mod human_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `1s 500ms`-style text.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// Reads `500ms`, `2s`, `1m`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?} ({e}); write e.g. \"500ms\" or \"2s\""
+            ))
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! Roles: what each kind of service in the lab is, in one place per kind.
+//!
+//! A lab is made of a few kinds of service: the balancer, the web servers,
+//! Redis, and the database nodes (a primary and its replicas). Each kind is a
+//! module here behind one interface, [`RoleKind`]: the container it runs
+//! (image, environment, ports, health check, files), where it sits in the
+//! start order, what its ports are called, which faults make sense for it,
+//! and what a student should watch for when it goes away. The rest of the
+//! orchestrator asks the role and never matches on names, so adding a kind
+//! of service (the edge of an HA pair, say) is one new file plus one line in
+//! [`kind`]. containerlab organises its node kinds the same way.
+//!
+//! Service names come from [`names`] and nowhere else.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::runtime::Healthcheck;
+use crate::secrets::Secrets;
+use crate::topology::{HealthChecks, Resources, Role, Topology};
+
+pub mod balancer;
+pub mod database;
+pub mod redis;
+pub mod server;
+
+/// The name of every service, as `lab status` shows it and every command
+/// takes it.
+pub mod names {
+    /// The one Redis.
+    pub const REDIS: &str = "redis";
+    /// The PostgreSQL primary.
+    pub const PRIMARY: &str = "db-primary";
+    /// The balancer (the lab's entry point).
+    pub const BALANCER: &str = "lb-1";
+
+    /// `server-N`, counted from 1.
+    pub fn server(n: u8) -> String {
+        format!("server-{n}")
+    }
+
+    /// `db-replica-N`, counted from 1.
+    pub fn replica(n: u8) -> String {
+        format!("db-replica-{n}")
+    }
+}
+
+/// Faults a student can apply; each role says which it accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    Crash,
+    Stop,
+    Pause,
+    Partition,
+    Slow,
+    /// A replica applying changes late.
+    Lag,
+    Resize,
+}
+
+/// What a role decides about its container; `plan` adds the name, the
+/// network and the labels every container shares.
+#[derive(Clone, Debug, Default)]
+pub struct Parts {
+    pub image: String,
+    pub env: BTreeMap<String, String>,
+    /// (short name, port inside the container, host port: 0 = any free one)
+    pub ports: Vec<(&'static str, u16, u16)>,
+    /// (volume name, mount path)
+    pub volumes: Vec<(String, String)>,
+    pub files: Vec<(String, String)>,
+    pub healthcheck: Option<Healthcheck>,
+    pub resources: Resources,
+    /// Settings kept in a file that still need a new container when they
+    /// change: they count in the configuration hash.
+    pub hashed_extra: Option<String>,
+}
+
+/// What every role's spec is made from.
+pub struct Ctx<'a> {
+    pub lab: &'a str,
+    pub topology: &'a Topology,
+    pub secrets: &'a Secrets,
+}
+
+/// One kind of service.
+pub trait RoleKind: Sync {
+    /// Its place in the start order: what others wait for comes first.
+    fn start_order(&self) -> u8;
+    /// The container for the service `name`.
+    fn parts(&self, ctx: &Ctx<'_>, name: &str) -> Parts;
+    /// The short name `lab status` gives a port inside the container.
+    fn port_name(&self, port: u16) -> &'static str;
+    /// Whether a fault makes sense for this role.
+    fn accepts(&self, fault: FaultKind) -> bool {
+        fault != FaultKind::Lag
+    }
+    /// What a student sees when the service `name` goes away.
+    fn after_loss(&self, name: &str, health: &HealthChecks) -> String;
+}
+
+/// The module that knows a role.
+pub fn kind(role: Role) -> &'static dyn RoleKind {
+    match role {
+        Role::Lb => &balancer::Balancer,
+        Role::Server => &server::Server,
+        Role::Redis => &redis::Redis,
+        Role::Primary => &database::Primary,
+        Role::Replica => &database::Replica,
+    }
+}
+
+/// The roles a wrong-role error lists for a fault.
+pub fn accepting(fault: FaultKind) -> Vec<Role> {
+    Role::ALL
+        .into_iter()
+        .filter(|r| kind(*r).accepts(fault))
+        .collect()
+}
+
+/// Docker's own health check for a container: its first check comes after
+/// one interval (Docker 20.10 has no start_interval), so a short interval is
+/// what makes `lab up` quick.
+pub(crate) fn docker_health(test: &[&str]) -> Option<Healthcheck> {
+    Some(Healthcheck {
+        test: test.iter().map(|s| s.to_string()).collect(),
+        interval: Duration::from_millis(1000),
+        timeout: Duration::from_secs(2),
+        retries: 3,
+        start_period: Duration::from_secs(0),
+    })
+}
+
+/// An HTTP health check with nothing but bash, which every image has.
+pub(crate) fn http_health(port: u16) -> Option<Healthcheck> {
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"
+    );
+    docker_health(&["CMD", "bash", "-c", &script])
+}

@@ -1,0 +1,49 @@
+//! Redis: one shared memory for the servers (sessions, cached products).
+//! Everything in it is lost with it, and a single Redis is a single point
+//! of failure for whatever needs it.
+
+use super::{docker_health, Ctx, Parts, RoleKind};
+use crate::images::Image;
+use crate::topology::HealthChecks;
+
+/// The port inside the container.
+pub const PORT: u16 = 6379;
+
+pub struct Redis;
+
+impl RoleKind for Redis {
+    fn start_order(&self) -> u8 {
+        0
+    }
+
+    fn parts(&self, ctx: &Ctx<'_>, _name: &str) -> Parts {
+        Parts {
+            image: Image::Redis.tag(),
+            env: [("REDIS_PASSWORD".into(), ctx.secrets.redis_password.clone())].into(),
+            ports: vec![("redis", PORT, 0)],
+            healthcheck: docker_health(&[
+                "CMD-SHELL",
+                "redis-cli --no-auth-warning -a \"$REDIS_PASSWORD\" ping | grep -q PONG",
+            ]),
+            resources: ctx.topology.resources.redis.clone(),
+            ..Parts::default()
+        }
+    }
+
+    fn port_name(&self, _port: u16) -> &'static str {
+        "redis"
+    }
+
+    fn after_loss(&self, _name: &str, _health: &HealthChecks) -> String {
+        "sessions and cached pages in Redis are gone; servers answer 503 naming redis for anything that needs it (memory and jwt sessions carry on).".into()
+    }
+}
+
+/// `redis://:PASSWORD@redis:6379`, as the servers reach it.
+pub fn url(ctx: &Ctx<'_>) -> String {
+    format!(
+        "redis://:{}@{}:{PORT}",
+        ctx.secrets.redis_password,
+        super::names::REDIS
+    )
+}

@@ -1,0 +1,213 @@
+//! The web app's side of the contract: the environment `lab` starts it
+//! with, and the JSON it answers.
+//!
+//! A container gets its settings the twelve-factor way, through its
+//! environment. `lab up` builds an [`AppEnv`] for each `server-N` and turns
+//! it into variables with [`AppEnv::to_env`]; the app reads the same names
+//! (the constants in [`env`]) back. The load driver reads the app's answers
+//! through the body types below, the ones the app writes.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::knobs::{Reads, Sessions, Toggle};
+
+/// The names of the app's environment variables.
+pub mod env {
+    /// Who this server is, sent back in `X-Served-By`.
+    pub const SERVER_NAME: &str = "SERVER_NAME";
+    /// The address to listen on.
+    pub const BIND: &str = "BIND";
+    /// The port to listen on.
+    pub const PORT: &str = "PORT";
+    /// memory, redis or jwt.
+    pub const SESSION_STORE: &str = "SESSION_STORE";
+    /// `redis://…`, when sessions or the cache need Redis.
+    pub const REDIS_URL: &str = "REDIS_URL";
+    /// The primary's `postgres://…` URL.
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+    /// The replicas' URLs, comma-separated.
+    pub const REPLICA_URLS: &str = "REPLICA_URLS";
+    /// primary or replicas.
+    pub const READS: &str = "READS";
+    /// on or off: cache-aside for product reads.
+    pub const CACHE: &str = "CACHE";
+    /// How long a cached product lives, e.g. `30s`.
+    pub const CACHE_TTL: &str = "CACHE_TTL";
+    /// The deliberate database cost of one product read, in ms.
+    pub const PRODUCT_QUERY_MS: &str = "PRODUCT_QUERY_MS";
+    /// Signs cookies and JWTs (at least 32 bytes).
+    pub const SESSION_SECRET: &str = "SESSION_SECRET";
+    /// How long a deposit may wait for the primary, e.g. `5s`.
+    pub const WRITE_TIMEOUT: &str = "WRITE_TIMEOUT";
+    /// How many `/work` requests burn CPU at once.
+    pub const WORK_THREADS: &str = "WORK_THREADS";
+    /// The log filter, as `tracing` reads it.
+    pub const RUST_LOG: &str = "RUST_LOG";
+}
+
+/// Everything `lab` tells one app server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppEnv {
+    /// `server-N`.
+    pub server_name: String,
+    /// The port inside the container.
+    pub port: u16,
+    /// Where sessions live.
+    pub session_store: Sessions,
+    /// Redis, when sessions or the cache use it.
+    pub redis_url: Option<String>,
+    /// The primary.
+    pub database_url: String,
+    /// The replicas, possibly none.
+    pub replica_urls: Vec<String>,
+    /// Where reads go.
+    pub reads: Reads,
+    /// Cache-aside for products.
+    pub cache: Toggle,
+    /// How long a cached product lives.
+    pub cache_ttl: Duration,
+    /// The cost of one uncached product read, in ms.
+    pub product_query_ms: u64,
+    /// The shared signing secret.
+    pub session_secret: Option<String>,
+    /// The log filter.
+    pub log: String,
+}
+
+impl AppEnv {
+    /// The variables, in a stable order.
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            (env::SERVER_NAME, self.server_name.clone()),
+            (env::PORT, self.port.to_string()),
+            (env::SESSION_STORE, self.session_store.to_string()),
+            (env::DATABASE_URL, self.database_url.clone()),
+            (env::REPLICA_URLS, self.replica_urls.join(",")),
+            (env::READS, self.reads.to_string()),
+            (env::CACHE, self.cache.to_string()),
+            (
+                env::CACHE_TTL,
+                humantime::format_duration(self.cache_ttl).to_string(),
+            ),
+            (env::PRODUCT_QUERY_MS, self.product_query_ms.to_string()),
+            (env::RUST_LOG, self.log.clone()),
+        ];
+        if let Some(url) = &self.redis_url {
+            v.push((env::REDIS_URL, url.clone()));
+        }
+        if let Some(secret) = &self.session_secret {
+            v.push((env::SESSION_SECRET, secret.clone()));
+        }
+        v
+    }
+}
+
+/// Where a product answer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Redis had it.
+    Cache,
+    /// PostgreSQL was asked.
+    Db,
+}
+
+/// `GET /`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Who answered.
+    pub server: String,
+    /// Seconds since it started.
+    pub uptime_s: f64,
+    /// Requests it has served.
+    pub requests: u64,
+}
+
+/// The body of `POST /login`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Login {
+    /// The user's name.
+    pub user: String,
+}
+
+/// The answer of `POST /login`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedIn {
+    /// Who logged in.
+    pub user: String,
+    /// Which server made the session.
+    pub server: String,
+}
+
+/// One line of a cart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartLine {
+    /// A product id.
+    pub product_id: i64,
+    /// How many.
+    pub quantity: i64,
+}
+
+/// The answer of `GET /me`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    /// Who is logged in.
+    pub user: String,
+    /// Their cart.
+    pub cart: Vec<CartLine>,
+    /// Which server answered.
+    pub server: String,
+}
+
+/// The body of `POST /cart/items`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddItem {
+    /// A product id.
+    pub product_id: i64,
+    /// How many.
+    pub quantity: i64,
+}
+
+/// The answer of `POST /cart/items`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cart {
+    /// The whole cart after the change.
+    pub cart: Vec<CartLine>,
+}
+
+/// The answer of `GET /products/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    /// Its id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// Its price.
+    pub price_cents: i64,
+    /// Cache or database.
+    pub source: Source,
+    /// Which server answered.
+    pub server: String,
+}
+
+/// The body of `POST /accounts/{id}/deposit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deposit {
+    /// Cents, at least 1.
+    pub amount: i64,
+}
+
+/// The answer of a deposit and of `GET /accounts/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// The account.
+    pub account: i64,
+    /// Its balance in cents, as the database that answered sees it.
+    pub balance: i64,
+    /// Which database answered.
+    pub db: String,
+    /// Which server answered.
+    pub server: String,
+}
