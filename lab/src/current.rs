@@ -14,7 +14,8 @@ use crate::runtime::{labels, ContainerInfo, Runtime};
 use crate::topology::{Role, Toggle, Topology};
 use crate::up::{admin_addr, containers};
 
-fn made_for(c: &ContainerInfo) -> Option<Topology> {
+/// The topology a container was made for, from its label.
+pub(crate) fn made_for(c: &ContainerInfo) -> Option<Topology> {
     serde_json::from_str(c.label(labels::SETTINGS)?).ok()
 }
 

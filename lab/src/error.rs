@@ -6,6 +6,7 @@ use thiserror::Error;
 
 use crate::faults::FaultError;
 use crate::images::ImageError;
+use crate::lessons::LessonError;
 use crate::live::SetError;
 use crate::load::LoadError;
 use crate::naming::NameError;
@@ -42,8 +43,17 @@ pub enum LabError {
     Exited { service: String, state: String },
     #[error("the balancer's admin API did not answer ({0}); is lb-1 running? see `lab status`")]
     Admin(String),
-    #[error("{0}")]
-    Other(String),
+    #[error("the network {0} has no secrets label (made by another tool?): run `lab down` and `lab up` again")]
+    NoSecrets(String),
+    #[error(transparent)]
+    Lesson(#[from] LessonError),
+    #[error("lesson {name}: the claim did not hold ({met} of {total} expectations met{detail}); rerun with --keep to look at the lab")]
+    LessonFailed {
+        name: String,
+        met: usize,
+        total: usize,
+        detail: String,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, LabError>;

@@ -19,9 +19,10 @@ use crate::error::{LabError, Result};
 use crate::images::Image;
 use crate::lb_admin::LbConnector;
 use crate::naming;
+use crate::roles::{self, names, FaultKind};
 use crate::runtime::{labels, ContainerInfo, Runtime, State};
 use crate::status::pg_duration_ms;
-use crate::topology::Role;
+use crate::topology::{HealthChecks, Replication, Role};
 use crate::up::containers;
 
 #[derive(Error, Debug, PartialEq)]
@@ -32,10 +33,10 @@ pub enum FaultError {
         what: &'static str,
         name: String,
         role_article: &'static str,
-        role: String,
+        role: Role,
     },
     #[error("{name} is not running ({state}): start it first with `lab start {name}`")]
-    NotRunning { name: String, state: String },
+    NotRunning { name: String, state: State },
     #[error("network emulation (tc netem) is not available here: {0}; load the kernel module with `modprobe sch_netem`")]
     NetemUnavailable(String),
     #[error("invalid {what} {value:?}: {hint}")]
@@ -122,16 +123,206 @@ fn service_of(c: &ContainerInfo) -> String {
     c.label(labels::SERVICE).unwrap_or(&c.name).to_string()
 }
 
-/// What a student should look for after a service goes away.
-fn watch_after_loss(name: &str, role: Role) -> String {
-    match role {
-        Role::Server => format!(
-            "requests the balancer still sends to {name} fail until its health checks mark it down (3 checks 500 ms apart, about 1.5 s); with retries on, GETs are retried on another server. With memory sessions, its users are logged out."
-        ),
-        Role::Lb => "the entry point itself is gone: every request fails. One balancer is a single point of failure.".into(),
-        Role::Redis => "sessions and cached pages in Redis are gone; servers answer 503 naming redis for anything that needs it (memory and jwt sessions carry on).".into(),
-        Role::Primary => "writes fail with 503 naming db-primary; replicas keep serving reads, and grow stale.".into(),
-        Role::Replica => format!("reads routed to {name} fail with 503; the primary keeps taking writes and reads with ?consistency=primary."),
+/// What happened, typed: the web dashboard shows it its own way, the CLI
+/// prints [`Outcome`]'s `Display`. Nothing ever reads the text back.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    Crashed,
+    AlreadyDown {
+        state: State,
+    },
+    Stopped,
+    AlreadyStopped {
+        state: State,
+    },
+    Started,
+    AlreadyRunning,
+    /// `start` on a paused service: it needs `resume`.
+    PausedNotStopped,
+    Restarted,
+    Paused,
+    AlreadyPaused,
+    Resumed,
+    NotPaused {
+        state: State,
+    },
+    Partitioned,
+    AlreadyPartitioned,
+    Slowed {
+        latency_ms: u64,
+        jitter_ms: Option<u64>,
+        loss_pct: Option<f64>,
+    },
+    Lagging {
+        delay_ms: u64,
+    },
+    LagEnded,
+    Replication {
+        mode: Replication,
+        replicas: Vec<String>,
+    },
+    Resized {
+        cpus: Option<f64>,
+        memory: Option<String>,
+        cpuset: Option<String>,
+    },
+}
+
+/// The outcome of one fault command.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The service it acted on (empty for lab-wide changes).
+    pub service: String,
+    #[serde(flatten)]
+    pub event: Event,
+    /// What a student should look for now; teaching text, never parsed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<String>,
+}
+
+impl Outcome {
+    fn new(service: &str, event: Event) -> Outcome {
+        Outcome {
+            service: service.to_string(),
+            event,
+            watch: None,
+        }
+    }
+
+    fn watch(mut self, text: String) -> Outcome {
+        self.watch = Some(text);
+        self
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let svc = &self.service;
+        let watch = self.watch.as_deref().unwrap_or_default();
+        match &self.event {
+            Event::Crashed => writeln!(
+                f,
+                "{svc} crashed (SIGKILL: no clean shutdown, open connections cut).\nWatch: {watch}\nBring it back with `lab start {svc}`."
+            ),
+            Event::AlreadyDown { state } => writeln!(
+                f,
+                "{svc} is already down ({state}); `lab start {svc}` brings it back."
+            ),
+            Event::Stopped => writeln!(
+                f,
+                "{svc} stopped gracefully (SIGTERM: it finished what it was doing first).\nWatch: {watch}"
+            ),
+            Event::AlreadyStopped { state } => {
+                writeln!(f, "{svc} is already stopped ({state}).")
+            }
+            Event::Started => writeln!(f, "{svc} started.\nWatch: {watch}"),
+            Event::AlreadyRunning => writeln!(f, "{svc} is already running."),
+            Event::PausedNotStopped => writeln!(
+                f,
+                "{svc} is paused, not stopped: `lab resume {svc}`."
+            ),
+            Event::Restarted => writeln!(
+                f,
+                "{svc} restarted (SIGTERM, then started again).\nWatch: a short gap while it starts; with memory sessions its users are logged out."
+            ),
+            Event::Paused => writeln!(
+                f,
+                "{svc} is paused: its process is frozen, connections to it open but nothing answers.\nWatch: {watch} Resume with `lab resume {svc}`."
+            ),
+            Event::AlreadyPaused => writeln!(f, "{svc} is already paused."),
+            Event::Resumed => writeln!(f, "{svc} resumed."),
+            Event::NotPaused { state } => writeln!(f, "{svc} is not paused ({state})."),
+            Event::Partitioned => writeln!(
+                f,
+                "{svc} is cut off the lab network: it runs, but nothing can reach it and it reaches nothing.\nWatch: {watch}\nUndo with `lab heal {svc}`."
+            ),
+            Event::AlreadyPartitioned => {
+                writeln!(f, "{svc} is already cut off the lab network.")
+            }
+            Event::Slowed {
+                latency_ms,
+                jitter_ms,
+                loss_pct,
+            } => writeln!(
+                f,
+                "{svc} now sends every packet {latency_ms} ms{} late{}.\nWatch: {watch} Undo with `lab heal {svc}`.",
+                jitter_ms.map(|j| format!(" ± {j} ms")).unwrap_or_default(),
+                loss_pct
+                    .map(|l| format!(", and drops {l}% of them"))
+                    .unwrap_or_default()
+            ),
+            Event::Lagging { delay_ms } => writeln!(
+                f,
+                "{svc} now applies each change {} after the primary committed it.\nWatch: {watch} End it with `lab lag {svc} --off`.",
+                humantime::format_duration(Duration::from_millis(*delay_ms))
+            ),
+            Event::LagEnded => writeln!(
+                f,
+                "{svc} applies changes as soon as they arrive again."
+            ),
+            Event::Replication {
+                mode: Replication::Sync,
+                replicas,
+            } => writeln!(
+                f,
+                "replication is now synchronous: a commit returns only once {} applied it.\nWatch: {watch}",
+                replicas.join(", ")
+            ),
+            Event::Replication { .. } => writeln!(
+                f,
+                "replication is now asynchronous: a commit returns as soon as the primary has it.\nWatch: {watch}"
+            ),
+            Event::Resized {
+                cpus,
+                memory,
+                cpuset,
+            } => writeln!(
+                f,
+                "{svc} now has {}{}{} (changed live, no restart).\nWatch: {watch}",
+                cpus.map(|c| format!("{c} CPUs"))
+                    .unwrap_or_else(|| "its CPUs".into()),
+                memory
+                    .as_ref()
+                    .map(|m| format!(" and {m} of memory"))
+                    .unwrap_or_default(),
+                cpuset
+                    .as_ref()
+                    .map(|s| format!(", pinned to host CPU(s) {s}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// One fault undone by `heal`.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mended {
+    Reconnected,
+    Resumed,
+    Started,
+    SlowRemoved,
+    LagEnded,
+}
+
+/// What `heal` undid on one service.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct Healed {
+    pub service: String,
+    pub mended: Mended,
+}
+
+impl std::fmt::Display for Healed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.mended {
+            Mended::Reconnected => "reconnected to the lab network",
+            Mended::Resumed => "resumed",
+            Mended::Started => "started",
+            Mended::SlowRemoved => "network delay and loss removed",
+            Mended::LagEnded => "lag ended",
+        };
+        write!(f, "{}: {what}", self.service)
     }
 }
 
@@ -157,6 +348,43 @@ impl Faults<'_> {
         Ok(naming::find(self.lab, &all, name)?.clone())
     }
 
+    /// The health-check knobs the lab runs with: every message about how
+    /// long the balancer takes to notice is computed from them.
+    async fn health(&self) -> HealthChecks {
+        containers(self.rt, self.lab)
+            .await
+            .ok()
+            .and_then(|all| all.iter().find_map(crate::current::made_for))
+            .map(|t| t.health)
+            .unwrap_or_default()
+    }
+
+    async fn after_loss(&self, c: &ContainerInfo) -> String {
+        roles::kind(role_of(c)).after_loss(&service_of(c), &self.health().await)
+    }
+
+    /// Refuses a fault the service's role does not take, in one line.
+    fn check_role(
+        &self,
+        c: &ContainerInfo,
+        fault: FaultKind,
+        verb: &'static str,
+        what: &'static str,
+    ) -> Result<()> {
+        let role = role_of(c);
+        if roles::kind(role).accepts(fault) {
+            return Ok(());
+        }
+        Err(FaultError::WrongRole {
+            verb,
+            what,
+            name: service_of(c),
+            role_article: if role == Role::Lb { "the" } else { "a" },
+            role,
+        }
+        .into())
+    }
+
     async fn psql(&self, container: &str, sql: &str) -> Result<String> {
         let args = pg_exec_args(sql);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -171,32 +399,23 @@ impl Faults<'_> {
         Ok(out.stdout)
     }
 
-    pub async fn crash(&self, name: &str) -> Result<String> {
+    pub async fn crash(&self, name: &str) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
         match c.state {
             State::Running | State::Paused | State::Restarting => {
                 self.rt.kill_container(&c.name, "SIGKILL").await?;
-                Ok(format!(
-                    "{svc} crashed (SIGKILL: no clean shutdown, open connections cut).\nWatch: {}\nBring it back with `lab start {svc}`.\n",
-                    watch_after_loss(&svc, role_of(&c))
-                ))
+                Ok(Outcome::new(&svc, Event::Crashed).watch(self.after_loss(&c).await))
             }
-            s => Ok(format!(
-                "{svc} is already down ({}); `lab start {svc}` brings it back.\n",
-                s.as_str()
-            )),
+            state => Ok(Outcome::new(&svc, Event::AlreadyDown { state })),
         }
     }
 
-    pub async fn stop(&self, name: &str) -> Result<String> {
+    pub async fn stop(&self, name: &str) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
         if !matches!(c.state, State::Running | State::Paused | State::Restarting) {
-            return Ok(format!(
-                "{svc} is already stopped ({}).\n",
-                c.state.as_str()
-            ));
+            return Ok(Outcome::new(&svc, Event::AlreadyStopped { state: c.state }));
         }
         if c.state == State::Paused {
             self.rt.unpause_container(&c.name).await?;
@@ -204,30 +423,28 @@ impl Faults<'_> {
         self.rt
             .stop_container(&c.name, Duration::from_secs(10))
             .await?;
-        Ok(format!(
-            "{svc} stopped gracefully (SIGTERM: it finished what it was doing first).\nWatch: {}\n",
-            watch_after_loss(&svc, role_of(&c))
-        ))
+        Ok(Outcome::new(&svc, Event::Stopped).watch(self.after_loss(&c).await))
     }
 
-    pub async fn start(&self, name: &str) -> Result<String> {
+    pub async fn start(&self, name: &str) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
         match c.state {
-            State::Running => Ok(format!("{svc} is already running.\n")),
-            State::Paused => Ok(format!(
-                "{svc} is paused, not stopped: `lab resume {svc}`.\n"
-            )),
+            State::Running => Ok(Outcome::new(&svc, Event::AlreadyRunning)),
+            State::Paused => Ok(Outcome::new(&svc, Event::PausedNotStopped)),
             _ => {
                 self.rt.start_container(&c.name).await?;
-                Ok(format!(
-                    "{svc} started.\nWatch: once its health check passes, the balancer sends it traffic again (2 good checks, about 1 s).\n"
-                ))
+                let h = self.health().await;
+                Ok(Outcome::new(&svc, Event::Started).watch(format!(
+                    "once its health check passes, the balancer sends it traffic again ({} good checks, about {:.1} s).",
+                    h.rise,
+                    h.recovery_window().as_secs_f64()
+                )))
             }
         }
     }
 
-    pub async fn restart(&self, name: &str) -> Result<String> {
+    pub async fn restart(&self, name: &str) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
         if c.state == State::Paused {
@@ -237,52 +454,47 @@ impl Faults<'_> {
             .stop_container(&c.name, Duration::from_secs(10))
             .await?;
         self.rt.start_container(&c.name).await?;
-        Ok(format!(
-            "{svc} restarted (SIGTERM, then started again).\nWatch: a short gap while it starts; with memory sessions its users are logged out.\n"
-        ))
+        Ok(Outcome::new(&svc, Event::Restarted))
     }
 
-    pub async fn pause(&self, name: &str) -> Result<String> {
+    pub async fn pause(&self, name: &str) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
         match c.state {
-            State::Paused => Ok(format!("{svc} is already paused.\n")),
+            State::Paused => Ok(Outcome::new(&svc, Event::AlreadyPaused)),
             State::Running => {
                 self.rt.pause_container(&c.name).await?;
-                Ok(format!(
-                    "{svc} is paused: its process is frozen, connections to it open but nothing answers.\nWatch: unlike a crash, requests to it do not fail fast — they hang until a timeout. Resume with `lab resume {svc}`.\n"
-                ))
+                let h = self.health().await;
+                Ok(Outcome::new(&svc, Event::Paused).watch(format!(
+                    "unlike a crash, requests to it do not fail fast — they hang until a timeout; the balancer's checks time out after {} ms each and take it down after {} of them (about {:.1} s).",
+                    h.timeout.as_millis(),
+                    h.fall,
+                    h.hung_window().as_secs_f64()
+                )))
             }
-            s => Err(FaultError::NotRunning {
-                name: svc,
-                state: s.as_str().into(),
-            }
-            .into()),
+            state => Err(FaultError::NotRunning { name: svc, state }.into()),
         }
     }
 
-    pub async fn resume(&self, name: &str) -> Result<String> {
+    pub async fn resume(&self, name: &str) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
         if c.state != State::Paused {
-            return Ok(format!("{svc} is not paused ({}).\n", c.state.as_str()));
+            return Ok(Outcome::new(&svc, Event::NotPaused { state: c.state }));
         }
         self.rt.unpause_container(&c.name).await?;
-        Ok(format!("{svc} resumed.\n"))
+        Ok(Outcome::new(&svc, Event::Resumed))
     }
 
-    pub async fn partition(&self, name: &str) -> Result<String> {
+    pub async fn partition(&self, name: &str) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
         let net = naming::network(self.lab);
         if !c.networks.contains(&net) {
-            return Ok(format!("{svc} is already cut off the lab network.\n"));
+            return Ok(Outcome::new(&svc, Event::AlreadyPartitioned));
         }
         self.rt.disconnect_network(&net, &c.name).await?;
-        Ok(format!(
-            "{svc} is cut off the lab network: it runs, but nothing can reach it and it reaches nothing.\nWatch: {}\nUndo with `lab heal {svc}`.\n",
-            watch_after_loss(&svc, role_of(&c))
-        ))
+        Ok(Outcome::new(&svc, Event::Partitioned).watch(self.after_loss(&c).await))
     }
 
     pub async fn slow(
@@ -291,13 +503,13 @@ impl Faults<'_> {
         latency: Duration,
         jitter: Option<Duration>,
         loss: Option<f64>,
-    ) -> Result<String> {
+    ) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
         if c.state != State::Running {
             return Err(FaultError::NotRunning {
                 name: svc,
-                state: c.state.as_str().into(),
+                state: c.state,
             }
             .into());
         }
@@ -340,33 +552,29 @@ impl Faults<'_> {
             }
             .into());
         }
-        Ok(format!(
-            "{svc} now sends every packet {}{}{} late{}.\nWatch: requests served by {svc} take that much longer (twice, for a new connection); the others do not. A server slower than the balancer's health timeout (1 s) is marked down. Undo with `lab heal {svc}`.\n",
-            latency.as_millis(),
-            " ms",
-            jitter.map(|j| format!(" ± {} ms", j.as_millis())).unwrap_or_default(),
-            loss.map(|l| format!(", and drops {l}% of them")).unwrap_or_default()
-        ))
+        let h = self.health().await;
+        Ok(Outcome::new(
+            &svc,
+            Event::Slowed {
+                latency_ms: latency.as_millis() as u64,
+                jitter_ms: jitter.map(|j| j.as_millis() as u64),
+                loss_pct: loss,
+            },
+        )
+        .watch(format!(
+            "requests served by {svc} take that much longer (twice, for a new connection); the others do not. A server slower than the balancer's health timeout ({} ms) is marked down.",
+            h.timeout.as_millis()
+        )))
     }
 
-    pub async fn lag(&self, name: &str, delay: Option<Duration>) -> Result<String> {
+    pub async fn lag(&self, name: &str, delay: Option<Duration>) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
-        let role = role_of(&c);
-        if role != Role::Replica {
-            return Err(FaultError::WrongRole {
-                verb: "lag",
-                what: "replicas (db-replica-N)",
-                name: svc,
-                role_article: if role == Role::Lb { "the" } else { "a" },
-                role: role.as_str().into(),
-            }
-            .into());
-        }
+        self.check_role(&c, FaultKind::Lag, "lag", "replicas (db-replica-N)")?;
         if c.state != State::Running {
             return Err(FaultError::NotRunning {
                 name: svc,
-                state: c.state.as_str().into(),
+                state: c.state,
             }
             .into());
         }
@@ -389,26 +597,28 @@ impl Faults<'_> {
                 )
                 .await?;
                 self.psql(&c.name, "SELECT pg_reload_conf()").await?;
-                Ok(format!(
-                    "{svc} now applies each change {} after the primary committed it.\nWatch: with reads on the replicas, a balance read right after a deposit is stale (lab load --scenario bank counts these); `lab status` shows the replay lag. End it with `lab lag {svc} --off`.\n",
-                    humantime::format_duration(d)
-                ))
+                Ok(Outcome::new(
+                    &svc,
+                    Event::Lagging {
+                        delay_ms: d.as_millis() as u64,
+                    },
+                )
+                .watch("with reads on the replicas, a balance read right after a deposit is stale (lab load --scenario bank counts these); `lab status` shows the replay lag.".into()))
             }
             None => {
                 self.psql(&c.name, "ALTER SYSTEM RESET recovery_min_apply_delay")
                     .await?;
                 self.psql(&c.name, "SELECT pg_reload_conf()").await?;
-                Ok(format!(
-                    "{svc} applies changes as soon as they arrive again.\n"
-                ))
+                Ok(Outcome::new(&svc, Event::LagEnded))
             }
         }
     }
 
     /// Switch between asynchronous and synchronous replication, live.
-    pub async fn replication(&self, sync: bool) -> Result<String> {
+    pub async fn replication(&self, mode: Replication) -> Result<Outcome> {
+        let sync = mode == Replication::Sync;
         let all = containers(self.rt, self.lab).await?;
-        let primary = naming::find(self.lab, &all, "db-primary")?;
+        let primary = naming::find(self.lab, &all, names::PRIMARY)?;
         let mut replicas: Vec<String> = all
             .iter()
             .filter(|c| role_of(c) == Role::Replica)
@@ -445,14 +655,12 @@ impl Faults<'_> {
                 .await?;
         }
         self.psql(&primary.name, "SELECT pg_reload_conf()").await?;
-        Ok(if sync {
-            format!(
-                "replication is now synchronous: a commit returns only once {} applied it.\nWatch: no stale reads, slower writes — and if a replica is unreachable, writes wait (the app gives up after its write timeout and says the outcome is unknown).\n",
-                replicas.join(", ")
-            )
+        let watch = if sync {
+            "no stale reads, slower writes — and if a replica is unreachable, writes wait (the app gives up after its write timeout and says the outcome is unknown)."
         } else {
-            "replication is now asynchronous: a commit returns as soon as the primary has it.\nWatch: fast writes; replicas may briefly serve older data (stale reads).\n".to_string()
-        })
+            "fast writes; replicas may briefly serve older data (stale reads)."
+        };
+        Ok(Outcome::new("", Event::Replication { mode, replicas }).watch(watch.into()))
     }
 
     pub async fn resize(
@@ -461,7 +669,7 @@ impl Faults<'_> {
         cpus: Option<f64>,
         memory: Option<&str>,
         cpuset: Option<&str>,
-    ) -> Result<String> {
+    ) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
         if cpus.is_none() && memory.is_none() && cpuset.is_none() {
@@ -502,22 +710,25 @@ impl Faults<'_> {
             None => None,
         };
         self.rt.update_resources(&c.name, cpus, mem, cpuset).await?;
-        Ok(format!(
-            "{svc} now has {}{}{} (changed live, no restart).\nWatch: `lab status` shows the new limits; `lab load` shows what they do to latency and throughput.\n",
-            cpus.map(|c| format!("{c} CPUs")).unwrap_or_else(|| "its CPUs".into()),
-            memory.map(|m| format!(" and {m} of memory")).unwrap_or_default(),
-            cpuset.map(|s| format!(", pinned to host CPU(s) {s}")).unwrap_or_default()
-        ))
+        Ok(Outcome::new(
+            &svc,
+            Event::Resized {
+                cpus,
+                memory: memory.map(str::to_string),
+                cpuset: cpuset.map(str::to_string),
+            },
+        )
+        .watch("`lab status` shows the new limits; `lab load` shows what they do to latency and throughput.".into()))
     }
 
     /// Undo every fault on one service: reconnect, unfreeze, remove netem,
     /// end lag, start it if it is down. Returns what was undone.
-    pub async fn heal(&self, name: &str) -> Result<Vec<String>> {
+    pub async fn heal(&self, name: &str) -> Result<Vec<Healed>> {
         let c = self.find(name).await?;
         self.heal_one(&c).await
     }
 
-    pub async fn heal_all(&self) -> Result<Vec<String>> {
+    pub async fn heal_all(&self) -> Result<Vec<Healed>> {
         let all = containers(self.rt, self.lab).await?;
         if all.is_empty() {
             return Err(naming::NameError::NoLab(self.lab.to_string()).into());
@@ -529,22 +740,28 @@ impl Faults<'_> {
         Ok(done)
     }
 
-    async fn heal_one(&self, c: &ContainerInfo) -> Result<Vec<String>> {
+    async fn heal_one(&self, c: &ContainerInfo) -> Result<Vec<Healed>> {
         let svc = service_of(c);
         let mut done = Vec::new();
+        let mut mended = |mended| {
+            done.push(Healed {
+                service: svc.clone(),
+                mended,
+            })
+        };
         let net = naming::network(self.lab);
         if !c.networks.contains(&net) {
             self.rt.connect_network(&net, &c.name, &svc).await?;
-            done.push(format!("{svc}: reconnected to the lab network"));
+            mended(Mended::Reconnected);
         }
         match c.state {
             State::Paused => {
                 self.rt.unpause_container(&c.name).await?;
-                done.push(format!("{svc}: resumed"));
+                mended(Mended::Resumed);
             }
             State::Exited | State::Dead | State::Created => {
                 self.rt.start_container(&c.name).await?;
-                done.push(format!("{svc}: started"));
+                mended(Mended::Started);
             }
             _ => {}
         }
@@ -561,10 +778,10 @@ impl Faults<'_> {
                 )
                 .await?;
             if out.code == 0 {
-                done.push(format!("{svc}: network delay and loss removed"));
+                mended(Mended::SlowRemoved);
             }
         }
-        if role_of(c) == Role::Replica {
+        if roles::kind(role_of(c)).accepts(FaultKind::Lag) {
             let delay = self
                 .psql(&c.name, "SHOW recovery_min_apply_delay")
                 .await
@@ -572,7 +789,7 @@ impl Faults<'_> {
                 .and_then(|s| pg_duration_ms(&s));
             if delay.is_some_and(|d| d > 0) {
                 self.lag(&svc, None).await?;
-                done.push(format!("{svc}: lag ended"));
+                mended(Mended::LagEnded);
             }
         }
         Ok(done)
@@ -667,6 +884,10 @@ mod tests {
         assert!(parse_percent("150%").is_err());
     }
 
+    fn text(healed: &[Healed]) -> Vec<String> {
+        healed.iter().map(ToString::to_string).collect()
+    }
+
     async fn lab() -> (FakeRuntime, FakeLb) {
         let rt = FakeRuntime::new();
         for i in Image::ALL {
@@ -695,18 +916,22 @@ mod tests {
             lb: lb.connector(),
         };
         let first = f.crash("server-1").await.unwrap();
+        assert_eq!(first.event, Event::Crashed);
+        let first = first.to_string();
         assert!(
             first.contains("crashed") && first.contains("lab start server-1"),
             "{first}"
         );
         let second = f.crash("server-1").await.unwrap();
+        assert!(matches!(second.event, Event::AlreadyDown { .. }));
+        let second = second.to_string();
         assert!(second.contains("already down"), "{second}");
         assert_eq!(
             rt.calls().iter().filter(|c| c.starts_with("kill")).count(),
             1
         );
         let healed = f.heal_all().await.unwrap();
-        assert_eq!(healed, ["server-1: started"]);
+        assert_eq!(text(&healed), ["server-1: started"]);
     }
 
     #[tokio::test]
@@ -746,20 +971,25 @@ mod tests {
             .partition("db-replica-1")
             .await
             .unwrap()
+            .to_string()
             .contains("cut off"));
         assert!(f
             .partition("db-replica-1")
             .await
             .unwrap()
+            .to_string()
             .contains("already"));
         assert!(rt
             .calls()
             .contains(&"disconnect f-net f-db-replica-1".to_string()));
         assert_eq!(
-            f.heal("db-replica-1").await.unwrap(),
+            text(&f.heal("db-replica-1").await.unwrap()),
             ["db-replica-1: reconnected to the lab network"]
         );
-        assert_eq!(f.heal("db-replica-1").await.unwrap(), Vec::<String>::new());
+        assert_eq!(
+            text(&f.heal("db-replica-1").await.unwrap()),
+            Vec::<String>::new()
+        );
     }
 
     #[tokio::test]

@@ -169,73 +169,83 @@ async fn check(r: reqwest::Response) -> Result<reqwest::Response> {
     }
 }
 
-/// A balancer that lives in memory, for tests of the orchestration.
-#[derive(Clone, Default)]
-pub struct FakeLb {
-    pub state: Arc<std::sync::Mutex<Option<BalancerView>>>,
-    pub calls: Arc<std::sync::Mutex<Vec<String>>>,
-}
+/// A balancer that lives in memory, for tests of the orchestration; not
+/// part of the shipped API (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
+pub use fake::FakeLb;
 
-impl FakeLb {
-    pub fn connector(&self) -> LbConnector {
-        let me = self.clone();
-        Arc::new(move |_addr: &str| Box::new(me.clone()) as Box<dyn LbControl>)
+#[cfg(any(test, feature = "testing"))]
+mod fake {
+    use super::*;
+
+    /// A balancer that lives in memory, for tests of the orchestration.
+    #[derive(Clone, Default)]
+    pub struct FakeLb {
+        pub state: Arc<std::sync::Mutex<Option<BalancerView>>>,
+        pub calls: Arc<std::sync::Mutex<Vec<String>>>,
     }
 
-    fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn calls(&self) -> Vec<String> {
-        Self::lock(&self.calls).clone()
-    }
-}
-
-#[async_trait]
-impl LbControl for FakeLb {
-    async fn view(&self) -> Result<BalancerView> {
-        Self::lock(&self.state)
-            .clone()
-            .ok_or_else(|| LabError::Admin("connection refused".into()))
-    }
-
-    async fn set_servers(&self, servers: &[UpstreamConfig]) -> Result<()> {
-        Self::lock(&self.calls).push(format!("servers {}", servers.len()));
-        if let Some(v) = Self::lock(&self.state).as_mut() {
-            v.servers = servers
-                .iter()
-                .map(|u| ServerView {
-                    name: u.name.clone(),
-                    address: u.address.clone(),
-                    state: ServerState::Up,
-                    in_flight: 0,
-                    requests: 0,
-                    failures: 0,
-                    last_check: None,
-                    last_check_ok: None,
-                    reason: None,
-                })
-                .collect();
+    impl FakeLb {
+        pub fn connector(&self) -> LbConnector {
+            let me = self.clone();
+            Arc::new(move |_addr: &str| Box::new(me.clone()) as Box<dyn LbControl>)
         }
-        Ok(())
-    }
 
-    async fn set_settings(&self, strategy: Strategy, retries: bool) -> Result<()> {
-        Self::lock(&self.calls).push(format!("settings {strategy} {retries}"));
-        if let Some(v) = Self::lock(&self.state).as_mut() {
-            v.strategy = strategy;
-            v.retries = retries;
+        fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+            m.lock().unwrap_or_else(|p| p.into_inner())
         }
-        Ok(())
+
+        pub fn calls(&self) -> Vec<String> {
+            Self::lock(&self.calls).clone()
+        }
     }
 
-    async fn drain(&self, name: &str) -> Result<()> {
-        Self::lock(&self.calls).push(format!("drain {name}"));
-        Ok(())
-    }
+    #[async_trait]
+    impl LbControl for FakeLb {
+        async fn view(&self) -> Result<BalancerView> {
+            Self::lock(&self.state)
+                .clone()
+                .ok_or_else(|| LabError::Admin("connection refused".into()))
+        }
 
-    async fn undrain(&self, name: &str) -> Result<()> {
-        Self::lock(&self.calls).push(format!("undrain {name}"));
-        Ok(())
+        async fn set_servers(&self, servers: &[UpstreamConfig]) -> Result<()> {
+            Self::lock(&self.calls).push(format!("servers {}", servers.len()));
+            if let Some(v) = Self::lock(&self.state).as_mut() {
+                v.servers = servers
+                    .iter()
+                    .map(|u| ServerView {
+                        name: u.name.clone(),
+                        address: u.address.clone(),
+                        state: ServerState::Up,
+                        in_flight: 0,
+                        requests: 0,
+                        failures: 0,
+                        last_check: None,
+                        last_check_ok: None,
+                        reason: None,
+                    })
+                    .collect();
+            }
+            Ok(())
+        }
+
+        async fn set_settings(&self, strategy: Strategy, retries: bool) -> Result<()> {
+            Self::lock(&self.calls).push(format!("settings {strategy} {retries}"));
+            if let Some(v) = Self::lock(&self.state).as_mut() {
+                v.strategy = strategy;
+                v.retries = retries;
+            }
+            Ok(())
+        }
+
+        async fn drain(&self, name: &str) -> Result<()> {
+            Self::lock(&self.calls).push(format!("drain {name}"));
+            Ok(())
+        }
+
+        async fn undrain(&self, name: &str) -> Result<()> {
+            Self::lock(&self.calls).push(format!("undrain {name}"));
+            Ok(())
+        }
     }
 }

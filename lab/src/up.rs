@@ -152,10 +152,7 @@ async fn ensure_network(rt: &dyn Runtime, lab: &str) -> Result<Secrets> {
         {
             return Ok(s);
         }
-        return Err(LabError::Other(format!(
-            "the network {} has no secrets label (made by another tool?): run `lab down` and `lab up` again",
-            n.name
-        )));
+        return Err(LabError::NoSecrets(n.name.clone()));
     }
     let secrets = Secrets::generate();
     let mut l = lab_labels(lab);

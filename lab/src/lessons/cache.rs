@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::{pct, Ctx, Lesson, Table};
-use crate::error::{LabError, Result};
+use crate::error::Result;
 use crate::load::{LoadArgs, Scenario};
 use crate::roles::server::PORT as APP_PORT;
 use crate::topology::{Reads, Toggle, Topology};
@@ -44,10 +44,10 @@ async fn db_queries(c: &Ctx<'_>, servers: u32) -> Result<f64> {
             .get(format!("http://{addr}/metrics"))
             .send()
             .await
-            .map_err(|e| LabError::Other(e.to_string()))?
+            .map_err(|e| super::step("read a server's metrics")(&e))?
             .text()
             .await
-            .map_err(|e| LabError::Other(e.to_string()))?;
+            .map_err(|e| super::step("read a server's metrics")(&e))?;
         total += text
             .lines()
             .filter(|l| l.starts_with("db_queries_total"))
@@ -67,10 +67,10 @@ async fn timed_reads(base: &str, ids: &[u32], expect_source: &str) -> Result<(f6
             .get(format!("{base}/products/{id}"))
             .send()
             .await
-            .map_err(|e| LabError::Other(e.to_string()))?
+            .map_err(|e| super::step("read a server's metrics")(&e))?
             .json()
             .await
-            .map_err(|e| LabError::Other(e.to_string()))?;
+            .map_err(|e| super::step("read a server's metrics")(&e))?;
         if v["source"] == expect_source {
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }

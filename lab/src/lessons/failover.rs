@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::health_checks::failures_after;
 use super::{Ctx, Lesson, Table};
-use crate::error::{LabError, Result};
+use crate::error::Result;
 use crate::load::{LoadArgs, Scenario};
 use crate::topology::{Sessions, Toggle, Topology};
 
@@ -34,7 +34,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     let admin = c
         .address("lb-1", crate::roles::balancer::ADMIN_PORT)
         .await?;
-    let dir = tempfile::tempdir().map_err(|e| LabError::Other(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(|e| super::step("make a temporary folder")(&e))?;
     let hist = dir.path().join("failover.jsonl");
     c.say(
         "mixed traffic (browse, sessions, bank) at 60 requests/s for 15 s; server-1 crashes at 5 s",

@@ -55,7 +55,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         ..Topology::default()
     })
     .await?;
-    let dir = tempfile::tempdir().map_err(|e| crate::error::LabError::Other(e.to_string()))?;
+    let dir = tempfile::tempdir().map_err(|e| super::step("make a temporary folder")(&e))?;
     let mut table = Table::new(
         "Crash of a server under 100 requests/s",
         &[
@@ -144,7 +144,9 @@ pub(super) async fn wait_all_up(c: &Ctx<'_>) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(crate::error::LabError::Other(
-        "the balancer did not see every server up within 20 s".into(),
-    ))
+    Err(super::LessonError::Step {
+        step: "see every server up in the balancer".into(),
+        reason: "not within 20 s".into(),
+    }
+    .into())
 }

@@ -65,8 +65,27 @@ pub enum LessonError {
         name: String,
         suggestion: Option<String>,
     },
-    #[error("interrupted (Ctrl-C)")]
+    #[error("interrupted (Ctrl-C); the lesson's lab was removed")]
     Interrupted,
+    #[error(
+        "the lesson could not {step}: {reason}; run it again, or with --keep to look at the lab"
+    )]
+    Step { step: String, reason: String },
+    #[error("{service} publishes no port {port}: is it running? see `lab status`")]
+    NoPort { service: String, port: u16 },
+    #[error("this lesson needs a machine with at least {0} CPUs to give each part its own")]
+    TooFewCpus(usize),
+}
+
+/// A lesson step that failed for a reason of its own (HTTP, a temp file).
+pub fn step(step: &str) -> impl FnOnce(&dyn std::fmt::Display) -> LabError + '_ {
+    move |e| {
+        LessonError::Step {
+            step: step.to_string(),
+            reason: e.to_string(),
+        }
+        .into()
+    }
 }
 
 /// An expectation and what was measured.
@@ -230,18 +249,24 @@ impl Ctx<'_> {
 
     pub async fn entrypoint(&self) -> Result<String> {
         let all = self.containers().await?;
-        up::entrypoint(&all)
-            .ok_or_else(|| LabError::Other("the lesson's balancer is not running".into()))
+        up::entrypoint(&all).ok_or_else(|| {
+            LabError::from(LessonError::Step {
+                step: "reach the balancer".into(),
+                reason: "it is not running".into(),
+            })
+        })
     }
 
     /// The published loopback address of a service's port.
     pub async fn address(&self, service: &str, port: u16) -> Result<String> {
         let all = self.containers().await?;
         let c = crate::naming::find(&self.lab, &all, service)?;
-        c.ports
-            .get(&port)
-            .cloned()
-            .ok_or_else(|| LabError::Other(format!("{service} publishes no port {port}")))
+        c.ports.get(&port).cloned().ok_or_else(|| {
+            LabError::from(LessonError::NoPort {
+                service: service.to_string(),
+                port,
+            })
+        })
     }
 
     /// Runs the load driver against the lesson's balancer, quietly.
@@ -330,7 +355,7 @@ pub async fn run(
     crate::down::down(rt, &ctx.lab).await?;
     let outcome = tokio::select! {
         r = (lesson.body)(&mut ctx) => r,
-        _ = tokio::signal::ctrl_c() => Err(LabError::Other(LessonError::Interrupted.to_string())),
+        _ = tokio::signal::ctrl_c() => Err(LessonError::Interrupted.into()),
     };
     if keep {
         let _ = ctx.faults().heal_all().await;

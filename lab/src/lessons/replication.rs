@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Ctx, Lesson, Table};
-use crate::error::{LabError, Result};
+use crate::error::Result;
 use crate::load::{LoadArgs, Scenario};
 use crate::topology::{Replication, Toggle, Topology};
 
@@ -78,7 +78,9 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     );
 
     c.faults().lag("db-replica-1", None).await?;
-    c.faults().replication(true).await?;
+    c.faults()
+        .replication(crate::topology::Replication::Sync)
+        .await?;
     c.say("synchronous replication: a commit returns once the replica has applied it");
     let r = c.load(bank()).await?;
     table.row(row("sync", "-", &r));
@@ -100,7 +102,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
-        .map_err(|e| LabError::Other(e.to_string()))?;
+        .map_err(|e| super::step("make an HTTP client")(&e))?;
     let account = 7_000_000 + (std::process::id() % 100_000) as i64;
     let url = format!("{base}/accounts/{account}/deposit");
     let started = Instant::now();
@@ -109,7 +111,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         .json(&serde_json::json!({"amount": 100}))
         .send()
         .await
-        .map_err(|e| LabError::Other(e.to_string()))?;
+        .map_err(|e| super::step("deposit through the balancer")(&e))?;
     let waited = started.elapsed();
     c.expect(
         "with the sync replica cut off, a write blocks until the app gives up",

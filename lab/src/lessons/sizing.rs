@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use super::{Ctx, Lesson, Table};
-use crate::error::{LabError, Result};
+use crate::error::Result;
 use crate::load::{LoadArgs, Scenario};
 use crate::topology::{Reads, ResourceSet, Resources, Topology};
 
@@ -242,7 +242,7 @@ async fn db_query_ms(c: &Ctx<'_>) -> Result<f64> {
     times
         .get(times.len() / 2)
         .copied()
-        .ok_or_else(|| LabError::Other("psql printed no timing".into()))
+        .ok_or_else(|| super::step("time a query")(&"psql printed no timing"))
 }
 
 /// Web load on the server while the database's own query time is measured.
@@ -275,9 +275,7 @@ async fn separate_db(c: &mut Ctx<'_>) -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     if host_cpus < 2 {
-        return Err(LabError::Other(
-            "separate-db needs a machine with at least 2 CPUs to give each part its own".into(),
-        ));
+        return Err(super::LessonError::TooFewCpus(2).into());
     }
     c.say("one server and the database, both pinned to CPU 0: one machine");
     c.up(one_server_topology(2.0)).await?;
@@ -331,7 +329,7 @@ async fn separate_db(c: &mut Ctx<'_>) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
-        .map_err(|e| LabError::Other(e.to_string()))?;
+        .map_err(|e| super::step("make an HTTP client")(&e))?;
     c.faults().crash("db-primary").await?;
     let status = |url: String| {
         let http = http.clone();

@@ -15,6 +15,8 @@ use futures::stream::BoxStream;
 use thiserror::Error;
 
 pub mod docker;
+/// Test doubles are not part of the shipped API (feature `testing`).
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 
 pub use docker::DockerRuntime;

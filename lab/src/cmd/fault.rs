@@ -1,0 +1,65 @@
+//! The fault commands: crash, stop, start, restart, pause, resume,
+//! partition, slow, lag, replication, resize, and heal to undo them.
+
+use super::Report;
+use crate::cli::{HealArgs, LagArgs, ResizeArgs, SlowArgs};
+use crate::error::Result;
+use crate::faults::Faults;
+use crate::lb_admin::http_connector;
+use crate::runtime::DockerRuntime;
+use crate::topology::Replication;
+
+/// One fault command, with its arguments.
+pub enum Fault {
+    Crash(String),
+    Stop(String),
+    Start(String),
+    Restart(String),
+    Pause(String),
+    Resume(String),
+    Partition(String),
+    Slow(SlowArgs),
+    Lag(LagArgs),
+    Replication(Replication),
+    Resize(ResizeArgs),
+}
+
+pub async fn run(lab: &str, fault: Fault) -> Result<Report> {
+    let rt = DockerRuntime::connect().await?;
+    let f = Faults {
+        rt: &rt,
+        lab,
+        lb: http_connector(),
+    };
+    let outcome = match fault {
+        Fault::Crash(n) => f.crash(&n).await?,
+        Fault::Stop(n) => f.stop(&n).await?,
+        Fault::Start(n) => f.start(&n).await?,
+        Fault::Restart(n) => f.restart(&n).await?,
+        Fault::Pause(n) => f.pause(&n).await?,
+        Fault::Resume(n) => f.resume(&n).await?,
+        Fault::Partition(n) => f.partition(&n).await?,
+        Fault::Slow(a) => f.slow(&a.name, a.latency, a.jitter, a.loss).await?,
+        Fault::Lag(a) => f.lag(&a.name, if a.off { None } else { a.delay }).await?,
+        Fault::Replication(mode) => f.replication(mode).await?,
+        Fault::Resize(a) => {
+            f.resize(&a.name, a.cpus, a.memory.as_deref(), a.cpuset.as_deref())
+                .await?
+        }
+    };
+    Ok(Report::Fault(outcome))
+}
+
+pub async fn heal(lab: &str, a: HealArgs) -> Result<Report> {
+    let rt = DockerRuntime::connect().await?;
+    let f = Faults {
+        rt: &rt,
+        lab,
+        lb: http_connector(),
+    };
+    let done = match &a.name {
+        Some(n) if !a.all => f.heal(n).await?,
+        _ => f.heal_all().await?,
+    };
+    Ok(Report::Healed(done))
+}

@@ -1,0 +1,114 @@
+//! Commands: what each `lab` command does, as a function that takes its
+//! parsed arguments and returns a typed [`Report`].
+//!
+//! A command never prints. It does its work through the library (up, faults,
+//! load, lessons...) and says what happened as data; [`Report::render`]
+//! turns that into text or JSON in one place. The web dashboard calls the
+//! same functions and shows the same reports its own way. (mini-redis keeps
+//! its commands apart the same way: one type per command, one place that
+//! writes to the wire.)
+
+use crate::cli::{Cli, Command};
+use crate::error::Result;
+
+pub mod fault;
+pub mod images;
+pub mod lab;
+pub mod lesson;
+pub mod load;
+
+/// What a command did.
+pub enum Report {
+    /// Nothing to print (logs and watch write as they go).
+    None,
+    ImagesBuilt(Vec<crate::images::Built>),
+    Up(crate::up::UpReport),
+    /// A change to a running lab: only what changed is shown.
+    Changed(crate::up::UpReport),
+    Status {
+        report: crate::status::StatusReport,
+        json: bool,
+    },
+    Down {
+        lab: String,
+        report: crate::down::DownReport,
+    },
+    Load {
+        report: Box<crate::load::Report>,
+        json: bool,
+    },
+    Fault(crate::faults::Outcome),
+    Healed(Vec<crate::faults::Healed>),
+    LessonList(String),
+    Lesson {
+        report: crate::lessons::LessonReport,
+        json: bool,
+    },
+}
+
+impl Report {
+    /// The text (or JSON document) to print on stdout.
+    pub fn render(&self) -> String {
+        fn json(v: &impl serde::Serialize) -> String {
+            match serde_json::to_string_pretty(v) {
+                Ok(s) => format!("{s}\n"),
+                Err(e) => format!("{{\"error\": \"cannot serialise the report: {e}\"}}\n"),
+            }
+        }
+        match self {
+            Report::None => String::new(),
+            Report::ImagesBuilt(built) => built
+                .iter()
+                .map(|b| match b.outcome {
+                    crate::images::Outcome::UpToDate => format!("  up to date  {}\n", b.image),
+                    crate::images::Outcome::Built(d) => {
+                        format!("  built       {} in {:.1}s\n", b.image, d.as_secs_f64())
+                    }
+                })
+                .collect(),
+            Report::Up(r) => r.render(),
+            Report::Changed(r) => r.render_changes(),
+            Report::Status { report, json: true } => json(report),
+            Report::Status { report, .. } => report.render(),
+            Report::Down { lab, report } => report.render(lab),
+            Report::Load { report, json: true } => format!("{}\n", report.to_json()),
+            Report::Load { report, .. } => report.render_text(),
+            Report::Fault(o) => o.to_string(),
+            Report::Healed(done) if done.is_empty() => "nothing to heal: no fault found\n".into(),
+            Report::Healed(done) => done.iter().map(|d| format!("healed {d}\n")).collect(),
+            Report::LessonList(text) => text.clone(),
+            Report::Lesson { report, json: true } => json(report),
+            // The lesson narrated itself as it ran.
+            Report::Lesson { .. } => String::new(),
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub async fn execute(cli: Cli) -> Result<Report> {
+    let lab = cli.lab.as_str();
+    match cli.command {
+        Command::Images(c) => images::run(c).await,
+        Command::Up(a) => lab::up(lab, a).await,
+        Command::Status(a) => lab::status(lab, a.json).await,
+        Command::Watch(a) => lab::watch(lab, a).await,
+        Command::Down => lab::down(lab).await,
+        Command::Logs(a) => lab::logs(lab, a).await,
+        Command::Scale(c) => lab::scale(lab, c).await,
+        Command::Set(a) => lab::set(lab, a).await,
+        Command::Load(a) => load::run(lab, a).await,
+        Command::Lesson(c) => lesson::run(lab, c).await,
+        Command::Crash(t) => fault::run(lab, fault::Fault::Crash(t.name)).await,
+        Command::Stop(t) => fault::run(lab, fault::Fault::Stop(t.name)).await,
+        Command::Start(t) => fault::run(lab, fault::Fault::Start(t.name)).await,
+        Command::Restart(t) => fault::run(lab, fault::Fault::Restart(t.name)).await,
+        Command::Pause(t) => fault::run(lab, fault::Fault::Pause(t.name)).await,
+        Command::Resume(t) => fault::run(lab, fault::Fault::Resume(t.name)).await,
+        Command::Partition(t) => fault::run(lab, fault::Fault::Partition(t.name)).await,
+        Command::Slow(a) => fault::run(lab, fault::Fault::Slow(a)).await,
+        Command::Lag(a) => fault::run(lab, fault::Fault::Lag(a)).await,
+        Command::Replication(a) => fault::run(lab, fault::Fault::Replication(a.mode)).await,
+        Command::Resize(a) => fault::run(lab, fault::Fault::Resize(a)).await,
+        Command::Heal(a) => fault::heal(lab, a).await,
+    }
+}
