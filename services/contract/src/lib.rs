@@ -7,3 +7,5 @@
 //! twice (once where it is made, once where it is kept) breaks silently when
 //! one side is renamed. So every promise is a type here, used by both sides:
 //! a rename is a compile error, not a surprise at run time.
+
+pub mod faultproxy;
