@@ -160,44 +160,52 @@ async fn copy(
         };
         let can_read = !eof_read && !shape.blackhole && line_bytes < MAX_IN_FLIGHT;
 
+        if wake.is_some_and(|at| at <= now) {
+            // Something is due: send it now. (Sleeping until "now" would
+            // cost a timer tick, up to a millisecond, on every chunk.)
+            if let Some((_, piece)) = pending.take() {
+                to.write_all(&piece).await.map_err(Cut::Io)?;
+                continue;
+            }
+            let Some((due, item)) = line.pop_front() else {
+                continue;
+            };
+            match item {
+                Item::Eof => {
+                    to.shutdown().await.map_err(Cut::Io)?;
+                    return Ok(());
+                }
+                Item::Data(mut data) => match &shape.bucket {
+                    None => {
+                        line_bytes -= data.len();
+                        to.write_all(&data).await.map_err(Cut::Io)?;
+                    }
+                    Some(bucket) => {
+                        let piece = data.split_to(data.len().min(bucket.max_chunk));
+                        line_bytes -= piece.len();
+                        if !data.is_empty() {
+                            line.push_front((due, Item::Data(data)));
+                        }
+                        let at = bucket.reserve(piece.len());
+                        if at <= Instant::now() {
+                            to.write_all(&piece).await.map_err(Cut::Io)?;
+                        } else {
+                            pending = Some((at, piece));
+                        }
+                    }
+                },
+            }
+            continue;
+        }
+
         tokio::select! {
             biased;
             changed = faults.changed(), if watching => {
                 watching = changed.is_ok();
                 fault = faults.borrow_and_update().clone();
             }
-            _ = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {
-                if let Some((_, piece)) = pending.take() {
-                    to.write_all(&piece).await.map_err(Cut::Io)?;
-                    continue;
-                }
-                let Some((due, item)) = line.pop_front() else { continue };
-                match item {
-                    Item::Eof => {
-                        to.shutdown().await.map_err(Cut::Io)?;
-                        return Ok(());
-                    }
-                    Item::Data(mut data) => match &shape.bucket {
-                        None => {
-                            line_bytes -= data.len();
-                            to.write_all(&data).await.map_err(Cut::Io)?;
-                        }
-                        Some(bucket) => {
-                            let piece = data.split_to(data.len().min(bucket.max_chunk));
-                            line_bytes -= piece.len();
-                            if !data.is_empty() {
-                                line.push_front((due, Item::Data(data)));
-                            }
-                            let at = bucket.reserve(piece.len());
-                            if at <= Instant::now() {
-                                to.write_all(&piece).await.map_err(Cut::Io)?;
-                            } else {
-                                pending = Some((at, piece));
-                            }
-                        }
-                    },
-                }
-            }
+            // Due: the next turn of the loop sends it.
+            _ = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
             r = from.read(&mut buf), if can_read => {
                 let n = r.map_err(Cut::Io)?;
                 let now = Instant::now();

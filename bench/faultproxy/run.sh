@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Benchmark: what lab-faultproxy costs when no fault is set (its fast path).
+# The same HTTP path is driven with and without the proxy in the same run,
+# in alternating rounds: wrk -> nginx (direct), wrk -> lab-faultproxy ->
+# nginx (one hop). nginx-light answers a fixed 200 from a config of ours.
+# A third target goes through the proxy with a fault that changes nothing
+# (a bandwidth limit of 10 GB/s): the delay line's cost, for comparison.
+# Everything listens on 127.0.0.1; every run is bounded by DURATION.
+#
+#   bench/faultproxy/run.sh                         # 5 rounds x 5 s per target and load
+#   ROUNDS=3 DURATION=10s bench/faultproxy/run.sh
+#   SAVE=0 bench/faultproxy/run.sh                  # do not write results/
+#
+# Two loads per round: one connection (latency: what a hop adds to one
+# request, nothing queued) and CONNECTIONS connections (throughput).
+# Needs: cargo, nginx (apt-get install nginx-light), wrk (apt-get install wrk).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-5s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-2}
+PROXY_WORKERS=${PROXY_WORKERS:-1}
+NGINX_WORKERS=${NGINX_WORKERS:-1}
+SAVE=${SAVE:-1}
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=("nginx (apt-get install nginx-light)")
+command -v wrk >/dev/null 2>&1 || missing+=("wrk (apt-get install wrk)")
+command -v cargo >/dev/null 2>&1 || missing+=("cargo (https://rustup.rs)")
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "missing: ${missing[*]}" >&2
+    exit 1
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [ "$SAVE" = 1 ]; then
+    mkdir -p "$ROOT/bench/faultproxy/results"
+    OUT="$ROOT/bench/faultproxy/results/$(date -u +%Y-%m-%dT%H%MZ).txt"
+    exec > >(tee "$OUT") 2>&1
+fi
+
+echo "== building (release)"
+(cd "$ROOT" && cargo build --release -q -p lab-faultproxy --bin lab-faultproxy)
+TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+PROXY_BIN="$TARGET_DIR/release/lab-faultproxy"
+
+TMP=$(mktemp -d -t lab-bench-fp-XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+# Four free ports in a row on 127.0.0.1.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+BASE_PORT=
+for base in $(seq 31000 10 31990); do
+    if ! port_busy "$base" && ! port_busy $((base + 1)) && ! port_busy $((base + 2)) && ! port_busy $((base + 3)); then
+        BASE_PORT=$base
+        break
+    fi
+done
+if [ -z "$BASE_PORT" ]; then
+    echo "no four free ports in 31000..31999 on 127.0.0.1" >&2
+    exit 1
+fi
+NGINX_PORT=$BASE_PORT
+PROXY_PORT=$((BASE_PORT + 1))
+SLOW_PORT=$((BASE_PORT + 2))
+ADMIN_PORT=$((BASE_PORT + 3))
+
+mkdir -p "$TMP/nginx"
+cat >"$TMP/nginx/nginx.conf" <<NGINX
+worker_processes $NGINX_WORKERS;
+daemon off;
+pid $TMP/nginx/nginx.pid;
+error_log $TMP/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $TMP/nginx/body;
+    proxy_temp_path $TMP/nginx/proxy;
+    fastcgi_temp_path $TMP/nginx/fastcgi;
+    uwsgi_temp_path $TMP/nginx/uwsgi;
+    scgi_temp_path $TMP/nginx/scgi;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            default_type text/plain;
+            return 200 "ok\n";
+        }
+    }
+}
+NGINX
+"$NGINX" -p "$TMP/nginx" -c "$TMP/nginx/nginx.conf" -e "$TMP/nginx/error.log" &
+PIDS+=($!)
+NGINX_PID=$!
+
+RUST_LOG=warn "$PROXY_BIN" \
+    --link "fast=127.0.0.1:$PROXY_PORT->127.0.0.1:$NGINX_PORT" \
+    --link "slow=127.0.0.1:$SLOW_PORT->127.0.0.1:$NGINX_PORT" \
+    --admin "127.0.0.1:$ADMIN_PORT" --workers "$PROXY_WORKERS" &
+PIDS+=($!)
+PROXY_PID=$!
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        if port_busy "$1"; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on 127.0.0.1:$1" >&2
+    exit 1
+}
+for p in $NGINX_PORT $PROXY_PORT $SLOW_PORT $ADMIN_PORT; do wait_port "$p"; done
+curl -fsS -X PUT "http://127.0.0.1:$ADMIN_PORT/links/slow/fault" -d '{"bandwidth_bps": 10000000000}' >/dev/null
+curl -fsS "http://127.0.0.1:$PROXY_PORT/" >/dev/null
+
+# wrk prints "50%  412.00us"; this turns it into microseconds.
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "ms") n = n * 1000; else if (u == "s") n = n * 1e6; else if (u == "m") n = n * 6e7;
+        printf "%.1f", n }'
+}
+# CPU time (user + system, clock ticks) of a process's threads so far.
+cpu_ticks() { awk '{t += $14 + $15} END {print t + 0}' /proc/"$1"/task/*/stat 2>/dev/null; }
+HZ=$(getconf CLK_TCK)
+
+RESULTS="$TMP/results.tsv"
+: >"$RESULTS"
+run() { # load target url connections threads
+    local out c0 c1 rps n p50 p99 errs cpu
+    c0=$(cpu_ticks "$PROXY_PID")
+    out=$(wrk -t"$5" -c"$4" -d"$DURATION" --latency "$3")
+    c1=$(cpu_ticks "$PROXY_PID")
+    rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+    n=$(echo "$out" | awk '/requests in/ {print $1}')
+    p50=$(to_us "$(echo "$out" | awk '$1 == "50%" {print $2}')")
+    p99=$(to_us "$(echo "$out" | awk '$1 == "99%" {print $2}')")
+    errs=$(echo "$out" | awk '/Non-2xx/ {print "non-2xx=" $NF} /Socket errors/ {print "socket-errors"}' | paste -sd, -)
+    cpu=$(awk -v t=$((c1 - c0)) -v n="$n" -v hz="$HZ" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+    if [ "$2" = direct ]; then cpu=0; fi
+    printf "%-10s %-8s rps=%9s p50=%8sus p99=%8sus proxy-cpu/req=%5sus %s\n" "$1" "$2" "$rps" "$p50" "$p99" "$cpu" "${errs:+errors: $errs}"
+    printf "%s\t%s\t%s\t%s\t%s\t%s\n" "$1" "$2" "$rps" "$p50" "$p99" "$cpu" >>"$RESULTS"
+}
+
+echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- services/faultproxy || echo '+changes')"
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== $("$NGINX" -v 2>&1), $NGINX_WORKERS worker; lab-faultproxy --workers $PROXY_WORKERS; $ROUNDS rounds, $DURATION per run"
+echo "== latency load: wrk -t1 -c1; throughput load: wrk -t$THREADS -c$CONNECTIONS"
+for r in $(seq 1 "$ROUNDS"); do
+    echo "-- round $r"
+    run latency direct "http://127.0.0.1:$NGINX_PORT/" 1 1
+    run latency proxy "http://127.0.0.1:$PROXY_PORT/" 1 1
+    run latency slowpath "http://127.0.0.1:$SLOW_PORT/" 1 1
+    run throughput direct "http://127.0.0.1:$NGINX_PORT/" "$CONNECTIONS" "$THREADS"
+    run throughput proxy "http://127.0.0.1:$PROXY_PORT/" "$CONNECTIONS" "$THREADS"
+    run throughput slowpath "http://127.0.0.1:$SLOW_PORT/" "$CONNECTIONS" "$THREADS"
+done
+echo "== load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "== summary (median over $ROUNDS rounds of rps, p50, p99 and proxy CPU per request)"
+awk -F'\t' '
+    { k = $1 SUBSEP $2; n[k]++; rps[k, n[k]] = $3; p50[k, n[k]] = $4; p99[k, n[k]] = $5; cpu[k, n[k]] = $6 }
+    function median(arr, k, cnt,   i, j, t, v) {
+        for (i = 1; i <= cnt; i++) v[i] = arr[k, i]
+        for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
+        return (cnt % 2) ? v[(cnt + 1) / 2] : (v[cnt / 2] + v[cnt / 2 + 1]) / 2
+    }
+    END {
+        split("latency throughput", loads, " "); split("direct proxy slowpath", targets, " ")
+        for (a = 1; a <= 2; a++) for (b = 1; b <= 3; b++) {
+            k = loads[a] SUBSEP targets[b]; if (!(k in n)) continue
+            R[k] = median(rps, k, n[k]); P50[k] = median(p50, k, n[k]); P99[k] = median(p99, k, n[k]); C[k] = median(cpu, k, n[k])
+            printf "%-10s %-8s rps=%9.0f p50=%8.1fus p99=%8.1fus proxy-cpu/req=%5.1fus\n", loads[a], targets[b], R[k], P50[k], P99[k], C[k]
+        }
+        L = "latency" SUBSEP; T = "throughput" SUBSEP
+        printf "one hop, no fault (fast path): p50 added %.1f us at 1 connection, %.1f us at %s connections; throughput ratio %.3f (1 connection) and %.3f (%s connections)\n", P50[L "proxy"] - P50[L "direct"], P50[T "proxy"] - P50[T "direct"], conns, R[L "proxy"] / R[L "direct"], R[T "proxy"] / R[T "direct"], conns
+        printf "one hop, delay line (slowpath): p50 added %.1f us at 1 connection, %.1f us at %s connections; throughput ratio %.3f (1 connection) and %.3f (%s connections)\n", P50[L "slowpath"] - P50[L "direct"], P50[T "slowpath"] - P50[T "direct"], conns, R[L "slowpath"] / R[L "direct"], R[T "slowpath"] / R[T "direct"], conns
+    }' conns="$CONNECTIONS" "$RESULTS"
+if [ "$SAVE" = 1 ]; then echo "== saved to ${OUT#"$ROOT"/}"; fi
