@@ -358,3 +358,89 @@ async fn an_unreachable_upstream_resets_the_client() {
         .unwrap();
     assert_eq!(r.map_err(|e| e.kind()), Err(ErrorKind::ConnectionReset));
 }
+
+#[tokio::test]
+async fn reset_cuts_the_service_side_with_an_rst_too() {
+    // The test plays the service, so it can read its own side.
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let p = proxy(&[("svc", service.local_addr().unwrap().to_string())]).await;
+    let mut client = p.connect("svc").await;
+    client.write_all(b"hi").await.unwrap();
+    let (mut upstream, _) = timeout(Duration::from_secs(2), service.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut buf = [0u8; 2];
+    upstream.read_exact(&mut buf).await.unwrap();
+
+    p.set(
+        "svc",
+        Fault {
+            reset: true,
+            ..Fault::default()
+        },
+    )
+    .await;
+    let read = timeout(Duration::from_secs(2), upstream.read(&mut buf))
+        .await
+        .expect("service side not cut");
+    assert_eq!(read.map_err(|e| e.kind()), Err(ErrorKind::ConnectionReset));
+}
+
+#[tokio::test]
+async fn healing_a_latency_sends_the_bytes_in_flight_at_once() {
+    let (echo, _) = echo_server().await;
+    let p = proxy(&[("svc", echo.to_string())]).await;
+    let mut c = p.connect("svc").await;
+    p.set("svc", latency(3000, Direction::ToService)).await;
+    let start = Instant::now();
+    c.write_all(b"in flight").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    p.heal("svc").await;
+    let mut buf = [0u8; 9];
+    timeout(Duration::from_secs(2), c.read_exact(&mut buf))
+        .await
+        .expect("bytes in flight still held after heal")
+        .unwrap();
+    assert_eq!(&buf, b"in flight");
+    assert!(
+        ms(start.elapsed()) < 100 + SLACK_MS,
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_blackhole_from_the_service_lets_requests_in_and_holds_answers() {
+    let (echo, mut arrivals) = echo_server().await;
+    let p = proxy(&[("svc", echo.to_string())]).await;
+    let mut c = p.connect("svc").await;
+    round_trip(&mut c, b"warm").await;
+    while arrivals.try_recv().is_ok() {}
+    p.set(
+        "svc",
+        Fault {
+            blackhole: true,
+            direction: Direction::FromService,
+            ..Fault::default()
+        },
+    )
+    .await;
+    c.write_all(b"query").await.unwrap();
+    // The service gets the query...
+    timeout(Duration::from_secs(2), arrivals.recv())
+        .await
+        .expect("the request did not reach the service")
+        .unwrap();
+    // ...but its answer is held.
+    let mut buf = [0u8; 5];
+    assert!(timeout(Duration::from_millis(300), c.read_exact(&mut buf))
+        .await
+        .is_err());
+    p.heal("svc").await;
+    timeout(Duration::from_secs(2), c.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"query");
+}
