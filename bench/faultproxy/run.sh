@@ -7,8 +7,8 @@
 # (a bandwidth limit of 10 GB/s): the delay line's cost, for comparison.
 # Everything listens on 127.0.0.1; every run is bounded by DURATION.
 #
-#   bench/faultproxy/run.sh                         # 5 rounds x 5 s per target and load
-#   ROUNDS=3 DURATION=10s bench/faultproxy/run.sh
+#   bench/faultproxy/run.sh                         # 15 rounds x 2 s per target and load (~3.5 min)
+#   ROUNDS=5 DURATION=5s bench/faultproxy/run.sh
 #   SAVE=0 bench/faultproxy/run.sh                  # do not write results/
 #
 # Two loads per round: one connection (latency: what a hop adds to one
@@ -16,8 +16,8 @@
 # Needs: cargo, nginx (apt-get install nginx-light), wrk (apt-get install wrk).
 set -euo pipefail
 
-ROUNDS=${ROUNDS:-5}
-DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-15}
+DURATION=${DURATION:-2s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 PROXY_WORKERS=${PROXY_WORKERS:-1}
@@ -140,10 +140,11 @@ HZ=$(getconf CLK_TCK)
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 run() { # load target url connections threads
-    local out c0 c1 g0 g1 rps n p50 p99 errs cpu ncpu
+    local out c0 c1 g0 g1 rps n p50 p99 errs cpu ncpu wcpu
     c0=$(cpu_ticks "$PROXY_PID")
     g0=$(cpu_ticks "$NGINX_PID")
-    out=$(wrk -t"$5" -c"$4" -d"$DURATION" --latency "$3")
+    # `times` in the subshell prints wrk's CPU time as its last line.
+    out=$( { wrk -t"$5" -c"$4" -d"$DURATION" --latency "$3"; times; } )
     c1=$(cpu_ticks "$PROXY_PID")
     g1=$(cpu_ticks "$NGINX_PID")
     rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
@@ -153,9 +154,12 @@ run() { # load target url connections threads
     errs=$(echo "$out" | awk '/Non-2xx/ {print "non-2xx=" $NF} /Socket errors/ {print "socket-errors"}' | paste -sd, -)
     cpu=$(awk -v t=$((c1 - c0)) -v n="$n" -v hz="$HZ" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
     ncpu=$(awk -v t=$((g1 - g0)) -v n="$n" -v hz="$HZ" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
+    wcpu=$(echo "$out" | tail -n1 | awk -v n="$n" '{
+        t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
+        printf "%.1f", t * 1e6 / n }')
     if [ "$2" = direct ]; then cpu=0; fi
-    printf "%-10s %-8s rps=%9s p50=%8sus p99=%8sus proxy-cpu/req=%5sus nginx-cpu/req=%5sus %s\n" "$1" "$2" "$rps" "$p50" "$p99" "$cpu" "$ncpu" "${errs:+errors: $errs}"
-    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$1" "$2" "$rps" "$p50" "$p99" "$cpu" "$ncpu" >>"$RESULTS"
+    printf "%-10s %-8s rps=%9s p50=%8sus p99=%8sus cpu/req: proxy=%5sus nginx=%5sus wrk=%5sus %s\n" "$1" "$2" "$rps" "$p50" "$p99" "$cpu" "$ncpu" "$wcpu" "${errs:+errors: $errs}"
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$1" "$2" "$rps" "$p50" "$p99" "$cpu" "$ncpu" "$wcpu" >>"$RESULTS"
 }
 
 echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- services/faultproxy || echo '+changes')"
@@ -173,23 +177,50 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 echo "== load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-echo "== summary (median over $ROUNDS rounds of rps, p50, p99 and CPU per request)"
+# System calls the proxy makes per request on its fast path (strace slows
+# it down, so only the counts mean something here, not the times).
+if command -v strace >/dev/null 2>&1; then
+    strace -c -f -o "$TMP/strace.txt" -p "$PROXY_PID" 2>/dev/null &
+    STRACE_PID=$!
+    sleep 0.5
+    n=$(wrk -t1 -c1 -d2s "http://127.0.0.1:$PROXY_PORT/" | awk '/requests in/ {print $1}')
+    kill -INT "$STRACE_PID" 2>/dev/null || true
+    wait "$STRACE_PID" 2>/dev/null || true
+    echo "== proxy system calls per request, fast path, 1 connection ($n requests under strace -c):"
+    # strace -c columns: % time, seconds, usecs/call, calls, [errors,] syscall
+    awk -v n="$n" '$1 ~ /^[0-9.]+$/ && $NF != "total" && $4 / n >= 0.01 { printf "   %-14s %6.2f\n", $NF, $4 / n }' "$TMP/strace.txt"
+else
+    echo "== (strace not installed: no system call count)"
+fi
+
+echo "== summary over $ROUNDS rounds: medians of each figure; then, per round, the proxy run against"
+echo "   the direct run just before it (the machine's load changes from second to second, a pair"
+echo "   of neighbouring runs sees nearly the same): median [25th..75th percentile] of the pairs"
 awk -F'\t' '
-    { k = $1 SUBSEP $2; n[k]++; rps[k, n[k]] = $3; p50[k, n[k]] = $4; p99[k, n[k]] = $5; cpu[k, n[k]] = $6; ncpu[k, n[k]] = $7 }
-    function median(arr, k, cnt,   i, j, t, v) {
+    { k = $1 SUBSEP $2; n[k]++; rps[k, n[k]] = $3; p50[k, n[k]] = $4; p99[k, n[k]] = $5; cpu[k, n[k]] = $6; ncpu[k, n[k]] = $7; wcpu[k, n[k]] = $8 }
+    function sorted(arr, k, cnt, v,   i, j, t) {
         for (i = 1; i <= cnt; i++) v[i] = arr[k, i]
         for (i = 1; i <= cnt; i++) for (j = i + 1; j <= cnt; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
-        return (cnt % 2) ? v[(cnt + 1) / 2] : (v[cnt / 2] + v[cnt / 2 + 1]) / 2
+    }
+    function q(arr, k, cnt, f,   v, pos, lo) {
+        sorted(arr, k, cnt, v)
+        pos = 1 + (cnt - 1) * f; lo = int(pos)
+        return (lo >= cnt) ? v[cnt] : v[lo] + (pos - lo) * (v[lo + 1] - v[lo])
     }
     END {
         split("latency throughput", loads, " "); split("direct proxy slowpath", targets, " ")
         for (a = 1; a <= 2; a++) for (b = 1; b <= 3; b++) {
             k = loads[a] SUBSEP targets[b]; if (!(k in n)) continue
-            R[k] = median(rps, k, n[k]); P50[k] = median(p50, k, n[k]); P99[k] = median(p99, k, n[k]); C[k] = median(cpu, k, n[k]); G[k] = median(ncpu, k, n[k])
-            printf "%-10s %-8s rps=%9.0f p50=%8.1fus p99=%8.1fus proxy-cpu/req=%5.1fus nginx-cpu/req=%5.1fus\n", loads[a], targets[b], R[k], P50[k], P99[k], C[k], G[k]
+            printf "%-10s %-8s rps=%9.0f p50=%8.1fus p99=%8.1fus cpu/req: proxy=%5.1fus nginx=%5.1fus wrk=%5.1fus\n", loads[a], targets[b], q(rps, k, n[k], .5), q(p50, k, n[k], .5), q(p99, k, n[k], .5), q(cpu, k, n[k], .5), q(ncpu, k, n[k], .5), q(wcpu, k, n[k], .5)
         }
-        L = "latency" SUBSEP; T = "throughput" SUBSEP
-        printf "one hop, no fault (fast path): p50 added %.1f us at 1 connection, %.1f us at %s connections; throughput ratio %.3f (1 connection) and %.3f (%s connections)\n", P50[L "proxy"] - P50[L "direct"], P50[T "proxy"] - P50[T "direct"], conns, R[L "proxy"] / R[L "direct"], R[T "proxy"] / R[T "direct"], conns
-        printf "one hop, delay line (slowpath): p50 added %.1f us at 1 connection, %.1f us at %s connections; throughput ratio %.3f (1 connection) and %.3f (%s connections)\n", P50[L "slowpath"] - P50[L "direct"], P50[T "slowpath"] - P50[T "direct"], conns, R[L "slowpath"] / R[L "direct"], R[T "slowpath"] / R[T "direct"], conns
-    }' conns="$CONNECTIONS" "$RESULTS"
+        for (a = 1; a <= 2; a++) for (b = 2; b <= 3; b++) {
+            d = loads[a] SUBSEP "direct"; k = loads[a] SUBSEP targets[b]; m = n[k]
+            for (r = 1; r <= m; r++) {
+                add[k, r] = p50[k, r] - p50[d, r]; ratio[k, r] = rps[k, r] / rps[d, r]
+                # all three programs share the cores: requests per CPU-second
+                cratio[k, r] = (ncpu[d, r] + wcpu[d, r]) / (cpu[k, r] + ncpu[k, r] + wcpu[k, r])
+            }
+            printf "%-10s %-8s vs direct: p50 added %6.1f us [%6.1f..%6.1f], throughput ratio %.3f [%.3f..%.3f], requests per CPU-second ratio %.3f [%.3f..%.3f]\n", loads[a], targets[b], q(add, k, m, .5), q(add, k, m, .25), q(add, k, m, .75), q(ratio, k, m, .5), q(ratio, k, m, .25), q(ratio, k, m, .75), q(cratio, k, m, .5), q(cratio, k, m, .25), q(cratio, k, m, .75)
+        }
+    }' "$RESULTS"
 if [ "$SAVE" = 1 ]; then echo "== saved to ${OUT#"$ROOT"/}"; fi
