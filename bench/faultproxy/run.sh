@@ -55,23 +55,24 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# Four free ports in a row on 127.0.0.1.
+# Five free ports in a row on 127.0.0.1.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 BASE_PORT=
 for base in $(seq 31000 10 31990); do
-    if ! port_busy "$base" && ! port_busy $((base + 1)) && ! port_busy $((base + 2)) && ! port_busy $((base + 3)); then
+    if ! port_busy "$base" && ! port_busy $((base + 1)) && ! port_busy $((base + 2)) && ! port_busy $((base + 3)) && ! port_busy $((base + 4)); then
         BASE_PORT=$base
         break
     fi
 done
 if [ -z "$BASE_PORT" ]; then
-    echo "no four free ports in 31000..31999 on 127.0.0.1" >&2
+    echo "no five free ports in 31000..31999 on 127.0.0.1" >&2
     exit 1
 fi
 NGINX_PORT=$BASE_PORT
 PROXY_PORT=$((BASE_PORT + 1))
 SLOW_PORT=$((BASE_PORT + 2))
 ADMIN_PORT=$((BASE_PORT + 3))
+SOCAT_PORT=$((BASE_PORT + 4))
 
 mkdir -p "$TMP/nginx"
 cat >"$TMP/nginx/nginx.conf" <<NGINX
@@ -116,7 +117,19 @@ wait_port() {
     echo "nothing listens on 127.0.0.1:$1" >&2
     exit 1
 }
-for p in $NGINX_PORT $PROXY_PORT $SLOW_PORT $ADMIN_PORT; do wait_port "$p"; done
+# socat, the plain TCP relay a user would reach for, as a reference: it
+# forks a process per connection, then copies with poll/read/write.
+WAIT_PORTS="$NGINX_PORT $PROXY_PORT $SLOW_PORT $ADMIN_PORT"
+SOCAT_PID=
+if command -v socat >/dev/null 2>&1; then
+    socat "TCP-LISTEN:$SOCAT_PORT,bind=127.0.0.1,reuseaddr,fork,nodelay" "TCP:127.0.0.1:$NGINX_PORT,nodelay" &
+    PIDS+=($!)
+    SOCAT_PID=$!
+    WAIT_PORTS="$WAIT_PORTS $SOCAT_PORT"
+else
+    echo "== (socat not installed: no reference relay; apt-get install socat)"
+fi
+for p in $WAIT_PORTS; do wait_port "$p"; done
 curl -fsS -X PUT "http://127.0.0.1:$ADMIN_PORT/links/slow/fault" -d '{"bandwidth_bps": 10000000000}' >/dev/null
 curl -fsS "http://127.0.0.1:$PROXY_PORT/" >/dev/null
 
@@ -127,13 +140,16 @@ to_us() {
         if (u == "ms") n = n * 1000; else if (u == "s") n = n * 1e6; else if (u == "m") n = n * 6e7;
         printf "%.1f", n }'
 }
-# CPU time (user + system, clock ticks) so far of a process's threads and
-# its children's (nginx's worker is a child of its master). On a machine
-# where every core is busy, CPU time per request decides throughput.
+# CPU time (user + system, clock ticks) so far of a process's threads, of
+# its live children's (nginx's worker, socat's one process per connection)
+# and of its children that have exited (socat's, when wrk closes).
 cpu_ticks() {
     local p pids
     pids="$1 $(pgrep -P "$1" | tr '\n' ' ' || true)"
-    for p in $pids; do cat /proc/"$p"/task/*/stat 2>/dev/null; done | awk '{t += $14 + $15} END {print t + 0}'
+    {
+        for p in $pids; do cat /proc/"$p"/task/*/stat 2>/dev/null; done | awk '{print $14 + $15}'
+        awk '{print $16 + $17}' /proc/"$1"/stat 2>/dev/null
+    } | awk '{t += $1} END {print t + 0}'
 }
 HZ=$(getconf CLK_TCK)
 
@@ -141,11 +157,13 @@ RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 run() { # load target url connections threads
     local out c0 c1 g0 g1 rps n p50 p99 errs cpu ncpu wcpu
-    c0=$(cpu_ticks "$PROXY_PID")
+    local relay=$PROXY_PID
+    if [ "$2" = socat ]; then relay=$SOCAT_PID; fi
+    c0=$(cpu_ticks "$relay")
     g0=$(cpu_ticks "$NGINX_PID")
     # `times` in the subshell prints wrk's CPU time as its last line.
     out=$( { wrk -t"$5" -c"$4" -d"$DURATION" --latency "$3"; times; } )
-    c1=$(cpu_ticks "$PROXY_PID")
+    c1=$(cpu_ticks "$relay")
     g1=$(cpu_ticks "$NGINX_PID")
     rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
     n=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -158,7 +176,7 @@ run() { # load target url connections threads
         t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60 + a[2] }
         printf "%.1f", t * 1e6 / n }')
     if [ "$2" = direct ]; then cpu=0; fi
-    printf "%-10s %-8s rps=%9s p50=%8sus p99=%8sus cpu/req: proxy=%5sus nginx=%5sus wrk=%5sus %s\n" "$1" "$2" "$rps" "$p50" "$p99" "$cpu" "$ncpu" "$wcpu" "${errs:+errors: $errs}"
+    printf "%-10s %-8s rps=%9s p50=%8sus p99=%8sus cpu/req: relay=%5sus nginx=%5sus wrk=%5sus %s\n" "$1" "$2" "$rps" "$p50" "$p99" "$cpu" "$ncpu" "$wcpu" "${errs:+errors: $errs}"
     printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$1" "$2" "$rps" "$p50" "$p99" "$cpu" "$ncpu" "$wcpu" >>"$RESULTS"
 }
 
@@ -171,9 +189,11 @@ for r in $(seq 1 "$ROUNDS"); do
     run latency direct "http://127.0.0.1:$NGINX_PORT/" 1 1
     run latency proxy "http://127.0.0.1:$PROXY_PORT/" 1 1
     run latency slowpath "http://127.0.0.1:$SLOW_PORT/" 1 1
+    if [ -n "$SOCAT_PID" ]; then run latency socat "http://127.0.0.1:$SOCAT_PORT/" 1 1; fi
     run throughput direct "http://127.0.0.1:$NGINX_PORT/" "$CONNECTIONS" "$THREADS"
     run throughput proxy "http://127.0.0.1:$PROXY_PORT/" "$CONNECTIONS" "$THREADS"
     run throughput slowpath "http://127.0.0.1:$SLOW_PORT/" "$CONNECTIONS" "$THREADS"
+    if [ -n "$SOCAT_PID" ]; then run throughput socat "http://127.0.0.1:$SOCAT_PORT/" "$CONNECTIONS" "$THREADS"; fi
 done
 echo "== load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -208,13 +228,13 @@ awk -F'\t' '
         return (lo >= cnt) ? v[cnt] : v[lo] + (pos - lo) * (v[lo + 1] - v[lo])
     }
     END {
-        split("latency throughput", loads, " "); split("direct proxy slowpath", targets, " ")
-        for (a = 1; a <= 2; a++) for (b = 1; b <= 3; b++) {
+        split("latency throughput", loads, " "); nt = split("direct proxy slowpath socat", targets, " ")
+        for (a = 1; a <= 2; a++) for (b = 1; b <= nt; b++) {
             k = loads[a] SUBSEP targets[b]; if (!(k in n)) continue
-            printf "%-10s %-8s rps=%9.0f p50=%8.1fus p99=%8.1fus cpu/req: proxy=%5.1fus nginx=%5.1fus wrk=%5.1fus\n", loads[a], targets[b], q(rps, k, n[k], .5), q(p50, k, n[k], .5), q(p99, k, n[k], .5), q(cpu, k, n[k], .5), q(ncpu, k, n[k], .5), q(wcpu, k, n[k], .5)
+            printf "%-10s %-8s rps=%9.0f p50=%8.1fus p99=%8.1fus cpu/req: relay=%5.1fus nginx=%5.1fus wrk=%5.1fus\n", loads[a], targets[b], q(rps, k, n[k], .5), q(p50, k, n[k], .5), q(p99, k, n[k], .5), q(cpu, k, n[k], .5), q(ncpu, k, n[k], .5), q(wcpu, k, n[k], .5)
         }
-        for (a = 1; a <= 2; a++) for (b = 2; b <= 3; b++) {
-            d = loads[a] SUBSEP "direct"; k = loads[a] SUBSEP targets[b]; m = n[k]
+        for (a = 1; a <= 2; a++) for (b = 2; b <= nt; b++) {
+            d = loads[a] SUBSEP "direct"; k = loads[a] SUBSEP targets[b]; m = n[k]; if (!(k in n)) continue
             for (r = 1; r <= m; r++) {
                 add[k, r] = p50[k, r] - p50[d, r]; ratio[k, r] = rps[k, r] / rps[d, r]
                 # all three programs share the cores: requests per CPU-second
