@@ -2,6 +2,7 @@
 //! service's ports and injects network faults set through the admin API,
 //! until SIGTERM or Ctrl-C.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -64,6 +65,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, not in `docker logs`.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     // One worker: a single-threaded runtime, which skips the work-stealing
     // machinery (and its wake-ups) that only pays off with several threads.
