@@ -129,20 +129,26 @@ async fn copy(
                     continue;
                 }
             };
+            bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if watching && faults.has_changed().unwrap_or(false) {
+                // The fault changed while these bytes (or this close) were
+                // arriving: they are the first to feel it.
+                fault = faults.borrow_and_update().clone();
+                let shape = fault.shaping(way);
+                let now = Instant::now();
+                if n == 0 {
+                    eof_read = true;
+                    line.push_back((now + shape.latency + shape.slow_close, Item::Eof));
+                } else {
+                    last_due = now + shape.sample_delay();
+                    line_bytes += n;
+                    line.push_back((last_due, Item::Data(Bytes::copy_from_slice(&buf[..n]))));
+                }
+                continue;
+            }
             if n == 0 {
                 to.shutdown().await.map_err(Cut::Io)?;
                 return Ok(());
-            }
-            bytes.fetch_add(n as u64, Ordering::Relaxed);
-            if watching && faults.has_changed().unwrap_or(false) {
-                // The fault changed while these bytes were arriving: they
-                // are the first to feel it.
-                fault = faults.borrow_and_update().clone();
-                let due = Instant::now() + fault.shaping(way).sample_delay();
-                last_due = due;
-                line_bytes += n;
-                line.push_back((due, Item::Data(Bytes::copy_from_slice(&buf[..n]))));
-                continue;
             }
             to.write_all(&buf[..n]).await.map_err(Cut::Io)?;
             continue;
