@@ -444,3 +444,64 @@ async fn a_blackhole_from_the_service_lets_requests_in_and_holds_answers() {
         .unwrap();
     assert_eq!(&buf, b"query");
 }
+
+#[tokio::test]
+async fn latency_and_bandwidth_combine() {
+    let (sink, mut done) = sink_server().await;
+    let p = proxy(&[("svc", sink.to_string())]).await;
+    p.set(
+        "svc",
+        Fault {
+            latency_ms: 200,
+            bandwidth_bps: Some(200_000),
+            direction: Direction::ToService,
+            ..Fault::default()
+        },
+    )
+    .await;
+    let mut c = p.connect("svc").await;
+    let start = Instant::now();
+    c.write_all(&vec![3u8; 100_000]).await.unwrap();
+    c.shutdown().await.unwrap();
+    let (total, first, last) = timeout(Duration::from_secs(10), done.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(total, 100_000);
+    // The first byte waits for the latency; the rest follow at the rate.
+    assert!(
+        (200..200 + SLACK_MS).contains(&ms(first - start)),
+        "first byte after {:?}",
+        first - start
+    );
+    let spread = (last - first).as_secs_f64();
+    assert!(
+        (0.4..0.6).contains(&spread),
+        "100 kB at 200 kB/s took {spread:.2} s"
+    );
+}
+
+#[tokio::test]
+async fn connections_are_counted_while_open_and_only_then() {
+    let (echo, _) = echo_server().await;
+    let p = proxy(&[("svc", echo.to_string())]).await;
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let mut c = p.connect("svc").await;
+        round_trip(&mut c, b"hi").await;
+        clients.push(c);
+    }
+    let link = p.running.link("svc").unwrap();
+    assert_eq!(link.status().open_connections, 50);
+    drop(clients);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while link.status().open_connections > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} still open",
+            link.status().open_connections
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(link.status().total_connections, 50);
+}
