@@ -12,11 +12,13 @@
 //!   sessions, reads, replication, on/off), one spelling each;
 //! * [`balancer`]: the balancer's configuration file;
 //! * [`admin`]: the balancer's admin API;
-//! * [`app`]: the app's environment and its JSON answers.
+//! * [`app`]: the app's environment and its JSON answers;
+//! * [`faultproxy`]: the fault proxy's admin API.
 
 pub mod admin;
 pub mod app;
 pub mod balancer;
+pub mod faultproxy;
 pub mod knobs;
 
 /// Durations as people write them, `"500ms"` or `"2s"`, in TOML and JSON

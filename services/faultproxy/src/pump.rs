@@ -1,0 +1,237 @@
+//! # Pumps: copying one connection's bytes, one way, through the link's fault
+//!
+//! A proxied connection is two sockets (client side, service side) and two
+//! pumps: one copies client → service, the other service → client. Each pump
+//! holds a `watch::Receiver` on its link's fault, so a fault set through the
+//! admin API reaches connections that are already open (a pooled database
+//! connection feels a new latency on its very next query): the pump waits on
+//! "bytes to read" *and* "the fault changed" at the same time.
+//!
+//! With no fault, a pump is a plain copy: read into a buffer, write it out
+//! (the fast path; it costs what any proxy costs). With a fault, it becomes
+//! a *delay line*: every chunk read is stamped with the time it is due
+//! (now + latency ± jitter, never earlier than the chunk before it, so the
+//! bytes of one connection never overtake each other), queued, and written
+//! when due, through the link's token bucket when there is a bandwidth limit.
+//! Reading goes on while earlier chunks wait, as on a real long link where
+//! many packets are in flight at once. A close (the peer's FIN) travels
+//! through the same line, after the data, plus the slow-close delay.
+//! A blackhole stops both reading and writing: the bytes wait in the
+//! kernel's buffers, like packets a dead link keeps dropping and TCP keeps
+//! resending, and flow again once it is healed.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lab_contract::faultproxy::Direction;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant};
+
+use crate::fault::ActiveFault;
+
+/// Bytes read per system call. An HTTP request or a query fits in one read.
+const BUF_SIZE: usize = 16 * 1024;
+
+/// At most this many bytes wait in a pump's delay line; beyond it the pump
+/// stops reading and the sender's TCP window closes, as on a real link.
+const MAX_IN_FLIGHT: usize = 1024 * 1024;
+
+/// Why a pump stopped before a clean close: either way the whole
+/// connection is cut with RST on both sides.
+#[derive(Debug)]
+pub enum Cut {
+    /// The link's fault is `reset`.
+    Reset,
+    /// A socket failed (the peer reset, or vanished).
+    Io(io::Error),
+}
+
+enum Item {
+    Data(Bytes),
+    /// The peer closed its side: pass the close on.
+    Eof,
+}
+
+/// Copies `from` → `to` until the close has been passed on (`Ok`) or the
+/// connection must be cut (`Err`; both sockets are then set to close with
+/// RST, which happens when their last half is dropped).
+pub async fn pump(
+    mut from: OwnedReadHalf,
+    to: OwnedWriteHalf,
+    way: Direction,
+    faults: watch::Receiver<Arc<ActiveFault>>,
+    bytes: &AtomicU64,
+) -> Result<(), Cut> {
+    let mut to = NoFinOnDrop(Some(to));
+    let Some(w) = to.0.as_mut() else {
+        return Ok(());
+    };
+    let result = copy(&mut from, w, way, faults, bytes).await;
+    if result.is_err() {
+        // SO_LINGER 0: closing sends RST instead of FIN, at once.
+        let _ = from.as_ref().set_zero_linger();
+        let _ = w.as_ref().set_zero_linger();
+    }
+    result
+}
+
+/// tokio's write half sends a FIN when dropped; a cut connection must end
+/// with an RST alone, so the FIN is sent only where a close is passed on
+/// (`shutdown` in the pump) and a dropped half just lets go of the socket.
+/// This also covers a pump that is dropped mid-way (its partner was cut).
+struct NoFinOnDrop(Option<OwnedWriteHalf>);
+
+impl Drop for NoFinOnDrop {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            w.forget();
+        }
+    }
+}
+
+async fn copy(
+    from: &mut OwnedReadHalf,
+    to: &mut OwnedWriteHalf,
+    way: Direction,
+    mut faults: watch::Receiver<Arc<ActiveFault>>,
+    bytes: &AtomicU64,
+) -> Result<(), Cut> {
+    let mut buf = vec![0u8; BUF_SIZE];
+    let mut fault = faults.borrow_and_update().clone();
+    // When the proxy shuts down the sender goes away: keep the last fault.
+    let mut watching = true;
+    let mut line: VecDeque<(Instant, Item)> = VecDeque::new();
+    let mut line_bytes = 0usize;
+    // A piece taken from the line that waits for its slot in the bucket.
+    let mut pending: Option<(Instant, Bytes)> = None;
+    let mut last_due = Instant::now();
+    let mut eof_read = false;
+
+    loop {
+        if fault.reset {
+            return Err(Cut::Reset);
+        }
+        let shape = fault.shaping(way);
+
+        if shape.is_clear() && line.is_empty() && pending.is_none() {
+            // Fast path: a plain copy, watching for a fault at every read.
+            let n = tokio::select! {
+                biased;
+                r = from.read(&mut buf) => r.map_err(Cut::Io)?,
+                changed = faults.changed(), if watching => {
+                    watching = changed.is_ok();
+                    fault = faults.borrow_and_update().clone();
+                    continue;
+                }
+            };
+            bytes.fetch_add(n as u64, Ordering::Relaxed);
+            if watching && faults.has_changed().unwrap_or(false) {
+                // The fault changed while these bytes (or this close) were
+                // arriving: they are the first to feel it.
+                fault = faults.borrow_and_update().clone();
+                let shape = fault.shaping(way);
+                let now = Instant::now();
+                if n == 0 {
+                    eof_read = true;
+                    line.push_back((now + shape.latency + shape.slow_close, Item::Eof));
+                } else {
+                    last_due = now + shape.sample_delay();
+                    line_bytes += n;
+                    line.push_back((last_due, Item::Data(Bytes::copy_from_slice(&buf[..n]))));
+                }
+                continue;
+            }
+            if n == 0 {
+                to.shutdown().await.map_err(Cut::Io)?;
+                return Ok(());
+            }
+            to.write_all(&buf[..n]).await.map_err(Cut::Io)?;
+            continue;
+        }
+
+        // Slow path: the delay line.
+        let now = Instant::now();
+        let wake = if shape.blackhole {
+            None
+        } else if let Some((at, _)) = &pending {
+            Some(*at)
+        } else {
+            line.front()
+                .map(|(due, _)| if shape.delays() { *due } else { now })
+        };
+        let can_read = !eof_read && !shape.blackhole && line_bytes < MAX_IN_FLIGHT;
+
+        if wake.is_some_and(|at| at <= now) {
+            // Something is due: send it now. (Sleeping until "now" would
+            // cost a timer tick, up to a millisecond, on every chunk.)
+            if let Some((_, piece)) = pending.take() {
+                to.write_all(&piece).await.map_err(Cut::Io)?;
+                continue;
+            }
+            let Some((due, item)) = line.pop_front() else {
+                continue;
+            };
+            match item {
+                Item::Eof => {
+                    to.shutdown().await.map_err(Cut::Io)?;
+                    return Ok(());
+                }
+                Item::Data(mut data) => match &shape.bucket {
+                    None => {
+                        line_bytes -= data.len();
+                        to.write_all(&data).await.map_err(Cut::Io)?;
+                    }
+                    Some(bucket) => {
+                        let piece = data.split_to(data.len().min(bucket.max_chunk));
+                        line_bytes -= piece.len();
+                        if !data.is_empty() {
+                            line.push_front((due, Item::Data(data)));
+                        }
+                        let at = bucket.reserve(piece.len());
+                        if at <= Instant::now() {
+                            to.write_all(&piece).await.map_err(Cut::Io)?;
+                        } else {
+                            pending = Some((at, piece));
+                        }
+                    }
+                },
+            }
+            continue;
+        }
+
+        tokio::select! {
+            biased;
+            changed = faults.changed(), if watching => {
+                watching = changed.is_ok();
+                fault = faults.borrow_and_update().clone();
+            }
+            // Due: the next turn of the loop sends it.
+            _ = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
+            r = from.read(&mut buf), if can_read => {
+                let n = r.map_err(Cut::Io)?;
+                let now = Instant::now();
+                if n == 0 {
+                    eof_read = true;
+                    let due = (now + shape.latency + shape.slow_close).max(last_due);
+                    line.push_back((due, Item::Eof));
+                } else {
+                    bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    let due = (now + shape.sample_delay()).max(last_due);
+                    last_due = due;
+                    line_bytes += n;
+                    line.push_back((due, Item::Data(Bytes::copy_from_slice(&buf[..n]))));
+                }
+            }
+            else => {
+                // Nothing can move and nobody can change the fault any more:
+                // the proxy is shutting down.
+                return Ok(());
+            }
+        }
+    }
+}
