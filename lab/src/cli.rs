@@ -220,6 +220,32 @@ pub struct UpArgs {
     pub timeout: std::time::Duration,
 }
 
+impl UpArgs {
+    /// The flags as one more layer over the preset and the file: the model
+    /// ([`crate::topology`]) never sees the argument parser.
+    pub fn as_layer(&self) -> crate::topology::LabFile {
+        let text =
+            |d: Option<std::time::Duration>| d.map(|d| humantime::format_duration(d).to_string());
+        crate::topology::LabFile {
+            servers: self.servers,
+            lb: self.lb,
+            retries: self.retries,
+            sessions: self.sessions,
+            cache: self.cache,
+            replicas: self.replicas,
+            replication: self.replication,
+            reads: self.reads,
+            port: self.port,
+            health_interval: text(self.health_interval),
+            health_timeout: text(self.health_timeout),
+            health_fall: self.health_fall,
+            health_rise: self.health_rise,
+            passive: self.passive,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
     /// One JSON document on stdout instead of a table.

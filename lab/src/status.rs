@@ -48,10 +48,48 @@ pub struct LbEntry {
     pub reason: Option<String>,
 }
 
+/// How the primary treats a replica's confirmations
+/// (`pg_stat_replication.sync_state`).
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncState {
+    /// Commits do not wait for it.
+    Async,
+    /// Commits wait for it.
+    Sync,
+    /// Would be waited for if a synchronous replica went away.
+    Potential,
+    /// One of a quorum that commits wait for.
+    Quorum,
+    Unknown,
+}
+
+impl SyncState {
+    fn parse(s: &str) -> SyncState {
+        match s {
+            "async" => SyncState::Async,
+            "sync" => SyncState::Sync,
+            "potential" => SyncState::Potential,
+            "quorum" => SyncState::Quorum,
+            _ => SyncState::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for SyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.write_str(&s)
+    }
+}
+
 #[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct ReplicationInfo {
     /// async or sync, as the primary sees this replica.
-    pub mode: String,
+    pub mode: SyncState,
     /// How far behind the primary it applies changes; null when unknown
     /// (not connected).
     pub replay_lag_ms: Option<u64>,
@@ -127,7 +165,7 @@ pub fn pg_duration_ms(s: &str) -> Option<u64> {
 }
 
 /// Per replica name: (sync_state, lag ms) from the primary's point of view.
-async fn replication_rows(rt: &dyn Runtime, primary: &str) -> BTreeMap<String, (String, u64)> {
+async fn replication_rows(rt: &dyn Runtime, primary: &str) -> BTreeMap<String, (SyncState, u64)> {
     let sql = "SELECT application_name, sync_state, \
                CASE WHEN replay_lsn = pg_current_wal_lsn() THEN 0 \
                ELSE COALESCE((EXTRACT(EPOCH FROM replay_lag) * 1000)::bigint, 0) END \
@@ -139,7 +177,7 @@ async fn replication_rows(rt: &dyn Runtime, primary: &str) -> BTreeMap<String, (
             if let [name, mode, lag] = f[..] {
                 rows.insert(
                     name.to_string(),
-                    (mode.to_string(), lag.parse().unwrap_or(0)),
+                    (SyncState::parse(mode), lag.parse().unwrap_or(0)),
                 );
             }
         }
@@ -201,7 +239,7 @@ async fn service_status(
     c: &ContainerInfo,
     network: &str,
     view: Option<&BalancerView>,
-    repl: &BTreeMap<String, (String, u64)>,
+    repl: &BTreeMap<String, (SyncState, u64)>,
 ) -> ServiceStatus {
     let name = c.label(labels::SERVICE).unwrap_or(&c.name).to_string();
     let role = c
@@ -240,14 +278,17 @@ async fn service_status(
         }
         replication = Some(match repl.get(&name) {
             Some((mode, lag)) => ReplicationInfo {
-                mode: mode.clone(),
+                mode: *mode,
                 replay_lag_ms: Some(*lag),
                 connected: true,
             },
             None => ReplicationInfo {
                 mode: settings_of(c)
-                    .map(|t| t.replication.to_string())
-                    .unwrap_or_else(|| "unknown".into()),
+                    .map(|t| match t.replication {
+                        crate::topology::Replication::Async => SyncState::Async,
+                        crate::topology::Replication::Sync => SyncState::Sync,
+                    })
+                    .unwrap_or(SyncState::Unknown),
                 replay_lag_ms: None,
                 connected: false,
             },

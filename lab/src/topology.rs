@@ -14,8 +14,6 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::cli::UpArgs;
-
 pub const MAX_SERVERS: u8 = 16;
 pub const MAX_REPLICAS: u8 = 3;
 pub const DEFAULT_PORT: u16 = 8080;
@@ -278,17 +276,17 @@ pub enum TopologyError {
 }
 
 impl Topology {
-    /// Defaults, then the file, then the flags. `reads` defaults to the
-    /// replicas when there are any and to the primary when there are none, so
+    /// Defaults under the layers given (preset, file and flags, already laid
+    /// one over the other with [`layer`]). `reads` defaults to the replicas
+    /// when there are any and to the primary when there are none, so
     /// `--replicas 0` alone is a valid lab.
-    pub fn resolve(file: Option<&LabFile>, flags: &UpArgs) -> Result<Topology, TopologyError> {
+    pub fn resolve(f: &LabFile) -> Result<Topology, TopologyError> {
         let d = Topology::default();
-        let f = file.cloned().unwrap_or_default();
-        let servers = flags.servers.or(f.servers).unwrap_or(d.servers.into());
+        let servers = f.servers.unwrap_or(d.servers.into());
         if !(1..=MAX_SERVERS.into()).contains(&servers) {
             return Err(TopologyError::Servers(servers));
         }
-        let replicas = flags.replicas.or(f.replicas).unwrap_or(d.replicas.into());
+        let replicas = f.replicas.unwrap_or(d.replicas.into());
         if replicas > MAX_REPLICAS.into() {
             return Err(TopologyError::Replicas(replicas));
         }
@@ -301,30 +299,24 @@ impl Topology {
         };
         let t = Topology {
             servers,
-            lb: flags.lb.or(f.lb).unwrap_or(d.lb),
-            retries: flags.retries.or(f.retries).unwrap_or(d.retries),
-            sessions: flags.sessions.or(f.sessions).unwrap_or(d.sessions),
-            cache: flags.cache.or(f.cache).unwrap_or(d.cache),
+            lb: f.lb.unwrap_or(d.lb),
+            retries: f.retries.unwrap_or(d.retries),
+            sessions: f.sessions.unwrap_or(d.sessions),
+            cache: f.cache.unwrap_or(d.cache),
             cache_ttl: f.cache_ttl.clone().unwrap_or(d.cache_ttl),
             replicas,
-            replication: flags.replication.or(f.replication).unwrap_or(d.replication),
-            reads: flags.reads.or(f.reads).unwrap_or(default_reads),
-            port: flags.port.or(f.port).unwrap_or(d.port),
+            replication: f.replication.unwrap_or(d.replication),
+            reads: f.reads.unwrap_or(default_reads),
+            port: f.port.unwrap_or(d.port),
             product_query_ms: f.product_query_ms.unwrap_or(d.product_query_ms),
             health: HealthChecks {
-                interval: match flags.health_interval {
-                    Some(d) => d,
-                    None => file_duration("health_interval", &f.health_interval)?
-                        .unwrap_or(d.health.interval),
-                },
-                timeout: match flags.health_timeout {
-                    Some(d) => d,
-                    None => file_duration("health_timeout", &f.health_timeout)?
-                        .unwrap_or(d.health.timeout),
-                },
-                fall: flags.health_fall.or(f.health_fall).unwrap_or(d.health.fall),
-                rise: flags.health_rise.or(f.health_rise).unwrap_or(d.health.rise),
-                passive: flags.passive.or(f.passive).unwrap_or(d.health.passive),
+                interval: file_duration("health_interval", &f.health_interval)?
+                    .unwrap_or(d.health.interval),
+                timeout: file_duration("health_timeout", &f.health_timeout)?
+                    .unwrap_or(d.health.timeout),
+                fall: f.health_fall.unwrap_or(d.health.fall),
+                rise: f.health_rise.unwrap_or(d.health.rise),
+                passive: f.passive.unwrap_or(d.health.passive),
             },
             resources: f.resources.clone(),
         };
@@ -522,10 +514,16 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::UpArgs;
+
+    /// What `lab up` does: the flags laid over the file.
+    fn resolve_with(file: Option<&LabFile>, flags: &UpArgs) -> Result<Topology, TopologyError> {
+        Topology::resolve(&layer(file.cloned().unwrap_or_default(), flags.as_layer()))
+    }
 
     #[test]
     fn defaults_are_the_naive_architecture() {
-        let t = Topology::resolve(None, &UpArgs::default()).unwrap();
+        let t = resolve_with(None, &UpArgs::default()).unwrap();
         assert_eq!(t.servers, 3);
         assert_eq!(t.sessions, Sessions::Memory);
         assert_eq!(t.reads, Reads::Replicas);
@@ -552,7 +550,7 @@ mod tests {
             servers: Some(4),
             ..Default::default()
         };
-        let t = Topology::resolve(Some(&file), &flags).unwrap();
+        let t = resolve_with(Some(&file), &flags).unwrap();
         assert_eq!(t.servers, 4);
         assert_eq!(t.sessions, Sessions::Redis);
         assert_eq!(t.lb, Strategy::Sticky);
@@ -566,12 +564,12 @@ mod tests {
             servers: Some(2),
             ..Default::default()
         };
-        let t = Topology::resolve(Some(&merged), &flags).unwrap();
+        let t = resolve_with(Some(&merged), &flags).unwrap();
         assert_eq!(t.sessions, Sessions::Redis);
         assert_eq!(t.replication, Replication::Sync);
         assert_eq!(t.cache, Toggle::Off);
         assert_eq!(t.servers, 2);
-        let single = Topology::resolve(Some(&Preset::Single.file()), &UpArgs::default()).unwrap();
+        let single = resolve_with(Some(&Preset::Single.file()), &UpArgs::default()).unwrap();
         assert_eq!(
             (single.servers, single.replicas, single.reads),
             (1, 0, Reads::Primary)
@@ -584,7 +582,7 @@ mod tests {
             replicas: Some(0),
             ..Default::default()
         };
-        let t = Topology::resolve(None, &flags).unwrap();
+        let t = resolve_with(None, &flags).unwrap();
         assert_eq!(t.reads, Reads::Primary);
     }
 
@@ -637,7 +635,7 @@ mod tests {
             ),
         ];
         for (flags, want) in cases {
-            assert_eq!(Topology::resolve(None, &flags).unwrap_err(), want);
+            assert_eq!(resolve_with(None, &flags).unwrap_err(), want);
         }
     }
 

@@ -12,12 +12,14 @@ use crate::topology::{self, Topology};
 use crate::{down, live, logs, status, up, watch};
 
 pub async fn up(lab: &str, args: UpArgs) -> Result<Report> {
+    // Defaults < preset < lab.toml < flags.
     let file = args.file.as_deref().map(topology::load_file).transpose()?;
-    let file = match args.preset {
-        Some(p) => Some(topology::layer(p.file(), file.unwrap_or_default())),
-        None => file,
-    };
-    let t = Topology::resolve(file.as_ref(), &args)?;
+    let preset = args.preset.map(|p| p.file()).unwrap_or_default();
+    let layers = topology::layer(
+        topology::layer(preset, file.unwrap_or_default()),
+        args.as_layer(),
+    );
+    let t = Topology::resolve(&layers)?;
     let rt = DockerRuntime::connect().await?;
     let opts = up::UpOptions {
         wait: !args.no_wait,
