@@ -24,6 +24,15 @@ fn every_lesson_holds() {
     let only: Option<Vec<String>> = std::env::var("LAB_LESSONS")
         .ok()
         .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+    // A misspelt name must not run nothing and pass.
+    if let Some(only) = &only {
+        let unknown: Vec<&String> = only.iter().filter(|o| !names.contains(o)).collect();
+        assert!(
+            unknown.is_empty(),
+            "LAB_LESSONS names no lesson called {unknown:?}; the lessons are: {}",
+            names.join(", ")
+        );
+    }
     let prefix = format!("e2e-{}", std::process::id());
     let mut failed = Vec::new();
     for name in &names {
