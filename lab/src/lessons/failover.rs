@@ -72,7 +72,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         })
         .await?;
     let noticed = *noticed.lock().unwrap_or_else(|p| p.into_inner());
-    let (dropped, last) = failures_after(&hist, at);
+    let (dropped, last) = failures_after(&hist, at, super::health_checks::When::Done);
     let mut t = Table::new(
         "server-1 crashes under mixed traffic",
         &[

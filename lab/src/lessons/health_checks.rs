@@ -1,8 +1,18 @@
 //! Lesson 5: health checks. A balancer keeps sending requests to a server
-//! that died until its health checks notice; those requests fail. How long
-//! that window lasts is set by the check interval and the number of failed
-//! checks needed (fall). Retrying an idempotent request on another server
-//! hides the window from users entirely.
+//! that died until it notices; those requests fail. How long that window
+//! lasts depends on how it notices:
+//!
+//! * passive checks: a real request's connection is refused, and the server
+//!   is taken down at once (the window is about nothing);
+//! * active checks only: the balancer asks each server every `interval` and
+//!   gives up after `fall` failures in a row, so the window is about
+//!   interval × fall (the course's 3 seconds with checks every second and
+//!   three failures);
+//! * a hung server (paused: it accepts, never answers) refuses nothing, so
+//!   only the active checks see it, each after its timeout.
+//!
+//! Retrying an idempotent request on another server hides the window from
+//! users entirely.
 
 use crate::lb_admin::ServerState;
 use std::time::Duration;
@@ -10,7 +20,7 @@ use std::time::Duration;
 use super::{Ctx, Lesson, Table};
 use crate::error::Result;
 use crate::load::{LoadArgs, Scenario};
-use crate::topology::{Reads, Toggle, Topology};
+use crate::topology::{HealthChecks, Reads, Toggle, Topology};
 
 pub const LESSON: Lesson = Lesson {
     name: "health-checks",
@@ -20,8 +30,13 @@ pub const LESSON: Lesson = Lesson {
     body: |c| Box::pin(body(c)),
 };
 
-/// Seconds from `at` to the last failed operation in a history file.
-pub(super) fn failures_after(history: &std::path::Path, at: Duration) -> (u64, Option<f64>) {
+/// Seconds from `at` to the last failed operation in a history file, by
+/// the time each ended or was sent.
+pub(super) fn failures_after(
+    history: &std::path::Path,
+    at: Duration,
+    when: When,
+) -> (u64, Option<f64>) {
     let text = std::fs::read_to_string(history).unwrap_or_default();
     let mut count = 0;
     let mut last: Option<f64> = None;
@@ -32,76 +47,164 @@ pub(super) fn failures_after(history: &std::path::Path, at: Duration) -> (u64, O
         if v["outcome"] == "ok" {
             continue;
         }
-        let t = v["t_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+        let sent = v["t_ms"].as_f64().unwrap_or(0.0) / 1000.0;
         // Latency counts from when the request was sent: a request that
-        // failed after the crash was under way at most that long before.
-        if t + v["latency_ms"].as_f64().unwrap_or(0.0) / 1000.0 >= at.as_secs_f64() {
+        // failed after the fault was under way at most that long before.
+        let t = match when {
+            When::Done => sent + v["latency_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            When::Sent => sent,
+        };
+        if t >= at.as_secs_f64() {
             count += 1;
-            let since = t + v["latency_ms"].as_f64().unwrap_or(0.0) / 1000.0 - at.as_secs_f64();
+            let since = t - at.as_secs_f64();
             last = Some(last.map_or(since, |l: f64| l.max(since)));
         }
     }
     (count, last)
 }
 
+/// The three windows the lesson measures, in seconds after the fault:
+/// the last failed request of each (None: nothing failed), and how many.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Windows {
+    pub passive: Option<f64>,
+    pub passive_failed: u64,
+    pub active: Option<f64>,
+    pub active_failed: u64,
+    pub hung: Option<f64>,
+    pub hung_failed: u64,
+}
+
+/// The verdicts, as (expectation, measured, passed): a pure function of the
+/// knobs and the measured windows.
+pub fn verdicts(h: &HealthChecks, w: &Windows) -> Vec<(String, String, bool)> {
+    let secs = |x: Option<f64>| {
+        x.map(|l| format!("last failure {l:.2} s after the fault"))
+            .unwrap_or_else(|| "no failure".into())
+    };
+    let active = h.detection_window().as_secs_f64();
+    // The first check after the crash may come at once or one interval
+    // later; a request in flight adds up to a second.
+    let active_low = active - h.interval.as_secs_f64();
+    let active_high = active + 1.0;
+    let passive_high = 1.0;
+    let hung = h.hung_window().as_secs_f64() + 1.0;
+    vec![
+        (
+            format!("with passive checks, a crash is noticed at once (failures stop within {passive_high:.1} s)"),
+            format!("{} failed, {}", w.passive_failed, secs(w.passive)),
+            w.passive.is_none_or(|l| l <= passive_high),
+        ),
+        (
+            format!(
+                "with active checks only, requests fail for about interval x fall = {active:.1} s (between {active_low:.1} and {active_high:.1} s)"
+            ),
+            format!("{} failed, {}", w.active_failed, secs(w.active)),
+            w.active_failed > 0 && w.active.is_some_and(|l| (active_low..=active_high).contains(&l)),
+        ),
+        (
+            format!(
+                "a hung server gets requests until fall x max(interval, timeout) = {:.1} s (+1 s)",
+                h.hung_window().as_secs_f64()
+            ),
+            format!("{} failed, the last sent {}", w.hung_failed, secs(w.hung)),
+            w.hung_failed > 0 && w.hung.is_some_and(|l| l <= hung),
+        ),
+    ]
+}
+
 async fn body(c: &mut Ctx<'_>) -> Result<()> {
+    // The course's settings: a check every second, down after three.
     let t = Topology {
         servers: 3,
         replicas: 0,
         reads: Reads::Primary,
         retries: Toggle::Off,
+        health: HealthChecks {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            fall: 3,
+            rise: 2,
+            passive: Toggle::On,
+        },
         ..Topology::default()
     };
-    // The window computed from the knobs, plus 1 s for a request already
-    // under way and the scheduler of a busy laptop.
     let h = t.health;
-    let window = h.detection_window().as_secs_f64() + 1.0;
     c.say(&format!(
-        "3 servers behind a round-robin balancer, retries off; health checks every {} ms, down after {} failures",
+        "3 servers behind a round-robin balancer, retries off; health checks every {} ms, down after {} failures, passive checks on",
         h.interval.as_millis(),
         h.fall
     ));
     c.up(t).await?;
     let dir = tempfile::tempdir().map_err(|e| super::step("make a temporary folder")(&e))?;
     let mut table = Table::new(
-        "Crash of a server under 100 requests/s",
+        "A server breaks under 100 requests/s (retries off)",
         &[
-            "retries",
+            "fault",
+            "checks",
             "requests",
             "failed",
-            "last failure after the crash",
+            "last failure after it",
         ],
     );
+    let mut w = Windows::default();
 
     c.say("100 GET/s for 10 s; server-1 crashes at 3 s");
-    let (report, failed, last) =
-        crash_under_load(c, &dir.path().join("off.jsonl"), "server-1").await?;
-    table.row(vec![
-        "off".into(),
-        report.requests.to_string(),
-        report.errors.total().to_string(),
-        last.map(|l| format!("{l:.2} s"))
-            .unwrap_or_else(|| "-".into()),
-    ]);
-    c.expect(
-        "without retries, requests fail while the balancer has not noticed",
-        format!("{failed} failed after the crash"),
-        failed > 0,
-    );
-    c.expect(
-        &format!("the failures stop within interval x fall + 1 s = {window:.1} s"),
-        last.map(|l| format!("last failure {l:.2} s after the crash"))
-            .unwrap_or_else(|| "no failure".into()),
-        last.is_some_and(|l| l <= window),
-    );
+    let (report, failed, last) = fault_under_load(
+        c,
+        &dir.path().join("passive.jsonl"),
+        Fault::Crash("server-1"),
+        When::Done,
+    )
+    .await?;
+    (w.passive, w.passive_failed) = (last, failed);
+    table.row(row("crash", "passive + active", &report, failed, last));
 
-    c.say("server-1 back, retries on; the same load, server-2 crashes at 3 s");
+    c.say("passive checks off: only the active checks can notice now");
     c.faults().start("server-1").await?;
-    c.set(&["retries=on"]).await?;
+    c.set(&["passive=off"]).await?;
     wait_all_up(c).await?;
-    let (report, _, _) = crash_under_load(c, &dir.path().join("on.jsonl"), "server-2").await?;
+    c.say("100 GET/s for 10 s; server-2 crashes at 3 s");
+    let (report, failed, last) = fault_under_load(
+        c,
+        &dir.path().join("active.jsonl"),
+        Fault::Crash("server-2"),
+        When::Done,
+    )
+    .await?;
+    (w.active, w.active_failed) = (last, failed);
+    table.row(row("crash", "active only", &report, failed, last));
+
+    c.say("server-2 back; 100 GET/s for 10 s; server-3 hangs (paused) at 3 s");
+    c.faults().start("server-2").await?;
+    wait_all_up(c).await?;
+    let (report, failed, last) = fault_under_load(
+        c,
+        &dir.path().join("hung.jsonl"),
+        Fault::Pause("server-3"),
+        When::Sent,
+    )
+    .await?;
+    (w.hung, w.hung_failed) = (last, failed);
+    table.row(row("pause (hung)", "active only", &report, failed, last));
+    c.faults().resume("server-3").await?;
+    for (expectation, measured, passed) in verdicts(&h, &w) {
+        c.expect(&expectation, measured, passed);
+    }
+
+    c.say("retries and passive checks on; the same load, server-1 crashes at 3 s");
+    c.set(&["retries=on", "passive=on"]).await?;
+    wait_all_up(c).await?;
+    let (report, _, _) = fault_under_load(
+        c,
+        &dir.path().join("retries.jsonl"),
+        Fault::Crash("server-1"),
+        When::Done,
+    )
+    .await?;
     table.row(vec![
-        "on".into(),
+        "crash, retries on".into(),
+        "passive + active".into(),
         report.requests.to_string(),
         report.errors.total().to_string(),
         "-".into(),
@@ -115,12 +218,46 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     Ok(())
 }
 
-/// 100 GET/s for 10 s with `victim` crashed 3 s in: the report, and the
-/// failures after the crash with the time of the last one.
-async fn crash_under_load(
+fn row(
+    fault: &str,
+    checks: &str,
+    report: &crate::load::Report,
+    failed: u64,
+    last: Option<f64>,
+) -> Vec<String> {
+    vec![
+        fault.into(),
+        checks.into(),
+        report.requests.to_string(),
+        failed.to_string(),
+        last.map(|l| format!("{l:.2} s"))
+            .unwrap_or_else(|| "-".into()),
+    ]
+}
+
+/// What breaks during the load.
+#[derive(Clone, Copy)]
+enum Fault {
+    Crash(&'static str),
+    Pause(&'static str),
+}
+
+/// Which time of a failed request counts: when it ended (a refused
+/// connection ends at once) or when it was sent (a request to a hung server
+/// ends only at the balancer's timeout, long after it was misrouted).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum When {
+    Done,
+    Sent,
+}
+
+/// 100 GET/s for 10 s with `fault` 3 s in: the report, and the failures
+/// after the fault with the time of the last one.
+async fn fault_under_load(
     c: &Ctx<'_>,
     history: &std::path::Path,
-    victim: &str,
+    fault: Fault,
+    when: When,
 ) -> Result<(crate::load::Report, u64, Option<f64>)> {
     let args = LoadArgs {
         scenario: Scenario::Ping,
@@ -131,10 +268,13 @@ async fn crash_under_load(
     };
     let (report, at) = c
         .load_with(args, Duration::from_secs(3), || async {
-            c.faults().crash(victim).await.map(|_| ())
+            match fault {
+                Fault::Crash(victim) => c.faults().crash(victim).await.map(|_| ()),
+                Fault::Pause(victim) => c.faults().pause(victim).await.map(|_| ()),
+            }
         })
         .await?;
-    let (failed, last) = failures_after(history, at);
+    let (failed, last) = failures_after(history, at, when);
     Ok((report, failed, last))
 }
 
@@ -156,4 +296,92 @@ pub(super) async fn wait_all_up(c: &Ctx<'_>) -> Result<()> {
         reason: "not within 20 s".into(),
     }
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn course() -> HealthChecks {
+        HealthChecks {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            fall: 3,
+            rise: 2,
+            passive: Toggle::On,
+        }
+    }
+
+    fn measured() -> Windows {
+        Windows {
+            passive: Some(0.05),
+            passive_failed: 2,
+            active: Some(2.7),
+            active_failed: 160,
+            hung: Some(3.1),
+            hung_failed: 100,
+        }
+    }
+
+    fn passed(w: &Windows) -> Vec<bool> {
+        verdicts(&course(), w).into_iter().map(|v| v.2).collect()
+    }
+
+    #[test]
+    fn the_course_windows_pass() {
+        assert_eq!(passed(&measured()), [true, true, true]);
+        // Nothing failed at all with passive checks: still at once.
+        let w = Windows {
+            passive: None,
+            passive_failed: 0,
+            ..measured()
+        };
+        assert_eq!(passed(&w), [true, true, true]);
+    }
+
+    #[test]
+    fn passive_checks_that_did_nothing_fail() {
+        let w = Windows {
+            passive: Some(2.8),
+            ..measured()
+        };
+        assert_eq!(passed(&w), [false, true, true]);
+    }
+
+    #[test]
+    fn an_active_window_that_did_not_show_fails() {
+        // Passive checks secretly still on: the window is about nothing.
+        let w = Windows {
+            active: Some(0.1),
+            ..measured()
+        };
+        assert_eq!(passed(&w)[1], false);
+        let w = Windows {
+            active: None,
+            active_failed: 0,
+            ..measured()
+        };
+        assert_eq!(passed(&w)[1], false);
+        // Far longer than the knobs allow.
+        let w = Windows {
+            active: Some(6.0),
+            ..measured()
+        };
+        assert_eq!(passed(&w)[1], false);
+    }
+
+    #[test]
+    fn a_hung_server_never_taken_out_fails() {
+        let w = Windows {
+            hung: Some(9.0),
+            ..measured()
+        };
+        assert_eq!(passed(&w)[2], false);
+        let w = Windows {
+            hung: None,
+            hung_failed: 0,
+            ..measured()
+        };
+        assert_eq!(passed(&w)[2], false);
+    }
 }
