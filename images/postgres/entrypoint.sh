@@ -9,6 +9,11 @@
 # written to conf.d/00-lab.conf on every start; live changes made later with
 # ALTER SYSTEM (lab lag, lab replication) land in postgresql.auto.conf, which
 # PostgreSQL reads last, so they win until they are reset.
+#
+# With FAULTPROXY_LINKS set, PostgreSQL listens on $PGPORT and our fault proxy
+# on the service's port (5432) in front of it; a replica also streams the
+# primary's WAL through its own proxy link ($WAL_HOST:$WAL_PORT), so the
+# replication link can be slowed or cut apart from everything else.
 set -euo pipefail
 
 PGBIN=/usr/lib/postgresql/15/bin
@@ -43,13 +48,13 @@ HBA
       primary=${PRIMARY_HOST:?PRIMARY_HOST is required for a replica}
       export PGPASSWORD=$POSTGRES_PASSWORD
       echo "lab-postgres: waiting for $primary"
-      until "$PGBIN/pg_isready" -q -h "$primary" -U postgres; do sleep 0.3; done
+      until "$PGBIN/pg_isready" -q -h "$primary" -p 5432 -U postgres; do sleep 0.3; done
       # A replica recreated with a fresh volume finds its old slot still on
       # the primary; drop it when nobody uses it so -C can create it anew.
-      "$PGBIN/psql" -q -h "$primary" -U postgres -d postgres -c \
+      "$PGBIN/psql" -q -h "$primary" -p 5432 -U postgres -d postgres -c \
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$SLOT' AND NOT active" >/dev/null
       echo "lab-postgres: copying $primary with pg_basebackup (slot $SLOT)"
-      as_postgres env PGPASSWORD="$PGPASSWORD" "$PGBIN/pg_basebackup" -h "$primary" -U postgres \
+      as_postgres env PGPASSWORD="$PGPASSWORD" "$PGBIN/pg_basebackup" -h "$primary" -p 5432 -U postgres \
         -D "$PGDATA" -X stream -C -S "$SLOT" --checkpoint=fast
       touch "$PGDATA/standby.signal"
       chown postgres:postgres "$PGDATA/standby.signal"
@@ -72,7 +77,7 @@ mkdir -p "$PGDATA/conf.d"
   echo "max_connections = 200"
   echo "wal_receiver_status_interval = 1s"
   if [ "$ROLE" = replica ]; then
-    echo "primary_conninfo = 'host=$PRIMARY_HOST port=5432 user=postgres password=$POSTGRES_PASSWORD application_name=$NAME'"
+    echo "primary_conninfo = 'host=${WAL_HOST:-$PRIMARY_HOST} port=${WAL_PORT:-5432} user=postgres password=$POSTGRES_PASSWORD application_name=$NAME'"
     echo "primary_slot_name = '$SLOT'"
   else
     echo "synchronous_standby_names = '${SYNC_STANDBY_NAMES:-}'"
@@ -82,4 +87,7 @@ mkdir -p "$PGDATA/conf.d"
 chown -R postgres:postgres "$PGDATA/conf.d"
 
 echo "lab-postgres: starting as $ROLE"
-exec setpriv --reuid=postgres --regid=postgres --init-groups "$PGBIN/postgres" -D "$PGDATA"
+if [ -n "${FAULTPROXY_LINKS:-}" ]; then
+  as_postgres /usr/local/bin/lab-faultproxy &
+fi
+exec setpriv --reuid=postgres --regid=postgres --init-groups "$PGBIN/postgres" -D "$PGDATA" -p "${PGPORT:-5432}"

@@ -103,13 +103,17 @@ pub enum Command {
     #[command(after_help = "Example:\n  lab partition db-replica-1\n  lab heal db-replica-1")]
     Partition(Target),
 
-    /// Undo faults: reconnect, resume, start, remove delay and loss, end lag.
+    /// Undo faults: reconnect, resume, start, remove slow links, end lag.
     #[command(after_help = "Examples:\n  lab heal server-1\n  lab heal --all")]
     Heal(HealArgs),
 
-    /// Delay (and optionally drop) the network traffic of one service.
+    /// Slow a service's network: delay, jitter, a bandwidth limit.
+    ///
+    /// Through the service's own fault proxy by default, which works on
+    /// every kernel; --netem uses the kernel's tc netem instead (where the
+    /// kernel has it), which can also drop packets.
     #[command(
-        after_help = "Examples:\n  lab slow server-2 --latency 200ms\n  lab slow db-primary --latency 50ms --jitter 10ms --loss 1%\n  lab heal server-2"
+        after_help = "Examples:\n  lab slow server-2 --latency 200ms              # what the balancer sees of server-2\n  lab slow db-primary --latency 50ms --jitter 10ms  # the database as the servers see it\n  lab slow db-replica-1 --link wal --latency 2s  # the replica's WAL arrives late\n  lab slow redis --latency 0ms --bandwidth 1mbit\n  lab slow server-1 --latency 100ms --netem --loss 1%\n  lab heal server-2"
     )]
     Slow(SlowArgs),
 
@@ -312,15 +316,54 @@ pub struct HealArgs {
 pub struct SlowArgs {
     /// The service whose traffic is delayed.
     pub name: String,
-    /// Delay added to every packet it sends, e.g. 200ms.
+    /// Delay added to every byte (or packet, with --netem), e.g. 200ms.
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
     pub latency: std::time::Duration,
     /// Random variation of the delay, e.g. 20ms.
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
     pub jitter: Option<std::time::Duration>,
-    /// Share of packets dropped, e.g. 5%.
-    #[arg(long, value_name = "P%", value_parser = crate::faults::parse_percent)]
+    /// A bandwidth limit, e.g. 1mbit or 64kB (per second; the proxy only).
+    #[arg(long, value_name = "RATE", value_parser = crate::faults::parse_rate)]
+    pub bandwidth: Option<u64>,
+    /// Which link of the service's proxy: service (its port, the default)
+    /// or wal (a replica's stream of the primary's changes).
+    #[arg(long, value_name = "LINK")]
+    pub link: Option<String>,
+    /// Which way: to-service, from-service or both (the proxy only).
+    #[arg(long, value_name = "WAY", default_value = "both", value_parser = parse_direction)]
+    pub direction: lab_contract::faultproxy::Direction,
+    /// Use the kernel's tc netem (needs the sch_netem module).
+    #[arg(long)]
+    pub netem: bool,
+    /// Share of packets dropped, e.g. 5% (needs --netem).
+    #[arg(long, value_name = "P%", value_parser = crate::faults::parse_percent, requires = "netem")]
     pub loss: Option<f64>,
+}
+
+impl SlowArgs {
+    pub fn spec(&self) -> crate::faults::Slow {
+        crate::faults::Slow {
+            latency: self.latency,
+            jitter: self.jitter,
+            bandwidth_bps: self.bandwidth,
+            loss: self.loss,
+            link: self.link.clone(),
+            direction: self.direction,
+            netem: self.netem,
+        }
+    }
+}
+
+fn parse_direction(s: &str) -> Result<lab_contract::faultproxy::Direction, String> {
+    use lab_contract::faultproxy::Direction;
+    [
+        Direction::ToService,
+        Direction::FromService,
+        Direction::Both,
+    ]
+    .into_iter()
+    .find(|d| d.to_string() == s)
+    .ok_or_else(|| format!("{s:?} is not a direction: use to-service, from-service or both"))
 }
 
 #[derive(Args, Debug, Clone)]

@@ -10,6 +10,7 @@ use crate::lessons::LessonError;
 use crate::live::SetError;
 use crate::load::LoadError;
 use crate::naming::NameError;
+use crate::proxy_admin::ProxyError;
 use crate::runtime::RuntimeError;
 use crate::topology::TopologyError;
 
@@ -27,6 +28,8 @@ pub enum LabError {
     Fault(#[from] FaultError),
     #[error(transparent)]
     Set(#[from] SetError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("port {port} on 127.0.0.1 is already in use: stop what uses it, or pick another with --port (0 picks a free one)")]

@@ -37,7 +37,7 @@ pub enum FaultError {
     },
     #[error("{name} is not running ({state}): start it first with `lab start {name}`")]
     NotRunning { name: String, state: State },
-    #[error("network emulation (tc netem) is not available here: {0}; load the kernel module with `modprobe sch_netem`")]
+    #[error("network emulation (tc netem) is not available here: {0}; drop --netem to use the lab's fault proxy, or load the kernel module with `modprobe sch_netem`")]
     NetemUnavailable(String),
     #[error("invalid {what} {value:?}: {hint}")]
     Invalid {
@@ -45,6 +45,8 @@ pub enum FaultError {
         value: String,
         hint: &'static str,
     },
+    #[error("{name} has no fault proxy in front of it (the balancer is the lab's entry point): slow a server, redis or a database node, or use --netem")]
+    NoProxy { name: String },
     #[error("{what} failed: {detail}")]
     Failed { what: String, detail: String },
 }
@@ -153,6 +155,9 @@ pub enum Event {
         latency_ms: u64,
         jitter_ms: Option<u64>,
         loss_pct: Option<f64>,
+        bandwidth_bps: Option<u64>,
+        /// The proxy link slowed; None for the kernel's netem.
+        link: Option<String>,
     },
     Lagging {
         delay_ms: u64,
@@ -244,14 +249,28 @@ impl std::fmt::Display for Outcome {
                 latency_ms,
                 jitter_ms,
                 loss_pct,
-            } => writeln!(
-                f,
-                "{svc} now sends every packet {latency_ms} ms{} late{}.\nWatch: {watch} Undo with `lab heal {svc}`.",
-                jitter_ms.map(|j| format!(" ± {j} ms")).unwrap_or_default(),
-                loss_pct
-                    .map(|l| format!(", and drops {l}% of them"))
-                    .unwrap_or_default()
-            ),
+                bandwidth_bps,
+                link,
+            } => {
+                let jitter = jitter_ms.map(|j| format!(" ± {j} ms")).unwrap_or_default();
+                match link {
+                    None => writeln!(
+                        f,
+                        "{svc} now sends every packet {latency_ms} ms{jitter} late{} (tc netem).\nWatch: {watch} Undo with `lab heal {svc}`.",
+                        loss_pct
+                            .map(|l| format!(", and drops {l}% of them"))
+                            .unwrap_or_default()
+                    ),
+                    Some(link) => writeln!(
+                        f,
+                        "{svc}'s {link} link now delays every byte {latency_ms} ms{jitter}{} (its fault proxy).\nWatch: {watch} Undo with `lab heal {svc}`.",
+                        bandwidth_bps
+                            .map(|b| format!(", at most {}", describe_rate(b)))
+                            .unwrap_or_default()
+                    ),
+                }
+            }
+
             Event::Lagging { delay_ms } => writeln!(
                 f,
                 "{svc} now applies each change {} after the primary committed it.\nWatch: {watch} End it with `lab lag {svc} --off`.",
@@ -295,6 +314,85 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// A rate in bytes per second, the way people say it.
+pub fn describe_rate(bps: u64) -> String {
+    let bits = bps * 8;
+    if bits >= 1_000_000 {
+        format!("{:.1} Mbit/s", bits as f64 / 1e6)
+    } else {
+        format!("{:.0} kbit/s", bits as f64 / 1e3)
+    }
+}
+
+/// A proxy link's fault in a few words, for `lab status`.
+pub fn describe_link_fault(f: &lab_contract::faultproxy::Fault) -> String {
+    if f.reset {
+        return "RESET".into();
+    }
+    let mut parts = Vec::new();
+    if f.blackhole {
+        parts.push("BLACKHOLE".to_string());
+    }
+    if f.latency_ms > 0 {
+        parts.push(if f.jitter_ms > 0 {
+            format!("SLOW +{}ms ±{}ms", f.latency_ms, f.jitter_ms)
+        } else {
+            format!("SLOW +{}ms", f.latency_ms)
+        });
+    }
+    if let Some(b) = f.bandwidth_bps {
+        parts.push(format!("≤ {}", describe_rate(b)));
+    }
+    if f.slow_close_ms > 0 {
+        parts.push(format!("close +{}ms", f.slow_close_ms));
+    }
+    format!("{} ({})", parts.join(" "), f.direction)
+}
+
+/// What `lab slow` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Slow {
+    pub latency: Duration,
+    pub jitter: Option<Duration>,
+    /// Bytes per second (proxy only).
+    pub bandwidth_bps: Option<u64>,
+    /// Share of packets dropped (netem only).
+    pub loss: Option<f64>,
+    /// The proxy link; default the one in front of the service's port.
+    pub link: Option<String>,
+    pub direction: lab_contract::faultproxy::Direction,
+    /// Use the kernel's tc netem instead of the proxy.
+    pub netem: bool,
+}
+
+/// `1mbit`, `500kbit`, `2MB`, `64kB` (per second) to bytes per second.
+pub fn parse_rate(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches("/s").trim_end_matches("ps");
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a rate such as 1mbit or 500kbit"))?;
+    let bytes = match unit {
+        "bit" => n / 8.0,
+        "kbit" => n * 1e3 / 8.0,
+        "mbit" => n * 1e6 / 8.0,
+        "gbit" => n * 1e9 / 8.0,
+        "b" | "" => n,
+        "kb" => n * 1e3,
+        "mb" => n * 1e6,
+        "gb" => n * 1e9,
+        _ => return Err(format!("{s:?} is not a rate such as 1mbit or 500kbit")),
+    };
+    if bytes < 1.0 {
+        return Err(format!("{s:?} is below one byte per second"));
+    }
+    Ok(bytes as u64)
+}
+
 /// One fault undone by `heal`.
 #[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -303,6 +401,8 @@ pub enum Mended {
     Resumed,
     Started,
     SlowRemoved,
+    /// Faults on the links of its proxy.
+    LinksHealed,
     LagEnded,
 }
 
@@ -320,6 +420,7 @@ impl std::fmt::Display for Healed {
             Mended::Resumed => "resumed",
             Mended::Started => "started",
             Mended::SlowRemoved => "network delay and loss removed",
+            Mended::LinksHealed => "faults on its proxy's links removed",
             Mended::LagEnded => "lag ended",
         };
         write!(f, "{}: {what}", self.service)
@@ -497,13 +598,10 @@ impl Faults<'_> {
         Ok(Outcome::new(&svc, Event::Partitioned).watch(self.after_loss(&c).await))
     }
 
-    pub async fn slow(
-        &self,
-        name: &str,
-        latency: Duration,
-        jitter: Option<Duration>,
-        loss: Option<f64>,
-    ) -> Result<Outcome> {
+    /// A slow link. By default through the service's fault proxy (any
+    /// kernel); with `netem`, through the kernel's tc netem, which can also
+    /// drop packets.
+    pub async fn slow(&self, name: &str, slow: &Slow) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
         if c.state != State::Running {
@@ -513,7 +611,59 @@ impl Faults<'_> {
             }
             .into());
         }
-        validate_slow(latency, jitter, loss)?;
+        validate_slow(slow.latency, slow.jitter, slow.loss)?;
+        if slow.netem {
+            self.netem(&c, slow).await?;
+        } else {
+            if let Some(l) = slow.loss {
+                return Err(FaultError::Invalid {
+                    what: "--loss",
+                    value: format!("{l}%"),
+                    hint: "dropping packets needs the kernel's netem: add --netem",
+                }
+                .into());
+            }
+            let link = slow.link.as_deref().unwrap_or(roles::proxy::SERVICE);
+            let fault = lab_contract::faultproxy::Fault {
+                direction: slow.direction,
+                latency_ms: slow.latency.as_millis() as u64,
+                jitter_ms: slow.jitter.map_or(0, |j| j.as_millis() as u64),
+                bandwidth_bps: slow.bandwidth_bps,
+                ..Default::default()
+            };
+            self.proxy(&c)?.set(link, &fault).await?;
+        }
+        let h = self.health().await;
+        Ok(Outcome::new(
+            &svc,
+            Event::Slowed {
+                latency_ms: slow.latency.as_millis() as u64,
+                jitter_ms: slow.jitter.map(|j| j.as_millis() as u64),
+                loss_pct: slow.loss,
+                bandwidth_bps: slow.bandwidth_bps,
+                link: (!slow.netem).then(|| {
+                    slow.link
+                        .clone()
+                        .unwrap_or_else(|| roles::proxy::SERVICE.to_string())
+                }),
+            },
+        )
+        .watch(format!(
+            "requests served by {svc} take that much longer (twice, for a new connection); the others do not. A server slower than the balancer's health timeout ({} ms) is marked down.",
+            h.timeout.as_millis()
+        )))
+    }
+
+    /// The admin API of a service's fault proxy.
+    fn proxy(&self, c: &ContainerInfo) -> Result<crate::proxy_admin::ProxyAdmin> {
+        let svc = service_of(c);
+        match c.ports.get(&roles::proxy::ADMIN_PORT) {
+            Some(addr) => Ok(crate::proxy_admin::ProxyAdmin::new(&svc, addr)),
+            None => Err(FaultError::NoProxy { name: svc }.into()),
+        }
+    }
+
+    async fn netem(&self, c: &ContainerInfo, slow: &Slow) -> Result<()> {
         let ms = |d: Duration| format!("{}ms", d.as_millis());
         let mut cmd = vec![
             "tc".to_string(),
@@ -524,12 +674,12 @@ impl Faults<'_> {
             "root".into(),
             "netem".into(),
             "delay".into(),
-            ms(latency),
+            ms(slow.latency),
         ];
-        if let Some(j) = jitter {
+        if let Some(j) = slow.jitter {
             cmd.push(ms(j));
         }
-        if let Some(l) = loss {
+        if let Some(l) = slow.loss {
             cmd.extend(["loss".to_string(), format!("{l}%")]);
         }
         let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
@@ -552,19 +702,7 @@ impl Faults<'_> {
             }
             .into());
         }
-        let h = self.health().await;
-        Ok(Outcome::new(
-            &svc,
-            Event::Slowed {
-                latency_ms: latency.as_millis() as u64,
-                jitter_ms: jitter.map(|j| j.as_millis() as u64),
-                loss_pct: loss,
-            },
-        )
-        .watch(format!(
-            "requests served by {svc} take that much longer (twice, for a new connection); the others do not. A server slower than the balancer's health timeout ({} ms) is marked down.",
-            h.timeout.as_millis()
-        )))
+        Ok(())
     }
 
     pub async fn lag(&self, name: &str, delay: Option<Duration>) -> Result<Outcome> {
@@ -765,6 +903,18 @@ impl Faults<'_> {
             }
             _ => {}
         }
+        if matches!(c.state, State::Running | State::Paused) {
+            if let Ok(admin) = self.proxy(c) {
+                if admin
+                    .links()
+                    .await
+                    .is_ok_and(|links| links.iter().any(|l| l.fault.is_some()))
+                {
+                    admin.heal().await?;
+                    mended(Mended::LinksHealed);
+                }
+            }
+        }
         if netem_of(self.rt, &c.name).await.is_some() {
             let l = BTreeMap::from([(labels::LAB.to_string(), self.lab.to_string())]);
             let out = self
@@ -865,6 +1015,54 @@ mod tests {
     }
 
     #[test]
+    fn rates_read_like_tc_and_like_bytes() {
+        assert_eq!(parse_rate("1mbit"), Ok(125_000));
+        assert_eq!(parse_rate("500kbit"), Ok(62_500));
+        assert_eq!(parse_rate("64kB"), Ok(64_000));
+        assert_eq!(parse_rate("2MB/s"), Ok(2_000_000));
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("1bit").is_err());
+        assert_eq!(describe_rate(125_000), "1.0 Mbit/s");
+    }
+
+    #[tokio::test]
+    async fn slow_without_netem_goes_to_the_proxy_and_loss_needs_netem() {
+        let (rt, lb) = lab().await;
+        let f = Faults {
+            rt: &rt,
+            lab: "f",
+            lb: lb.connector(),
+        };
+        let err = f
+            .slow(
+                "server-2",
+                &Slow {
+                    latency: Duration::from_millis(200),
+                    loss: Some(5.0),
+                    ..Slow::default()
+                },
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("add --netem"), "{err}");
+        // The balancer has no proxy: one line says what to do instead.
+        let err = f
+            .slow(
+                "lb-1",
+                &Slow {
+                    latency: Duration::from_millis(200),
+                    ..Slow::default()
+                },
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no fault proxy"), "{err}");
+        assert!(!rt.calls().iter().any(|c| c.starts_with("netns")));
+    }
+
+    #[test]
     fn slow_arguments_are_checked() {
         assert!(validate_slow(
             Duration::from_millis(200),
@@ -952,7 +1150,13 @@ mod tests {
             "{err}"
         );
         let err = f
-            .slow("sever-2", Duration::from_millis(200), None, None)
+            .slow(
+                "sever-2",
+                &Slow {
+                    latency: Duration::from_millis(200),
+                    ..Slow::default()
+                },
+            )
             .await
             .unwrap_err()
             .to_string();
@@ -1002,9 +1206,13 @@ mod tests {
         };
         f.slow(
             "server-2",
-            Duration::from_millis(200),
-            Some(Duration::from_millis(20)),
-            Some(5.0),
+            &Slow {
+                latency: Duration::from_millis(200),
+                jitter: Some(Duration::from_millis(20)),
+                loss: Some(5.0),
+                netem: true,
+                ..Slow::default()
+            },
         )
         .await
         .unwrap();

@@ -25,6 +25,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const PACKAGES: &str = include_str!("../../images/base/packages.txt");
 const POSTGRES_ENTRYPOINT: &str = include_str!("../../images/postgres/entrypoint.sh");
 const REDIS_ENTRYPOINT: &str = include_str!("../../images/redis/entrypoint.sh");
+const APP_ENTRYPOINT: &str = include_str!("../../images/app/entrypoint.sh");
+/// Our TCP fault proxy, in every image whose service it fronts.
+const FAULTPROXY: &str = "lab-faultproxy";
 
 /// The images a lab runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -295,20 +298,24 @@ fn context_for(image: Image, opts: &BuildOptions) -> Result<Context, ImageError>
     };
     Ok(match image {
         Image::App => Context::new(format!(
-            "FROM {base}\nCOPY lab-app /usr/local/bin/lab-app\n#LABELS#\nUSER nobody\nEXPOSE 8000\nENTRYPOINT [\"/usr/local/bin/lab-app\"]\n"
+            "FROM {base}\nCOPY lab-app {FAULTPROXY} /usr/local/bin/\nCOPY entrypoint.sh /usr/local/bin/lab-server\n#LABELS#\nUSER nobody\nEXPOSE 8000\nENTRYPOINT [\"/usr/local/bin/lab-server\"]\n"
         ))
-        .add("lab-app", read_bin("lab-app")?, 0o755),
+        .add("lab-app", read_bin("lab-app")?, 0o755)
+        .add(FAULTPROXY, read_bin(FAULTPROXY)?, 0o755)
+        .add("entrypoint.sh", APP_ENTRYPOINT.as_bytes().to_vec(), 0o755),
         Image::Balancer => Context::new(format!(
             "FROM {base}\nCOPY lab-balancer /usr/local/bin/lab-balancer\n#LABELS#\nUSER nobody\nEXPOSE 8080 9000\nENTRYPOINT [\"/usr/local/bin/lab-balancer\"]\nCMD [\"--config\", \"/etc/lab/balancer.toml\"]\n"
         ))
         .add("lab-balancer", read_bin("lab-balancer")?, 0o755),
         Image::Redis => Context::new(format!(
-            "FROM {base}\nCOPY entrypoint.sh /usr/local/bin/lab-redis\n#LABELS#\nEXPOSE 6379\nENTRYPOINT [\"/usr/local/bin/lab-redis\"]\n"
+            "FROM {base}\nCOPY {FAULTPROXY} /usr/local/bin/\nCOPY entrypoint.sh /usr/local/bin/lab-redis\n#LABELS#\nEXPOSE 6379\nENTRYPOINT [\"/usr/local/bin/lab-redis\"]\n"
         ))
+        .add(FAULTPROXY, read_bin(FAULTPROXY)?, 0o755)
         .add("entrypoint.sh", REDIS_ENTRYPOINT.as_bytes().to_vec(), 0o755),
         Image::Postgres => Context::new(format!(
-            "FROM {base}\nCOPY entrypoint.sh /usr/local/bin/lab-postgres\n#LABELS#\nENV PGDATA=/var/lib/postgresql/data\nEXPOSE 5432\nSTOPSIGNAL SIGINT\nENTRYPOINT [\"/usr/local/bin/lab-postgres\"]\n"
+            "FROM {base}\nCOPY {FAULTPROXY} /usr/local/bin/\nCOPY entrypoint.sh /usr/local/bin/lab-postgres\n#LABELS#\nENV PGDATA=/var/lib/postgresql/data\nEXPOSE 5432\nSTOPSIGNAL SIGINT\nENTRYPOINT [\"/usr/local/bin/lab-postgres\"]\n"
         ))
+        .add(FAULTPROXY, read_bin(FAULTPROXY)?, 0o755)
         .add("entrypoint.sh", POSTGRES_ENTRYPOINT.as_bytes().to_vec(), 0o755),
         Image::Base => unreachable!("the base is built from mmdebstrap's output"),
     })

@@ -21,6 +21,7 @@ pub mod load;
 pub mod logs;
 pub mod naming;
 pub mod plan;
+pub mod proxy_admin;
 pub mod roles;
 pub mod runtime;
 pub mod secrets;

@@ -35,6 +35,36 @@ pub enum Fault {
         jitter_ms: f64,
         loss_pct: f64,
     },
+    /// A fault on a link of its fault proxy: delay, bandwidth, a hung link
+    /// (blackhole), refused and cut connections (reset), a late close.
+    Link {
+        link: String,
+        #[serde(flatten)]
+        fault: lab_contract::faultproxy::Fault,
+    },
+}
+
+/// The faults its proxy holds on a service's links.
+async fn proxy_faults(c: &ContainerInfo, service: &str) -> Vec<Fault> {
+    let Some(addr) = c.ports.get(&crate::roles::proxy::ADMIN_PORT) else {
+        return Vec::new();
+    };
+    let admin = crate::proxy_admin::ProxyAdmin::new(service, addr);
+    match admin.links().await {
+        Ok(links) => links
+            .into_iter()
+            .filter_map(|l| {
+                l.fault.map(|fault| Fault::Link {
+                    link: l.name,
+                    fault,
+                })
+            })
+            .collect(),
+        Err(e) => {
+            tracing::debug!("{e}");
+            Vec::new()
+        }
+    }
 }
 
 /// A server as the balancer sees it.
@@ -256,6 +286,7 @@ async fn service_status(
         faults.push(Fault::Partition);
     }
     if c.state == State::Running {
+        faults.extend(proxy_faults(c, &name).await);
         if let Some(n) = crate::faults::netem_of(rt, &c.name).await {
             faults.push(Fault::Slow {
                 latency_ms: n.latency_ms,
@@ -367,7 +398,10 @@ impl StatusReport {
                         latency_ms,
                         jitter_ms,
                         loss_pct,
-                    } => format!("SLOW +{latency_ms}ms ±{jitter_ms}ms loss {loss_pct}%"),
+                    } => format!("SLOW +{latency_ms}ms ±{jitter_ms}ms loss {loss_pct}% (netem)"),
+                    Fault::Link { link, fault } => {
+                        format!("{} on {link}", crate::faults::describe_link_fault(fault))
+                    }
                 })
                 .collect();
             if let Some(r) = &s.replication {

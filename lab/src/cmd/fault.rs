@@ -39,7 +39,7 @@ pub async fn run(lab: &str, fault: Fault) -> Result<Report> {
         Fault::Pause(n) => f.pause(&n).await?,
         Fault::Resume(n) => f.resume(&n).await?,
         Fault::Partition(n) => f.partition(&n).await?,
-        Fault::Slow(a) => f.slow(&a.name, a.latency, a.jitter, a.loss).await?,
+        Fault::Slow(a) => f.slow(&a.name, &a.spec()).await?,
         Fault::Lag(a) => f.lag(&a.name, if a.off { None } else { a.delay }).await?,
         Fault::Replication(mode) => f.replication(mode).await?,
         Fault::Resize(a) => {

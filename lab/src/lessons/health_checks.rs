@@ -355,19 +355,19 @@ mod tests {
             active: Some(0.1),
             ..measured()
         };
-        assert_eq!(passed(&w)[1], false);
+        assert!(!passed(&w)[1]);
         let w = Windows {
             active: None,
             active_failed: 0,
             ..measured()
         };
-        assert_eq!(passed(&w)[1], false);
+        assert!(!passed(&w)[1]);
         // Far longer than the knobs allow.
         let w = Windows {
             active: Some(6.0),
             ..measured()
         };
-        assert_eq!(passed(&w)[1], false);
+        assert!(!passed(&w)[1]);
     }
 
     #[test]
@@ -376,12 +376,12 @@ mod tests {
             hung: Some(9.0),
             ..measured()
         };
-        assert_eq!(passed(&w)[2], false);
+        assert!(!passed(&w)[2]);
         let w = Windows {
             hung: None,
             hung_failed: 0,
             ..measured()
         };
-        assert_eq!(passed(&w)[2], false);
+        assert!(!passed(&w)[2]);
     }
 }

@@ -3,13 +3,16 @@
 //! parts, chosen by `ROLE` (images/postgres/entrypoint.sh). Each node keeps
 //! its data in a volume, so a crash loses no committed write.
 
-use super::{docker_health, names, Ctx, FaultKind, Parts, RoleKind};
+use super::{docker_health, names, proxy, Ctx, FaultKind, Parts, RoleKind};
 use crate::images::Image;
 use crate::naming;
 use crate::topology::{HealthChecks, Replication};
 
-/// The port inside the container.
+/// PostgreSQL's port on the lab network (its fault proxy listens there).
 pub const PORT: u16 = 5432;
+/// Where PostgreSQL itself listens, behind the proxy (`PGPORT` inside the
+/// container, so local `psql` finds it).
+pub const INTERNAL_PORT: u16 = 15432;
 
 pub struct Primary;
 pub struct Replica;
@@ -30,13 +33,14 @@ pub fn sync_standby_names(replicas: u8) -> String {
     format!("FIRST {} ({})", replicas, names.join(", "))
 }
 
-fn node(ctx: &Ctx<'_>, name: &str, role: &str) -> Parts {
-    Parts {
+fn node(ctx: &Ctx<'_>, name: &str, role: &str, extra: &[(&str, String, String)]) -> Parts {
+    let mut p = Parts {
         image: Image::Postgres.tag(),
         env: [
             ("ROLE".to_string(), role.to_string()),
             ("SERVICE_NAME".into(), name.to_string()),
             ("POSTGRES_PASSWORD".into(), ctx.secrets.db_password.clone()),
+            ("PGPORT".into(), INTERNAL_PORT.to_string()),
         ]
         .into(),
         ports: vec![("postgres", PORT, 0)],
@@ -50,11 +54,23 @@ fn node(ctx: &Ctx<'_>, name: &str, role: &str) -> Parts {
             "-q",
             "-h",
             "127.0.0.1",
+            "-p",
+            "5432",
             "-U",
             "postgres",
         ]),
         resources: ctx.topology.resources.db.clone(),
         ..Parts::default()
+    };
+    proxy::front(&mut p, PORT, INTERNAL_PORT, extra);
+    p
+}
+
+fn port_name(port: u16) -> &'static str {
+    if port == proxy::ADMIN_PORT {
+        "faults"
+    } else {
+        "postgres"
     }
 }
 
@@ -64,7 +80,7 @@ impl RoleKind for Primary {
     }
 
     fn parts(&self, ctx: &Ctx<'_>, name: &str) -> Parts {
-        let mut p = node(ctx, name, "primary");
+        let mut p = node(ctx, name, "primary", &[]);
         if ctx.topology.replication == Replication::Sync {
             p.env.insert(
                 "SYNC_STANDBY_NAMES".into(),
@@ -76,8 +92,8 @@ impl RoleKind for Primary {
         p
     }
 
-    fn port_name(&self, _port: u16) -> &'static str {
-        "postgres"
+    fn port_name(&self, port: u16) -> &'static str {
+        port_name(port)
     }
 
     fn after_loss(&self, _name: &str, _health: &HealthChecks) -> String {
@@ -94,14 +110,23 @@ impl RoleKind for Replica {
     }
 
     fn parts(&self, ctx: &Ctx<'_>, name: &str) -> Parts {
-        let mut p = node(ctx, name, "replica");
+        // The replica streams the primary's WAL through a link of its own
+        // proxy, so the replication link can be slowed apart.
+        let wal = (
+            proxy::WAL,
+            format!("127.0.0.1:{}", proxy::WAL_PORT),
+            format!("{}:{PORT}", names::PRIMARY),
+        );
+        let mut p = node(ctx, name, "replica", &[wal]);
         p.env
             .insert("PRIMARY_HOST".into(), names::PRIMARY.to_string());
+        p.env.insert("WAL_HOST".into(), "127.0.0.1".into());
+        p.env.insert("WAL_PORT".into(), proxy::WAL_PORT.to_string());
         p
     }
 
-    fn port_name(&self, _port: u16) -> &'static str {
-        "postgres"
+    fn port_name(&self, port: u16) -> &'static str {
+        port_name(port)
     }
 
     fn accepts(&self, _fault: FaultKind) -> bool {

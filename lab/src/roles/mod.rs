@@ -45,6 +45,42 @@ pub mod names {
     }
 }
 
+/// Our fault proxy in front of a service (DESIGN §11): the service listens
+/// on an internal port, the proxy on the service's own port, and the CLI
+/// sets faults through the proxy's admin port, published on loopback. No
+/// capability and no kernel module are needed, so `lab slow` works on every
+/// kernel.
+pub mod proxy {
+    use lab_contract::faultproxy::{env, link};
+
+    use super::Parts;
+
+    /// The proxy's admin port inside every container that has one.
+    pub const ADMIN_PORT: u16 = 9100;
+    /// The link in front of the service's own port.
+    pub const SERVICE: &str = "service";
+    /// A replica's link to the primary's WAL.
+    pub const WAL: &str = "wal";
+    /// Where a replica's WAL link listens, inside the replica.
+    pub const WAL_PORT: u16 = 5499;
+
+    /// Puts the proxy in front of `port` (the service moves to `internal`),
+    /// plus any `extra` links (name, listen, upstream).
+    pub fn front(parts: &mut Parts, port: u16, internal: u16, extra: &[(&str, String, String)]) {
+        let mut links = vec![link(
+            SERVICE,
+            &format!("0.0.0.0:{port}"),
+            &format!("127.0.0.1:{internal}"),
+        )];
+        links.extend(extra.iter().map(|(n, l, u)| link(n, l, u)));
+        parts.env.insert(env::LINKS.into(), links.join(","));
+        parts
+            .env
+            .insert(env::ADMIN.into(), format!("0.0.0.0:{ADMIN_PORT}"));
+        parts.ports.push(("faults", ADMIN_PORT, 0));
+    }
+}
+
 /// Faults a student can apply; each role says which it accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FaultKind {

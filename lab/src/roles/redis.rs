@@ -2,12 +2,14 @@
 //! Everything in it is lost with it, and a single Redis is a single point
 //! of failure for whatever needs it.
 
-use super::{docker_health, Ctx, Parts, RoleKind};
+use super::{docker_health, proxy, Ctx, Parts, RoleKind};
 use crate::images::Image;
 use crate::topology::HealthChecks;
 
-/// The port inside the container.
+/// Redis's port on the lab network (its fault proxy listens there).
 pub const PORT: u16 = 6379;
+/// Where Redis itself listens, behind the proxy.
+pub const INTERNAL_PORT: u16 = 16379;
 
 pub struct Redis;
 
@@ -17,9 +19,13 @@ impl RoleKind for Redis {
     }
 
     fn parts(&self, ctx: &Ctx<'_>, _name: &str) -> Parts {
-        Parts {
+        let mut p = Parts {
             image: Image::Redis.tag(),
-            env: [("REDIS_PASSWORD".into(), ctx.secrets.redis_password.clone())].into(),
+            env: [
+                ("REDIS_PASSWORD".into(), ctx.secrets.redis_password.clone()),
+                ("REDIS_PORT".into(), INTERNAL_PORT.to_string()),
+            ]
+            .into(),
             ports: vec![("redis", PORT, 0)],
             healthcheck: docker_health(&[
                 "CMD-SHELL",
@@ -27,11 +33,17 @@ impl RoleKind for Redis {
             ]),
             resources: ctx.topology.resources.redis.clone(),
             ..Parts::default()
-        }
+        };
+        proxy::front(&mut p, PORT, INTERNAL_PORT, &[]);
+        p
     }
 
-    fn port_name(&self, _port: u16) -> &'static str {
-        "redis"
+    fn port_name(&self, port: u16) -> &'static str {
+        if port == proxy::ADMIN_PORT {
+            "faults"
+        } else {
+            "redis"
+        }
     }
 
     fn after_loss(&self, _name: &str, _health: &HealthChecks) -> String {

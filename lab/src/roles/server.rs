@@ -5,12 +5,14 @@
 
 use lab_contract::app::AppEnv;
 
-use super::{database, http_health, names, redis, Ctx, Parts, RoleKind};
+use super::{database, http_health, names, proxy, redis, Ctx, Parts, RoleKind};
 use crate::images::Image;
 use crate::topology::{HealthChecks, Reads};
 
-/// The port inside the container.
+/// The server's port on the lab network (its fault proxy listens there).
 pub const PORT: u16 = 8000;
+/// Where the app itself listens, behind the proxy.
+pub const INTERNAL_PORT: u16 = 18000;
 
 pub struct Server;
 
@@ -19,7 +21,7 @@ pub fn app_env(ctx: &Ctx<'_>, name: &str) -> AppEnv {
     let t = ctx.topology;
     AppEnv {
         server_name: name.to_string(),
-        port: PORT,
+        port: INTERNAL_PORT,
         session_store: t.sessions,
         redis_url: Some(redis::url(ctx)),
         database_url: database::url(ctx, names::PRIMARY),
@@ -44,7 +46,7 @@ impl RoleKind for Server {
     }
 
     fn parts(&self, ctx: &Ctx<'_>, name: &str) -> Parts {
-        Parts {
+        let mut p = Parts {
             image: Image::App.tag(),
             env: app_env(ctx, name)
                 .to_env()
@@ -55,11 +57,17 @@ impl RoleKind for Server {
             healthcheck: http_health(PORT),
             resources: ctx.topology.resources.server.clone(),
             ..Parts::default()
-        }
+        };
+        proxy::front(&mut p, PORT, INTERNAL_PORT, &[]);
+        p
     }
 
-    fn port_name(&self, _port: u16) -> &'static str {
-        "http"
+    fn port_name(&self, port: u16) -> &'static str {
+        if port == proxy::ADMIN_PORT {
+            "faults"
+        } else {
+            "http"
+        }
     }
 
     fn after_loss(&self, name: &str, health: &HealthChecks) -> String {

@@ -251,3 +251,20 @@ mod tests {
         );
     }
 }
+
+/// The environment variables the proxy reads its links and admin address
+/// from; `lab up` sets them on every container that has a proxy.
+pub mod env {
+    /// Comma-separated links, each `NAME=LISTEN->UPSTREAM`.
+    pub const LINKS: &str = "FAULTPROXY_LINKS";
+    /// `IP:PORT` of the admin API.
+    pub const ADMIN: &str = "FAULTPROXY_ADMIN";
+    /// Worker threads.
+    pub const WORKERS: &str = "FAULTPROXY_WORKERS";
+}
+
+/// One link as the proxy's `--link` (and `FAULTPROXY_LINKS`) reads it:
+/// `NAME=LISTEN->UPSTREAM`.
+pub fn link(name: &str, listen: &str, upstream: &str) -> String {
+    format!("{name}={listen}->{upstream}")
+}

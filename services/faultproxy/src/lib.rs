@@ -217,6 +217,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 mod tests {
     use super::*;
 
+    /// What `lab up` writes into FAULTPROXY_LINKS is what the proxy reads.
+    #[test]
+    fn the_links_lab_writes_read_back() {
+        let text = lab_contract::faultproxy::link("wal", "127.0.0.1:5499", "db-primary:5432");
+        let spec: LinkSpec = text.parse().unwrap();
+        assert_eq!(spec.name, "wal");
+        assert_eq!(spec.listen, "127.0.0.1:5499".parse().unwrap());
+        assert_eq!(spec.upstream, "db-primary:5432");
+    }
+
     #[test]
     fn link_spec_reads_the_documented_forms() {
         let l: LinkSpec = "clients=0.0.0.0:5432->127.0.0.1:15432".parse().unwrap();

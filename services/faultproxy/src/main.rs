@@ -31,7 +31,7 @@ struct Args {
     #[arg(
         long = "link",
         value_name = "NAME=LISTEN->UPSTREAM",
-        env = "FAULTPROXY_LINKS",
+        env = lab_contract::faultproxy::env::LINKS,
         value_delimiter = ',',
         required = true
     )]
@@ -40,7 +40,7 @@ struct Args {
     #[arg(
         long,
         value_name = "IP:PORT",
-        env = "FAULTPROXY_ADMIN",
+        env = lab_contract::faultproxy::env::ADMIN,
         default_value = "127.0.0.1:9100"
     )]
     admin: SocketAddr,
@@ -52,7 +52,7 @@ struct Args {
     #[arg(
         long,
         value_name = "N",
-        env = "FAULTPROXY_WORKERS",
+        env = lab_contract::faultproxy::env::WORKERS,
         default_value_t = 1
     )]
     workers: usize,
