@@ -7,8 +7,10 @@
 //! door to Docker ([`runtime`]), and the load driver that shows what users
 //! suffer ([`load`]). `main.rs` only parses arguments and calls [`run`].
 
+pub mod bundle;
 pub mod cli;
 pub mod current;
+pub mod doctor;
 pub mod down;
 pub mod error;
 pub mod faults;
@@ -50,6 +52,19 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Images(ImagesCommand::Save { file }) => {
+            let rt = DockerRuntime::connect().await?;
+            let r = bundle::save_command(&rt, &file).await.map_err(other)?;
+            print!("{}", r.render());
+            Ok(0)
+        }
+        Command::Images(ImagesCommand::Load { file }) => {
+            let rt = DockerRuntime::connect().await?;
+            let r = bundle::load_command(&rt, &file).await.map_err(other)?;
+            print!("{}", r.render());
+            Ok(0)
+        }
+        Command::Doctor(args) => doctor::command(lab, &args).await,
         Command::Up(args) => {
             let file = args.file.as_deref().map(topology::load_file).transpose()?;
             let file = match args.preset {
@@ -210,6 +225,10 @@ pub async fn run(cli: Cli) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn other(e: impl std::fmt::Display) -> error::LabError {
+    error::LabError::Other(e.to_string())
 }
 
 fn live_opts(timeout: std::time::Duration) -> up::UpOptions {
