@@ -45,7 +45,7 @@ rm -rf "$stage"
 mkdir -p "$stage"
 cp "$bin" "$stage/lab"
 # The static binary itself saves the images: proof that it reaches Docker's socket.
-"$stage/lab" images save "$stage/$images"
+"$stage/lab" images save --level 10 "$stage/$images"
 
 cat > "$stage/README.md" <<EOF
 # scaling-lab $version for Linux ($arch)

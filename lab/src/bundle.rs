@@ -45,10 +45,12 @@ pub const FORMAT: &str = "scaling-lab-images";
 pub const FORMAT_VERSION: u32 = 1;
 const MANIFEST: &str = "manifest.json";
 const PAYLOAD: &str = "images.tar";
-/// zstd's level 10: a third smaller than the default level 3 on the lab's
-/// images for a few more seconds, once, on the instructor's machine;
-/// decompression speed does not depend on the level.
-const LEVEL: i32 = 10;
+/// zstd's level when none is given. On a 450 MB Debian image like the
+/// lab's base, level 3 took 5 s and level 10 took 11 times longer for a file
+/// 12% smaller; gzip -6 was slower still and bigger, and took 16 times longer
+/// to decompress (bench/bundle/compression.txt). `make bundle` asks for 10:
+/// it runs once, and every student downloads the file.
+pub const DEFAULT_LEVEL: i32 = 3;
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// Chunks sent to Docker while loading; the channel holds a few, so memory
 /// stays small whatever the size of the file.
@@ -246,7 +248,12 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Writes every selected image into `file` (replaced only once complete).
-pub async fn save(rt: &dyn Runtime, sel: &Selection, file: &Path) -> Result<SaveReport> {
+pub async fn save(
+    rt: &dyn Runtime,
+    sel: &Selection,
+    file: &Path,
+    level: i32,
+) -> Result<SaveReport> {
     let started = Instant::now();
     rt.ping().await?;
     let mut images = Vec::new();
@@ -328,7 +335,7 @@ pub async fn save(rt: &dyn Runtime, sel: &Selection, file: &Path) -> Result<Save
     let m = manifest.clone();
     let pb2 = pb.clone();
     let (out, written) = tokio::task::spawn_blocking(move || {
-        let written = write_bundle(out.as_file(), spool.path(), &m, &pb2);
+        let written = write_bundle(out.as_file(), spool.path(), &m, level, &pb2);
         (out, written)
     })
     .await
@@ -357,9 +364,10 @@ fn write_bundle(
     out: &std::fs::File,
     payload: &Path,
     m: &Manifest,
+    level: i32,
     pb: &ProgressBar,
 ) -> std::io::Result<()> {
-    let mut enc = zstd::Encoder::new(BufWriter::new(out), LEVEL)?;
+    let mut enc = zstd::Encoder::new(BufWriter::new(out), level)?;
     enc.include_checksum(true)?;
     let mut tar = tar::Builder::new(enc);
     let doc = serde_json::to_vec_pretty(m).map_err(std::io::Error::other)?;
@@ -581,8 +589,8 @@ fn feed_payload(
 }
 
 /// `lab images save FILE`.
-pub async fn save_command(rt: &dyn Runtime, file: &Path) -> Result<SaveReport> {
-    save(rt, &Selection::lab(), file).await
+pub async fn save_command(rt: &dyn Runtime, file: &Path, level: i32) -> Result<SaveReport> {
+    save(rt, &Selection::lab(), file, level).await
 }
 
 /// `lab images load FILE`.
@@ -611,7 +619,7 @@ mod tests {
         lab_images(&rt, VERSION);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("images.tar.zst");
-        let saved = save_command(&rt, &file).await.unwrap();
+        let saved = save_command(&rt, &file, DEFAULT_LEVEL).await.unwrap();
         assert_eq!(saved.manifest.images.len(), Image::ALL.len());
         assert_eq!(saved.manifest.lab_version, VERSION);
         assert!(saved.render().contains("scaling-lab/postgres"));
@@ -633,10 +641,16 @@ mod tests {
         let rt = FakeRuntime::new();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("b.tar.zst");
-        let err = save_command(&rt, &file).await.unwrap_err().to_string();
+        let err = save_command(&rt, &file, DEFAULT_LEVEL)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lab images build"), "{err}");
         lab_images(&rt, "0.0.1");
-        let err = save_command(&rt, &file).await.unwrap_err().to_string();
+        let err = save_command(&rt, &file, DEFAULT_LEVEL)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("built for lab 0.0.1"), "{err}");
         assert!(!file.exists());
     }
@@ -651,7 +665,7 @@ mod tests {
             version: "9.9.9".into(),
             tags: Image::ALL.iter().map(|i| i.tag()).collect(),
         };
-        save(&rt, &sel, &file).await.unwrap();
+        save(&rt, &sel, &file, 1).await.unwrap();
         let target = FakeRuntime::new();
         let err = load_command(&target, &file).await.unwrap_err().to_string();
         assert!(err.contains("9.9.9") && err.contains(VERSION), "{err}");
@@ -692,7 +706,7 @@ mod tests {
         lab_images(&rt, VERSION);
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.tar.zst");
-        let saved = save_command(&rt, &good).await.unwrap();
+        let saved = save_command(&rt, &good, DEFAULT_LEVEL).await.unwrap();
 
         // Same manifest, payload with one byte changed: rebuilt by hand.
         let mut members = Vec::new();

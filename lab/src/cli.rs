@@ -168,6 +168,9 @@ pub enum ImagesCommand {
     Save {
         /// The file to write, e.g. scaling-lab-images-0.1.0.tar.zst.
         file: PathBuf,
+        /// zstd compression level: higher is smaller and slower to write, never slower to load.
+        #[arg(long, value_name = "1-19", default_value_t = crate::bundle::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+        level: i32,
     },
     /// Load the images from a file made by `lab images save` (same lab version).
     Load {

@@ -52,9 +52,11 @@ pub async fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Images(ImagesCommand::Save { file }) => {
+        Command::Images(ImagesCommand::Save { file, level }) => {
             let rt = DockerRuntime::connect().await?;
-            let r = bundle::save_command(&rt, &file).await.map_err(other)?;
+            let r = bundle::save_command(&rt, &file, level)
+                .await
+                .map_err(other)?;
             print!("{}", r.render());
             Ok(0)
         }

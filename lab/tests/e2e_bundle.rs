@@ -141,7 +141,9 @@ async fn save_load_restore_up_serve_down() {
         version: own_version.clone(),
         tags: vec![probe.tag.clone()],
     };
-    bundle::save(&rt, &sel, &probe_file).await.unwrap();
+    bundle::save(&rt, &sel, &probe_file, bundle::DEFAULT_LEVEL)
+        .await
+        .unwrap();
     let o = docker(&["rmi", &probe.tag]);
     assert!(o.status.success(), "rmi: {}", stderr(&o));
     assert_eq!(probe.id(), None, "the probe should be gone");
