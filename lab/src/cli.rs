@@ -37,7 +37,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Build the lab's container images from Debian packages.
+    /// Build the lab's container images from Debian packages, or save and load them as one file.
     #[command(
         subcommand,
         after_help = "Example:\n  lab images build          # seconds when nothing changed\n  lab images build --force  # rebuild everything, base included\n  lab images save scaling-lab-images.tar.zst   # every image in one file, for a class\n  lab images load scaling-lab-images.tar.zst   # on a machine with only Docker"
