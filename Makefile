@@ -62,4 +62,4 @@ deps: host-test host-bench
 
 # One file for a classroom: a static `lab`, every image, a README.
 bundle: images
-	scripts/bundle.sh
+	CARGO=$(CARGO) scripts/bundle.sh

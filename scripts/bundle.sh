@@ -29,7 +29,7 @@ stage="dist/$name"
 out="dist/$name-linux-$arch.tar.gz"
 
 echo "bundle: building a static lab for $target"
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target "$target" -p lab
+RUSTFLAGS='-C target-feature=+crt-static' "${CARGO:-cargo}" build --release --target "$target" -p lab
 bin="target/$target/release/lab"
 
 # Static means no interpreter and no shared libraries: refuse anything else.
