@@ -158,6 +158,8 @@ pub struct Quota {
 #[derive(Clone, Debug)]
 pub struct Facts {
     pub version: String,
+    /// The lab `lab up` would start (`--lab`).
+    pub lab: String,
     /// The daemon, or why it did not answer.
     pub docker: std::result::Result<DaemonInfo, String>,
     /// Each lab image's tag and what Docker has under it.
@@ -247,9 +249,14 @@ pub fn check_port(f: &Facts) -> Check {
     match &f.port_taken {
         _ if f.port == 0 => Check::ok("port", "0: `lab up` will pick a free port"),
         None => Check::ok("port", format!("{addr} is free for the balancer")),
-        Some(Some(lab)) => Check::ok(
+        Some(Some(lab)) if *lab == f.lab => Check::ok(
             "port",
             format!("{addr} is lab {lab}'s balancer (that lab is up)"),
+        ),
+        Some(Some(lab)) => Check::fail(
+            "port",
+            format!("{addr} is taken by the balancer of another lab, {lab}"),
+            format!("`lab --lab {lab} down`, or use `lab up --port 0` (any free port)"),
         ),
         Some(None) => Check::fail(
             "port",
@@ -547,7 +554,7 @@ async fn port_holder(rt: &dyn Runtime, port: u16) -> Option<String> {
 
 /// Reads the machine and the daemon. `rt` is None when Docker did not answer
 /// (`why` says what happened).
-pub async fn gather(rt: std::result::Result<&dyn Runtime, String>, port: u16) -> Facts {
+pub async fn gather(rt: std::result::Result<&dyn Runtime, String>, lab: &str, port: u16) -> Facts {
     let docker = match &rt {
         Ok(rt) => rt.daemon_info().await.map_err(|e| e.to_string()),
         Err(e) => Err(e.clone()),
@@ -580,6 +587,7 @@ pub async fn gather(rt: std::result::Result<&dyn Runtime, String>, port: u16) ->
     };
     Facts {
         version: VERSION.into(),
+        lab: lab.into(),
         docker,
         images,
         port,
@@ -598,13 +606,13 @@ pub async fn gather(rt: std::result::Result<&dyn Runtime, String>, port: u16) ->
 }
 
 /// `lab doctor`: prints the report; exit 1 when the lab cannot run.
-pub async fn command(_lab: &str, args: &DoctorArgs) -> Result<i32> {
+pub async fn command(lab: &str, args: &DoctorArgs) -> Result<i32> {
     let rt = DockerRuntime::connect().await;
     let rt_ref: std::result::Result<&dyn Runtime, String> = match &rt {
         Ok(rt) => Ok(rt),
         Err(e) => Err(e.to_string()),
     };
-    let facts = gather(rt_ref, args.port).await;
+    let facts = gather(rt_ref, lab, args.port).await;
     let report = Report::new(checks(&facts));
     if args.json {
         let doc =
@@ -635,6 +643,7 @@ mod tests {
         };
         Facts {
             version: VERSION.into(),
+            lab: "lab".into(),
             docker: Ok(DaemonInfo {
                 server_version: "27.5.1".into(),
                 kernel_version: "6.1.0".into(),
@@ -727,9 +736,14 @@ mod tests {
         let c = check_port(&f);
         assert_eq!(c.status, Status::Fail);
         assert!(c.fix.unwrap().contains("--port 0"));
-        // The lab's own balancer on the port is not a problem.
+        // The lab's own balancer on the port is not a problem (`up` again
+        // reconciles); another lab's is.
         f.port_taken = Some(Some("lab".into()));
         assert_eq!(check_port(&f).status, Status::Ok);
+        f.port_taken = Some(Some("class-2".into()));
+        let c = check_port(&f);
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.unwrap().contains("lab --lab class-2 down"));
     }
 
     #[test]

@@ -193,20 +193,30 @@ async fn save_load_restore_up_serve_down() {
 
     // lab doctor: the port a lab's balancer holds is that lab's, not a failure.
     let port = base.rsplit(':').next().unwrap();
-    let o = t.lab(&["doctor", "--json", "--port", port]);
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let check = doc["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "port")
-        .unwrap();
+    let check = port_check(&t.lab(&["doctor", "--json", "--port", port]));
     assert_eq!(check["status"], "ok", "{check}");
     assert!(
         check["detail"].as_str().unwrap().contains(&t.name),
         "{check}"
     );
+    // For any other lab, that port is taken, and the fix names its owner.
+    let o = lab(&["--lab", "another-lab", "doctor", "--json", "--port", port]);
+    assert_eq!(o.status.code(), Some(1));
+    let check = port_check(&o);
+    assert_eq!(check["status"], "fail", "{check}");
+    assert!(check["fix"].as_str().unwrap().contains(&t.name), "{check}");
 
     t.ok(&["down"]);
     assert!(t.leftovers().is_empty(), "{:?}", t.leftovers());
+}
+
+fn port_check(o: &std::process::Output) -> serde_json::Value {
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "port")
+        .cloned()
+        .unwrap()
 }
