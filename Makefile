@@ -4,7 +4,7 @@
 CARGO   ?= cargo
 LAB     := target/release/lab
 
-.PHONY: all build images up down status test lint unit bench deps help host-up host-test host-bench
+.PHONY: all build images up down status test lint unit bench deps help host-up host-test host-bench bundle
 
 all: build
 
@@ -15,6 +15,7 @@ help:
 	@echo "make down    remove the default lab"
 	@echo "make bench   the benchmarks in bench/ (slow; not part of test)"
 	@echo "make deps    install every host package the lab, its tests and benchmarks need"
+	@echo "make bundle  dist/scaling-lab-VERSION-linux-ARCH.tar.gz: static lab, every image, a README (for a class)"
 
 build:
 	$(CARGO) build --release --workspace --bins
@@ -58,3 +59,7 @@ bench: host-bench images
 	bash bench/run.sh
 
 deps: host-test host-bench
+
+# One file for a classroom: a static `lab`, every image, a README.
+bundle: images
+	CARGO=$(CARGO) scripts/bundle.sh

@@ -37,12 +37,18 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Build the lab's container images from Debian packages.
+    /// Build the lab's container images from Debian packages, or save and load them as one file.
     #[command(
         subcommand,
-        after_help = "Example:\n  lab images build          # seconds when nothing changed\n  lab images build --force  # rebuild everything, base included"
+        after_help = "Example:\n  lab images build          # seconds when nothing changed\n  lab images build --force  # rebuild everything, base included\n  lab images save scaling-lab-images.tar.zst   # every image in one file, for a class\n  lab images load scaling-lab-images.tar.zst   # on a machine with only Docker"
     )]
     Images(ImagesCommand),
+
+    /// Check this machine can run the lab: Docker, images, port, CPUs, kernel.
+    #[command(
+        after_help = "Examples:\n  lab doctor                # one line per check, with its fix\n  lab doctor --port 9090    # the entry port you will give `lab up --port`\n  lab doctor --json | jq '.checks[] | select(.status != \"ok\")'\n\nExit status: 1 when the lab cannot run (Docker unreachable, images missing, port taken), else 0."
+    )]
+    Doctor(DoctorArgs),
 
     /// Create the lab, or bring a running lab in line with new settings.
     #[command(
@@ -162,6 +168,29 @@ pub enum ImagesCommand {
         #[arg(long, value_name = "DIR")]
         bin_dir: Option<PathBuf>,
     },
+    /// Write every lab image into one compressed file (for a class without a registry).
+    Save {
+        /// The file to write, e.g. scaling-lab-images-0.1.0.tar.zst.
+        file: PathBuf,
+        /// zstd compression level: higher is smaller and slower to write, never slower to load.
+        #[arg(long, value_name = "1-19", default_value_t = crate::bundle::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=19))]
+        level: i32,
+    },
+    /// Load the images from a file made by `lab images save` (same lab version).
+    Load {
+        /// A file made by `lab images save`.
+        file: PathBuf,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// One JSON document on stdout instead of lines.
+    #[arg(long)]
+    pub json: bool,
+    /// The balancer's port on 127.0.0.1 that `lab up` will use.
+    #[arg(long, value_name = "P", default_value_t = crate::topology::DEFAULT_PORT)]
+    pub port: u16,
 }
 
 /// Every knob of DESIGN.md §3 that `lab up` takes. `None` means "not given":

@@ -4,6 +4,7 @@
 
 use thiserror::Error;
 
+use crate::bundle::BundleError;
 use crate::faults::FaultError;
 use crate::images::ImageError;
 use crate::lessons::LessonError;
@@ -20,6 +21,8 @@ pub enum LabError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
     #[error(transparent)]
     Topology(#[from] TopologyError),
     #[error(transparent)]

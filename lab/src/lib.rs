@@ -7,9 +7,11 @@
 //! door to Docker ([`runtime`]), and the load driver that shows what users
 //! suffer ([`load`]). `main.rs` only parses arguments and calls [`run`].
 
+pub mod bundle;
 pub mod cli;
 pub mod cmd;
 pub mod current;
+pub mod doctor;
 pub mod down;
 pub mod error;
 pub mod faults;
@@ -35,5 +37,5 @@ pub mod watch;
 pub async fn run(cli: cli::Cli) -> error::Result<i32> {
     let report = cmd::execute(cli).await?;
     print!("{}", report.render());
-    Ok(0)
+    Ok(report.exit_code())
 }

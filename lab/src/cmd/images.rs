@@ -3,8 +3,8 @@
 use super::Report;
 use crate::cli::ImagesCommand;
 use crate::error::Result;
-use crate::images;
 use crate::runtime::DockerRuntime;
+use crate::{bundle, images};
 
 pub async fn run(c: ImagesCommand) -> Result<Report> {
     match c {
@@ -12,6 +12,18 @@ pub async fn run(c: ImagesCommand) -> Result<Report> {
             let rt = DockerRuntime::connect().await?;
             let opts = images::BuildOptions::new(force, bin_dir);
             Ok(Report::ImagesBuilt(images::build(&rt, &opts).await?))
+        }
+        ImagesCommand::Save { file, level } => {
+            let rt = DockerRuntime::connect().await?;
+            Ok(Report::ImagesSaved(
+                bundle::save_command(&rt, &file, level).await?,
+            ))
+        }
+        ImagesCommand::Load { file } => {
+            let rt = DockerRuntime::connect().await?;
+            Ok(Report::ImagesLoaded(
+                bundle::load_command(&rt, &file).await?,
+            ))
         }
     }
 }

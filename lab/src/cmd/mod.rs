@@ -22,6 +22,12 @@ pub enum Report {
     /// Nothing to print (logs and watch write as they go).
     None,
     ImagesBuilt(Vec<crate::images::Built>),
+    ImagesSaved(crate::bundle::SaveReport),
+    ImagesLoaded(crate::bundle::LoadReport),
+    Doctor {
+        report: crate::doctor::Report,
+        json: bool,
+    },
     Up(crate::up::UpReport),
     /// A change to a running lab: only what changed is shown.
     Changed(crate::up::UpReport),
@@ -66,6 +72,10 @@ impl Report {
                     }
                 })
                 .collect(),
+            Report::ImagesSaved(r) => r.render(),
+            Report::ImagesLoaded(r) => r.render(),
+            Report::Doctor { report, json: true } => json(report),
+            Report::Doctor { report, .. } => report.render(),
             Report::Up(r) => r.render(),
             Report::Changed(r) => r.render_changes(),
             Report::Status { report, json: true } => json(report),
@@ -84,11 +94,25 @@ impl Report {
     }
 }
 
+impl Report {
+    /// 0, or 1 when the report itself says the lab cannot run (doctor).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Report::Doctor { report, .. } => report.exit_code(),
+            _ => 0,
+        }
+    }
+}
+
 /// Runs one parsed command.
 pub async fn execute(cli: Cli) -> Result<Report> {
     let lab = cli.lab.as_str();
     match cli.command {
         Command::Images(c) => images::run(c).await,
+        Command::Doctor(a) => Ok(Report::Doctor {
+            report: crate::doctor::diagnose(lab, a.port).await,
+            json: a.json,
+        }),
         Command::Up(a) => lab::up(lab, a).await,
         Command::Status(a) => lab::status(lab, a.json).await,
         Command::Watch(a) => lab::watch(lab, a).await,

@@ -18,18 +18,19 @@ use bollard::models::{
     NetworkingConfig, PortBinding, VolumeCreateOptions,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    StatsOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ImportImageOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    BuildLog, ContainerInfo, ContainerSpec, ExecOutput, Health, ImageInfo, ObjectInfo, Result,
-    Runtime, RuntimeError, State, Usage,
+    BuildLog, ContainerInfo, ContainerSpec, DaemonInfo, ExecOutput, Health, ImageInfo, ObjectInfo,
+    Result, Runtime, RuntimeError, State, TarStream, Usage,
 };
 
 /// A connection to the local Docker daemon.
@@ -719,5 +720,64 @@ impl Runtime for DockerRuntime {
             }
         }
         Ok(())
+    }
+
+    async fn daemon_info(&self) -> Result<DaemonInfo> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(|e| map_err(e, "version"))?;
+        let i = self.docker.info().await.map_err(|e| map_err(e, "info"))?;
+        Ok(DaemonInfo {
+            server_version: v.version.or(i.server_version).unwrap_or_default(),
+            kernel_version: i.kernel_version.unwrap_or_default(),
+            operating_system: i.operating_system.unwrap_or_default(),
+            root_dir: i.docker_root_dir.unwrap_or_default(),
+            cpus: i.ncpu.unwrap_or(0).max(0) as u32,
+            memory_bytes: i.mem_total.unwrap_or(0).max(0) as u64,
+        })
+    }
+
+    async fn export_images(&self, tags: &[String]) -> Result<TarStream> {
+        // Docker answers 404 only once the stream starts; check first so a
+        // missing image is named rather than reported as a broken stream.
+        for tag in tags {
+            if self.image(tag).await?.is_none() {
+                return Err(RuntimeError::NotFound(format!("image {tag}")));
+            }
+        }
+        let names: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let s = self
+            .docker
+            .export_images(&names)
+            .map_err(|e| std::io::Error::other(short(&e)));
+        Ok(s.boxed())
+    }
+
+    async fn import_images(&self, tar: TarStream) -> Result<Vec<String>> {
+        let opts = ImportImageOptionsBuilder::default().quiet(true).build();
+        let mut s = self
+            .docker
+            .import_image(opts, bollard::body_try_stream(tar), None);
+        let mut lines = Vec::new();
+        while let Some(item) = s.next().await {
+            let info = item.map_err(|e| match e {
+                BollardError::DockerStreamError { error } => {
+                    RuntimeError::Other(format!("loading images: {error}"))
+                }
+                e => map_err(e, "images"),
+            })?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                return Err(RuntimeError::Other(format!("loading images: {e}")));
+            }
+            if let Some(line) = info.stream {
+                let line = line.trim();
+                if !line.is_empty() {
+                    lines.push(line.to_string());
+                }
+            }
+        }
+        Ok(lines)
     }
 }

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 
 use super::{
-    BuildLog, ContainerInfo, ContainerSpec, ExecOutput, Health, ImageInfo, ObjectInfo, Result,
-    Runtime, RuntimeError, State, Usage,
+    BuildLog, ContainerInfo, ContainerSpec, DaemonInfo, ExecOutput, Health, ImageInfo, ObjectInfo,
+    Result, Runtime, RuntimeError, State, TarStream, Usage,
 };
 
 #[derive(Default, Debug)]
@@ -24,6 +24,7 @@ struct Inner {
     images: BTreeMap<String, ImageInfo>,
     calls: Vec<String>,
     next_port: u16,
+    daemon: DaemonInfo,
 }
 
 /// See the module comment.
@@ -82,6 +83,16 @@ impl FakeRuntime {
                     .collect(),
             },
         );
+    }
+
+    /// Pretend the daemon describes itself this way.
+    pub fn set_daemon_info(&self, info: DaemonInfo) {
+        self.lock().daemon = info;
+    }
+
+    /// Forget an image, as `docker rmi` would.
+    pub fn remove_image(&self, tag: &str) {
+        self.lock().images.remove(tag);
     }
 
     /// The spec a container was created with.
@@ -311,5 +322,78 @@ impl Runtime for FakeRuntime {
         log("Step 1/1");
         self.add_image(tag, &[]);
         Ok(())
+    }
+
+    async fn daemon_info(&self) -> Result<DaemonInfo> {
+        Ok(self.lock().daemon.clone())
+    }
+
+    /// A real tar, one JSON member per image (tag, id, labels), so what
+    /// goes through a bundle can be checked member by member.
+    async fn export_images(&self, tags: &[String]) -> Result<TarStream> {
+        self.record(format!("export {}", tags.join(" ")));
+        let mut b = tar::Builder::new(Vec::new());
+        for tag in tags {
+            let info = self
+                .lock()
+                .images
+                .get(tag)
+                .cloned()
+                .ok_or_else(|| RuntimeError::NotFound(format!("image {tag}")))?;
+            let doc = serde_json::json!({"tag": tag, "id": info.id, "labels": info.labels});
+            let data = doc.to_string().into_bytes();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(
+                &mut h,
+                format!("{}.json", tag.replace(['/', ':'], "_")),
+                &data[..],
+            )
+            .map_err(|e| RuntimeError::Other(e.to_string()))?;
+        }
+        let tar = b
+            .into_inner()
+            .map_err(|e| RuntimeError::Other(e.to_string()))?;
+        // Several chunks, as a daemon would send them.
+        let chunks: Vec<std::io::Result<bytes::Bytes>> = tar
+            .chunks(1000)
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        Ok(stream::iter(chunks).boxed())
+    }
+
+    async fn import_images(&self, mut tar: TarStream) -> Result<Vec<String>> {
+        let mut data = Vec::new();
+        while let Some(chunk) = tar.next().await {
+            data.extend_from_slice(&chunk.map_err(|e| RuntimeError::Other(e.to_string()))?);
+        }
+        let mut loaded = Vec::new();
+        let mut archive = tar::Archive::new(&data[..]);
+        let bad = |e: std::io::Error| RuntimeError::Other(format!("loading images: {e}"));
+        for entry in archive.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).map_err(bad)?;
+            let doc: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| RuntimeError::Other(format!("loading images: {e}")))?;
+            let tag = doc["tag"].as_str().unwrap_or_default().to_string();
+            let labels = doc["labels"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let id = doc["id"].as_str().unwrap_or_default().to_string();
+            self.lock()
+                .images
+                .insert(tag.clone(), ImageInfo { id, labels });
+            loaded.push(format!("Loaded image: {tag}"));
+        }
+        self.record(format!("import {}", loaded.len()));
+        Ok(loaded)
     }
 }

@@ -215,6 +215,23 @@ pub struct Usage {
     pub cpu_percent: f64,
 }
 
+/// What the daemon says about itself: enough for `lab doctor` to tell a
+/// student which Docker they have and where it keeps its data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DaemonInfo {
+    pub server_version: String,
+    /// The kernel the containers run on (a VM's on Docker Desktop).
+    pub kernel_version: String,
+    pub operating_system: String,
+    /// Where images and volumes live, e.g. /var/lib/docker.
+    pub root_dir: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+}
+
+/// A tar stream of images in `docker save` format, either way.
+pub type TarStream = BoxStream<'static, std::io::Result<bytes::Bytes>>;
+
 /// Progress of an image build: one line of the builder's output.
 pub type BuildLog<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
@@ -276,4 +293,13 @@ pub trait Runtime: Send + Sync {
     async fn image(&self, tag: &str) -> Result<Option<ImageInfo>>;
     /// Build an image from a tar'd build context holding a Dockerfile.
     async fn build_image(&self, tag: &str, context: Vec<u8>, log: BuildLog<'_>) -> Result<()>;
+
+    /// The daemon's version, kernel, data directory and machine size.
+    async fn daemon_info(&self) -> Result<DaemonInfo>;
+    /// Every image named, with their shared layers once, as one tar stream
+    /// (what `docker save` writes).
+    async fn export_images(&self, tags: &[String]) -> Result<TarStream>;
+    /// Loads a stream made by [`Runtime::export_images`] (what `docker load`
+    /// reads); returns the daemon's lines, e.g. `Loaded image: NAME`.
+    async fn import_images(&self, tar: TarStream) -> Result<Vec<String>>;
 }
