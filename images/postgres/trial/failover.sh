@@ -13,8 +13,10 @@
 #   two     2 nodes (1 replica): memory at rest, kill the primary: no quorum
 #   one     1 node: memory at rest
 #   plain   today's image without a manager (primary + replica): memory at rest
-#   lost    async + replicas cut off from the WAL + primary crash: promoted
-#           (writes lost) or refused (maximum_lag_on_failover); strict sync: none lost
+#   lost    both replicas cut off from the WAL, writes go on, the primary
+#           crashes: async (promoted, writes lost), async with
+#           maximum_lag_on_failover 0 (refused), sync (falls back to async
+#           first), strict sync (nothing acknowledged, nothing lost)
 #
 # Everything goes on its own Docker bridge network (like the lab's: not
 # --internal, whose DNS times out on a dead name instead of answering at once,
@@ -85,7 +87,12 @@ others() { local n; for n in "${NODES[@]}"; do [ "$n" = "$1" ] || [ "$n" = "${2:
 
 leader() { # the running leader, as the cluster says, or nothing
   local n
-  for n in $(alive); do probe "$n" leader 2>/dev/null && return 0; done
+  local l
+  for n in $(alive); do
+    # The leader key outlives a killed primary by up to the ttl: only a
+    # running container counts.
+    if l=$(probe "$n" leader 2>/dev/null) && running "$l"; then echo "$l"; return 0; fi
+  done
   return 1
 }
 
@@ -513,19 +520,19 @@ lost_case() { # NAME [docker run -e ... args]: prints a one-line verdict
     cut_wal "$l" "$b"
     sleep 2
     # Writes go on for 8 s, acknowledged or not; then the primary crashes.
-    writer "$l" 8 "$name" >"$OUT/lost-$name-writes.txt" || true
-    echo "acknowledged while the replicas were cut off: $(grep -c ' ok ' "$OUT/lost-$name-writes.txt")," \
-      "unacknowledged: $(grep -vc ' ok ' "$OUT/lost-$name-writes.txt")"
-    tk=$(now)
-    docker kill "$(c "$l")" >/dev/null
-    echo "killed $l"
+    writer "$l" 8 "$name" >"$OUT/lost-$name-writes.log" || true
+    echo "acknowledged while the replicas were cut off: $(grep -c ' ok ' "$OUT/lost-$name-writes.log")," \
+      "unacknowledged: $(grep -vc ' ok ' "$OUT/lost-$name-writes.log")"
   } 2>&1 | tee "$OUT/lost-$name.txt"
+  tk=$(now)
+  docker kill "$(c "$l")" >/dev/null
+  echo "killed $l" | tee -a "$OUT/lost-$name.txt"
   local nl
   if nl=$(wait_leader 30); then
     {
       echo "promoted: $nl after $(echo "$(now) - $tk" | bc | xargs printf '%.1f') s"
       local ids lost
-      ids=$(awk '$2 == "ok" { print $3 }' "$OUT/lost-$name-writes.txt" | paste -sd,)
+      ids=$(awk '$2 == "ok" { print $3 }' "$OUT/lost-$name-writes.log" | paste -sd,)
       if [ -n "$ids" ]; then
         lost=$(sql "$nl" "SELECT count(*) FROM unnest(ARRAY[$ids]::bigint[]) a(id) WHERE NOT EXISTS (SELECT 1 FROM trial t WHERE t.id = a.id)")
       else
@@ -543,8 +550,12 @@ lost_case() { # NAME [docker run -e ... args]: prints a one-line verdict
       docker start "$(c "$l")" >/dev/null
       nl=$(wait_leader 90) || nl=none
       local ids lost=unknown
-      ids=$(awk '$2 == "ok" { print $3 }' "$OUT/lost-$name-writes.txt" | paste -sd,)
-      [ "$nl" != none ] && lost=$(sql "$nl" "SELECT count(*) FROM unnest(ARRAY[${ids:-0}]::bigint[]) a(id) WHERE NOT EXISTS (SELECT 1 FROM trial t WHERE t.id = a.id)")
+      ids=$(awk '$2 == "ok" { print $3 }' "$OUT/lost-$name-writes.log" | paste -sd,)
+      if [ -z "$ids" ]; then
+        lost=0
+      elif [ "$nl" != none ]; then
+        lost=$(sql "$nl" "SELECT count(*) FROM unnest(ARRAY[$ids]::bigint[]) a(id) WHERE NOT EXISTS (SELECT 1 FROM trial t WHERE t.id = a.id)")
+      fi
       echo "leader once $l is back: $nl; acknowledged writes missing: $lost"
       echo "verdict $name: refused to promote a stale replica; writes stopped until $l came back ($nl leader), lost $lost"
     } 2>&1 | tee -a "$OUT/lost-$name.txt"
@@ -556,6 +567,7 @@ lost_case() { # NAME [docker run -e ... args]: prints a one-line verdict
 phase_lost() {
   lost_case async-default -e DB_MAX_LAG_ON_FAILOVER=1048576
   lost_case async-maxlag0 -e DB_MAX_LAG_ON_FAILOVER=0
+  lost_case sync -e DB_REPLICATION=sync
   lost_case strict -e DB_REPLICATION=strict
   grep -h '^verdict' "$OUT"/lost-*.txt | tee "$OUT/lost-summary.txt"
 }
