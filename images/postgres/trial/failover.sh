@@ -11,6 +11,8 @@
 #           failover to a named node, sync on/off, a replay delay on one node,
 #           status as `lab status` needs it, memory at rest
 #   two     2 nodes (1 replica): memory at rest, kill the primary: no quorum
+#   twopaused  the same 2 nodes with failover off (Patroni paused)
+#   limited 3 nodes under a memory limit ($DB_MEMORY_LIMIT, 96m): memory, one failover, OOM kills
 #   one     1 node: memory at rest
 #   plain   today's image without a manager (primary + replica): memory at rest
 #   lost    both replicas cut off from the WAL, writes go on, the primary
@@ -34,7 +36,7 @@ KILLS=${KILLS:-5}
 OUT=${OUT:-$REPO/bench/db-failover/results/$(date -u +%Y%m%dT%H%M%SZ)}
 PW=trial-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 PHASES=("$@")
-[ ${#PHASES[@]} -gt 0 ] || PHASES=(build three two one plain lost)
+[ ${#PHASES[@]} -gt 0 ] || PHASES=(build three two twopaused limited one plain lost)
 mkdir -p "$OUT"
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S.%3N)" "$*" | tee -a "$OUT/trial.log" >&2; }
@@ -128,12 +130,13 @@ status() { # LABEL: the `lab status` view, saved
 
 # A loop inside a node, writing through the libpq host list to whichever node
 # is writable (target_session_attrs=read-write) every 100 ms: "epoch ok id" or
-# "epoch fail error". The client is killed after 3 s, never cancelled: a
-# cancelled synchronous commit is reported as a success by PostgreSQL.
+# "epoch fail error". The client is killed after $4 s (3), never cancelled: a
+# cancelled synchronous commit is reported as a success by PostgreSQL. The
+# kill rounds use 1 s, so one attempt stuck on a dying node hides at most 1 s.
 WRITER='end=$(( $(date +%s) + $1 ))
 while [ "$(date +%s)" -lt "$end" ]; do
   t=$(date +%s.%N)
-  if out=$(PGPASSWORD=$POSTGRES_PASSWORD timeout -s KILL 3 psql "host=$2 user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=2" -Atqc "INSERT INTO trial(note) VALUES ('"'"'$3'"'"') RETURNING id" 2>&1); then
+  if out=$(PGPASSWORD=$POSTGRES_PASSWORD timeout -s KILL "${4:-3}" psql "host=$2 user=postgres dbname=postgres target_session_attrs=read-write connect_timeout=2" -Atqc "INSERT INTO trial(note) VALUES ('"'"'$3'"'"') RETURNING id" 2>&1); then
     echo "$t ok $out"
   else
     echo "$t fail $(echo "$out" | tr "\n" " " | cut -c1-120)"
@@ -151,7 +154,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
   fi
   sleep 0.1
 done'
-writer() { docker exec "$(c "$1")" bash -c "$WRITER" writer "$2" "$(IFS=,; echo "${NODES[*]}")" "$3"; }
+writer() { docker exec "$(c "$1")" bash -c "$WRITER" writer "$2" "$(IFS=,; echo "${NODES[*]}")" "$3" "${4:-3}"; }
 reader() { docker exec "$(c "$1")" bash -c "$READER" reader "$2"; }
 
 first_ok_after() { # FILE T: seconds from T to the first ok line after it
@@ -226,7 +229,7 @@ kill_rounds() {
     w=${o[0]} r=${o[1]}
     local tl_before
     tl_before=$(sql "$l" "SELECT timeline_id FROM pg_control_checkpoint()")
-    writer "$w" 30 "round $round" >"$OUT/three-kill-$round-writes.txt" &
+    writer "$w" 30 "round $round" 1 >"$OUT/three-kill-$round-writes.txt" &
     local wpid=$!
     reader "$r" 30 >"$OUT/three-kill-$round-reads.txt" &
     local rpid=$!
@@ -455,6 +458,73 @@ phase_two() {
     echo "$back in recovery: $(sql "$back" "SELECT pg_is_in_recovery()")"
     docker logs --since "$(date -u -d @"${t%.*}" +%FT%TZ)" "$(c "$back")" 2>&1 | grep -iE 'demot|lock|etcd|DCS' | tail -5
   } 2>&1 | tee -a "$OUT/two-ops.txt"
+  drop_cluster
+}
+
+# The same two nodes with failover off (Patroni paused), which is what the
+# lab should run with fewer than 3 database nodes: no automatic promotion,
+# and no demotion when etcd loses its majority either.
+phase_twopaused() {
+  PHASE=twopaused
+  new_cluster twopaused 2 -e DB_FAILOVER=off
+  local l r
+  l=$(wait_leader 120)
+  init_table "$l"
+  r=$(others "$l")
+  wait_streaming "$r" 120
+  {
+    echo "== 2 nodes, failover off: kill the replica $r"
+    docker kill "$(c "$r")" >/dev/null
+    sleep 15
+    echo "commit on $l 15 s after the replica died: $(timed_commit "$l" 5)"
+    echo "$l in recovery: $(sql "$l" "SELECT pg_is_in_recovery()")"
+    docker start "$(c "$r")" >/dev/null
+    wait_streaming "$r" 120 && echo "$r streaming again"
+    echo "== kill the primary $l"
+    docker kill "$(c "$l")" >/dev/null
+    sleep 15
+    echo "$r in recovery 15 s later: $(sql "$r" "SELECT pg_is_in_recovery()") (no automatic failover)"
+    echo "reads on $r: $(sql "$r" "SELECT count(*) FROM trial") rows"
+    echo "== lab promote $r while etcd has no majority:"
+    ctl "$r" failover --candidate "$r" --force 2>&1 | tail -2 || true
+    echo "$r in recovery: $(sql "$r" "SELECT pg_is_in_recovery()")"
+  } 2>&1 | tee "$OUT/twopaused-ops.txt"
+  status "two nodes paused, primary killed" >/dev/null
+  drop_cluster
+}
+
+# The same 3 nodes under a memory limit: the kernel then drops file cache
+# inside each container instead of letting it grow, which is what the lab's
+# budget needs. Any OOM kill shows in the output.
+phase_limited() {
+  PHASE=limited
+  local limit=${DB_MEMORY_LIMIT:-96m}
+  new_cluster limited 3 --memory "$limit" --memory-swap "$limit"
+  local l tk
+  l=$(wait_leader 120)
+  init_table "$l"
+  for n in $(others "$l"); do wait_streaming "$n" 120; done
+  sql "$l" "INSERT INTO trial(note) SELECT repeat('x', 200) FROM generate_series(1, 20000)" >/dev/null
+  sleep 20
+  mem "three nodes at rest, --memory $limit each"
+  local o
+  o=($(others "$l"))
+  {
+    writer "${o[0]}" 30 limited 1 >"$OUT/limited-kill-writes.txt" &
+    local wpid=$!
+    sleep 3
+    tk=$(now)
+    docker kill "$(c "$l")" >/dev/null
+    wait "$wpid" || true
+    echo "limit $limit: writes again $(first_ok_after "$OUT/limited-kill-writes.txt" "$tk") s after killing $l"
+    docker start "$(c "$l")" >/dev/null
+    wait_streaming "$l" 180 && echo "$l rejoined"
+    for n in "${NODES[@]}"; do
+      echo "$n OOMKilled=$(docker inspect -f '{{.State.OOMKilled}}' "$(c "$n")") restarts=$(docker inspect -f '{{.RestartCount}}' "$(c "$n")")"
+    done
+    docker exec "$(c "$l")" sh -c 'cat /sys/fs/cgroup/memory/memory.failcnt /sys/fs/cgroup/memory/memory.max_usage_in_bytes' | paste -sd' ' | sed 's/^/failcnt, max_usage_bytes: /'
+  } 2>&1 | tee "$OUT/limited-ops.txt"
+  mem "three nodes after a failover and rejoin, --memory $limit each"
   drop_cluster
 }
 
