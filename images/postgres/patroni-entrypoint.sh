@@ -20,10 +20,13 @@
 #   DB_SCOPE              the cluster's name in etcd (default lab)
 #   DB_REPLICATION        async | sync | strict (first start of the cluster only;
 #                         later: patronictl edit-config)
-#   DB_FAILOVER           on | off (off = Patroni's pause: no automatic failover)
 #   DB_TTL DB_LOOP_WAIT DB_RETRY_TIMEOUT   Patroni's timings, seconds (5 1 2)
 #   DB_MAX_LAG_ON_FAILOVER                 bytes (1048576)
 #   ETCD_HEARTBEAT_MS ETCD_ELECTION_MS     etcd's timings (100 1000)
+#
+# Failover on/off is not set here: Patroni's pause (failover off) is part of
+# the cluster's dynamic configuration, and a paused cluster never bootstraps,
+# so the CLI pauses it once it has a primary (PATCH /config {"pause": true}).
 #
 # Data: PostgreSQL in $DB_STATE_DIR/data, etcd in $DB_STATE_DIR/etcd, the
 # node's live overrides in $DB_STATE_DIR/lab-overrides.json: mount one volume
@@ -60,11 +63,6 @@ case "${DB_REPLICATION:-async}" in
   sync) export DB_SYNC_MODE=true DB_SYNC_STRICT=false DB_SYNCHRONOUS_COMMIT=remote_apply ;;
   strict) export DB_SYNC_MODE=true DB_SYNC_STRICT=true DB_SYNCHRONOUS_COMMIT=remote_apply ;;
   *) fail "DB_REPLICATION must be async, sync or strict, not $DB_REPLICATION" ;;
-esac
-case "${DB_FAILOVER:-on}" in
-  on) export DB_PAUSE=false ;;
-  off) export DB_PAUSE=true ;;
-  *) fail "DB_FAILOVER must be on or off, not $DB_FAILOVER" ;;
 esac
 
 IFS=, read -ra etcd_nodes <<<"$DB_ETCD_NODES"
@@ -110,7 +108,7 @@ if $member; then
   say "etcd member $NODE_NAME started (cluster: $DB_ETCD_NODES)"
 fi
 
-say "starting Patroni as $NODE_NAME (nodes: $DB_NODES, replication: ${DB_REPLICATION:-async}, failover: ${DB_FAILOVER:-on})"
+say "starting Patroni as $NODE_NAME (nodes: $DB_NODES, replication: ${DB_REPLICATION:-async})"
 as_postgres /usr/bin/patroni "$PATRONI_CONFIG" &
 patroni_pid=$!
 

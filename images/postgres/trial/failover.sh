@@ -184,7 +184,7 @@ phase_machine() {
     echo "mem_total_kB: $(awk '/MemTotal/ {print $2}' /proc/meminfo)"
     echo "docker: $(docker version -f '{{.Server.Version}}')"
     echo "kernel: $(uname -r)"
-  } | tee "$OUT/machine.txt"
+  } | tee -a "$OUT/machine.txt"
 }
 
 phase_build() {
@@ -466,12 +466,15 @@ phase_two() {
 # and no demotion when etcd loses its majority either.
 phase_twopaused() {
   PHASE=twopaused
-  new_cluster twopaused 2 -e DB_FAILOVER=off
+  new_cluster twopaused 2
   local l r
   l=$(wait_leader 120)
   init_table "$l"
   r=$(others "$l")
   wait_streaming "$r" 120
+  # A paused cluster never bootstraps, so failover goes off once it has a
+  # primary (what `lab up --failover off` and `lab set failover=off` do).
+  ctl "$l" pause --wait >"$OUT/twopaused-ops.txt" 2>&1
   {
     echo "== 2 nodes, failover off: kill the replica $r"
     docker kill "$(c "$r")" >/dev/null
@@ -488,7 +491,7 @@ phase_twopaused() {
     echo "== lab promote $r while etcd has no majority:"
     ctl "$r" failover --candidate "$r" --force 2>&1 | tail -2 || true
     echo "$r in recovery: $(sql "$r" "SELECT pg_is_in_recovery()")"
-  } 2>&1 | tee "$OUT/twopaused-ops.txt"
+  } 2>&1 | tee -a "$OUT/twopaused-ops.txt"
   status "two nodes paused, primary killed" >/dev/null
   drop_cluster
 }
