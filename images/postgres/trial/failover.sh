@@ -12,6 +12,8 @@
 #           status as `lab status` needs it, memory at rest
 #   two     2 nodes (1 replica): memory at rest, kill the primary: no quorum
 #   twopaused  the same 2 nodes with failover off (Patroni paused)
+#   twoone  2 nodes, one etcd member on db-1 (the layout for 2 nodes)
+#   stop    3 nodes: graceful stop of the primary
 #   limited 3 nodes under a memory limit ($DB_MEMORY_LIMIT, 96m): memory, one failover, OOM kills
 #   one     1 node: memory at rest
 #   plain   today's image without a manager (primary + replica): memory at rest
@@ -36,7 +38,7 @@ KILLS=${KILLS:-5}
 OUT=${OUT:-$REPO/bench/db-failover/results/$(date -u +%Y%m%dT%H%M%SZ)}
 PW=trial-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
 PHASES=("$@")
-[ ${#PHASES[@]} -gt 0 ] || PHASES=(build three two twopaused limited one plain lost)
+[ ${#PHASES[@]} -gt 0 ] || PHASES=(build three two twopaused twoone stop limited one plain lost)
 mkdir -p "$OUT"
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S.%3N)" "$*" | tee -a "$OUT/trial.log" >&2; }
@@ -493,6 +495,76 @@ phase_twopaused() {
     echo "$r in recovery: $(sql "$r" "SELECT pg_is_in_recovery()")"
   } 2>&1 | tee -a "$OUT/twopaused-ops.txt"
   status "two nodes paused, primary killed" >/dev/null
+  drop_cluster
+}
+
+# Two nodes with a single etcd member, on db-1: the layout the notes
+# recommend for 2 nodes. Losing the replica must not cost the primary its
+# writes; losing db-1 (primary and consensus) means no failover.
+phase_twoone() {
+  PHASE=twoone
+  new_cluster twoone 2 -e DB_ETCD_NODES=db-1
+  local l r
+  l=$(wait_leader 120)
+  init_table "$l"
+  r=$(others "$l")
+  wait_streaming "$r" 120
+  sleep 20
+  mem "two nodes at rest, one etcd member (on db-1)"
+  {
+    echo "== 2 nodes, etcd on db-1 only; primary $l, replica $r"
+    echo "== kill the replica $r"
+    docker kill "$(c "$r")" >/dev/null
+    sleep 15
+    echo "commit on $l 15 s after the replica died: $(timed_commit "$l" 5)"
+    echo "$l in recovery: $(sql "$l" "SELECT pg_is_in_recovery()")"
+    docker start "$(c "$r")" >/dev/null
+    wait_streaming "$r" 120 && echo "$r streaming again after its restart"
+    local p
+    p=$(wait_leader 30)
+    if [ "$p" != db-1 ]; then
+      echo "== make db-1 the primary first (lab promote db-1)"
+      ctl db-1 failover --candidate db-1 --force 2>&1 | tail -1
+      p=$(wait_leader 60)
+      wait_streaming db-2 120 || true
+    fi
+    echo "== kill the primary db-1, which also holds etcd"
+    local tk
+    writer db-2 25 twoone 1 >"$OUT/twoone-kill-writes.txt" &
+    local wpid=$!
+    reader db-2 25 >"$OUT/twoone-kill-reads.txt" &
+    local rpid=$!
+    sleep 3
+    tk=$(now)
+    docker kill "$(c db-1)" >/dev/null
+    wait "$wpid" "$rpid" || true
+    echo "writes again after: $(first_ok_after "$OUT/twoone-kill-writes.txt" "$tk") (none = not within 22 s)"
+    echo "reads on db-2 after the kill: $(awk -v t="$tk" '$1 > t && $2 == "ok"' "$OUT/twoone-kill-reads.txt" | wc -l) ok, $(awk -v t="$tk" '$1 > t && $2 != "ok"' "$OUT/twoone-kill-reads.txt" | wc -l) failed"
+    echo "db-2 in recovery: $(sql db-2 "SELECT pg_is_in_recovery()")"
+    docker start "$(c db-1)" >/dev/null
+    echo "leader once db-1 is back: $(wait_leader 90 || echo none)"
+    wait_streaming db-2 120 && echo "db-2 streaming again"
+  } 2>&1 | tee "$OUT/twoone-ops.txt"
+  drop_cluster
+}
+
+# A graceful stop of the primary (`lab stop primary`): Patroni hands the key
+# back, so no ttl to wait for.
+phase_stop() {
+  PHASE=stop
+  new_cluster stop 3
+  local l tk o
+  l=$(wait_leader 120)
+  init_table "$l"
+  for n in $(others "$l"); do wait_streaming "$n" 120; done
+  o=($(others "$l"))
+  writer "${o[0]}" 20 stop 1 >"$OUT/stop-writes.txt" &
+  local wpid=$!
+  sleep 3
+  tk=$(now)
+  docker stop "$(c "$l")" >/dev/null
+  wait "$wpid" || true
+  echo "docker stop of the primary $l: writes again after $(first_ok_after "$OUT/stop-writes.txt" "$tk") s on $(wait_leader 30)" | tee "$OUT/stop-ops.txt"
   drop_cluster
 }
 
