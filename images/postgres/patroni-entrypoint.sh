@@ -82,11 +82,15 @@ chmod 700 "$PGDATA" "$DB_STATE_DIR/etcd"
 as_postgres() { setpriv --reuid=postgres --regid=postgres --init-groups "$@"; }
 as_postgres /usr/local/bin/lab-patroni-config render
 
+# Wait for a process to end, however the shell's `wait` is interrupted.
+await() { while kill -0 "$1" 2>/dev/null; do sleep 0.1; done; }
 stop() {
   # Patroni first: as primary it stops PostgreSQL and hands the leader key
   # back, so a graceful stop fails over at once instead of after the ttl.
-  [ -n "${patroni_pid:-}" ] && kill -TERM "$patroni_pid" 2>/dev/null && wait "$patroni_pid" 2>/dev/null
-  [ -n "${etcd_pid:-}" ] && kill -TERM "$etcd_pid" 2>/dev/null && wait "$etcd_pid" 2>/dev/null
+  # This shell is PID 1: when it exits, the kernel kills everything left in
+  # the container, so it must not exit before Patroni has finished.
+  if [ -n "${patroni_pid:-}" ]; then kill -TERM "$patroni_pid" 2>/dev/null; await "$patroni_pid"; fi
+  if [ -n "${etcd_pid:-}" ]; then kill -TERM "$etcd_pid" 2>/dev/null; await "$etcd_pid"; fi
   exit "${1:-0}"
 }
 trap stop TERM INT
@@ -94,7 +98,10 @@ trap stop TERM INT
 if $member; then
   # snapshot-count and compaction keep etcd's memory flat: Patroni writes a
   # few keys every loop_wait, forever.
-  as_postgres env GOMAXPROCS="${ETCD_GOMAXPROCS:-1}" /usr/bin/etcd \
+  # setpriv directly, not through as_postgres: a function run with & is a
+  # subshell, and $! would be that shell, which dies on TERM without passing
+  # it on.
+  setpriv --reuid=postgres --regid=postgres --init-groups env GOMAXPROCS="${ETCD_GOMAXPROCS:-1}" /usr/bin/etcd \
     --name "$NODE_NAME" --data-dir "$DB_STATE_DIR/etcd" \
     --listen-client-urls http://0.0.0.0:2379 --advertise-client-urls "http://$NODE_NAME:2379" \
     --listen-peer-urls http://0.0.0.0:2380 --initial-advertise-peer-urls "http://$NODE_NAME:2380" \
@@ -109,7 +116,7 @@ if $member; then
 fi
 
 say "starting Patroni as $NODE_NAME (nodes: $DB_NODES, replication: ${DB_REPLICATION:-async})"
-as_postgres /usr/bin/patroni "$PATRONI_CONFIG" &
+setpriv --reuid=postgres --regid=postgres --init-groups /usr/bin/patroni "$PATRONI_CONFIG" &
 patroni_pid=$!
 
 # Whichever ends first ends the container: a node whose manager or whose
