@@ -96,7 +96,7 @@ stop() {
 trap stop TERM INT
 
 if $member; then
-  # snapshot-count and compaction keep etcd's memory flat: Patroni writes a
+  # snapshot-count and compaction bound the history etcd keeps: Patroni writes a
   # few keys every loop_wait, forever.
   # setpriv directly, not through as_postgres: a function run with & is a
   # subshell, and $! would be that shell, which dies on TERM without passing
