@@ -138,15 +138,18 @@ fi
 # A container restarted after `docker kill` keeps its /run: keepalived would
 # find its old pid file, see some process of ours with that pid in this
 # fresh PID namespace, say "daemon is already running" and exit.
+# (chown first: root here may lack DAC_OVERRIDE, and /run/lab/vrrp is nobody's.)
+[[ -d /run/lab ]] && chown -R root:root /run/lab
 rm -rf /run/keepalived /run/lab
 mkdir -p /run/keepalived
 printf '%s\n' "$conf" > /run/keepalived/keepalived.conf
 
-# /run/lab belongs to nobody: the notify hook (run as nobody) writes
-# vrrp.json there; balancer.pid lets a lesson kill just the balancer.
-install -d -o nobody -g nogroup -m 0755 /run/lab
-"$LIB/notify" INSTANCE lab STARTING "$priority"
-chown nobody:nogroup /run/lab/vrrp.json
+# /run/lab/balancer.pid lets a lesson kill just the balancer;
+# /run/lab/vrrp/ belongs to nobody, as whom the notify hook writes state.json.
+# (Root here may lack DAC_OVERRIDE, so nobody's directory is nobody's alone.)
+mkdir -m 0755 /run/lab /run/lab/vrrp
+chown nobody:nogroup /run/lab/vrrp
+"${DROP[@]}" "$LIB/notify" INSTANCE lab STARTING "$priority"
 
 # ---- run both, and stop both in the right order ----
 

@@ -13,7 +13,7 @@
 #   images/balancer/trial/vrrp.sh                 # full run, ~8 minutes
 #   CRASHES=1 PAUSES=1 PROCKILLS=1 STOPS=1 STEADY_S=10 images/balancer/trial/vrrp.sh
 #
-# Needs: docker, curl, and the images scaling-lab/balancer:0.1.0 (the trial
+# Needs: docker, python3 (the load driver, load.py), and the images scaling-lab/balancer:0.1.0 (the trial
 # image adds keepalived and socat to it with apt-get, so Debian's mirror must
 # be reachable) and, for BACKEND=app, scaling-lab/app:0.1.0.
 # Everything it creates carries the label vrrptrial=<prefix> and is removed
@@ -34,7 +34,7 @@ PROCKILLS=${PROCKILLS:-3}        # kill -9 of the balancer process only
 STOPS=${STOPS:-2}                # docker stop (graceful) of the holder
 STEADY_S=${STEADY_S:-60}         # load with both nodes up, no fault
 RATE=${RATE:-20}                 # requests per second, one connection each
-MAX_TIME=${MAX_TIME:-1}          # curl --max-time per request
+MAX_TIME=${MAX_TIME:-1}          # a request without a full answer after this many seconds failed
 ADVERT_INT=${ADVERT_INT:-1}
 PREEMPT=${PREEMPT:-off}
 PRIO_1=150 PRIO_2=100
@@ -74,7 +74,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 command -v docker >/dev/null || die "docker is not installed"
-command -v curl >/dev/null || die "curl is not installed: apt-get install curl"
+command -v python3 >/dev/null || die "python3 is not installed: apt-get install python3 (the load driver)"
 docker image inspect "$BALANCER_IMAGE" >/dev/null 2>&1 ||
   die "$BALANCER_IMAGE is missing: build the lab's images first (make images)"
 if [[ $BACKEND == app ]]; then
@@ -92,7 +92,7 @@ say "results in $OUT"
   echo "loadavg_start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "kernel: $(uname -r)"
   echo "docker: $(docker version --format '{{.Server.Version}}')"
-  echo "curl: $(curl --version | head -1 | cut -d' ' -f1-2)"
+  echo "python3: $(python3 --version 2>&1)"
   echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
   echo "balancer_image: $BALANCER_IMAGE $(docker image inspect -f '{{.Id}}' "$BALANCER_IMAGE" | cut -c8-19)"
   echo "backend: $BACKEND"
@@ -228,7 +228,7 @@ holders() {
 }
 
 # What keepalived on NODE believes (from its notify hook's file).
-role() { docker exec "$P-$1" cat /run/lab/vrrp.json 2>/dev/null | sed -n 's/.*"state": "\([a-z]*\)".*/\1/p'; }
+role() { docker exec "$P-$1" cat /run/lab/vrrp/state.json 2>/dev/null | sed -n 's/.*"state": "\([a-z]*\)".*/\1/p'; }
 
 wait_role() { # NODE REGEX TIMEOUT_S
   local end=$(( ${EPOCHREALTIME%.*} + $3 )) r
@@ -242,7 +242,7 @@ wait_role() { # NODE REGEX TIMEOUT_S
 # When NODE's notify hook last wrote master, relative to T ("-" if it is
 # not master): a second clock for the takeover, from inside the container.
 notify_since() { # NODE T
-  docker exec "$P-$1" cat /run/lab/vrrp.json 2>/dev/null |
+  docker exec "$P-$1" cat /run/lab/vrrp/state.json 2>/dev/null |
     awk -v t="$2" '/"state": "master"/ { match($0, /"since_unix_ms": [0-9]+/)
       v = substr($0, RSTART + 17, RLENGTH - 17); printf "%.3f", v / 1000 - t; found = 1 }
       END { if (!found) printf "-" }'
@@ -251,57 +251,50 @@ notify_since() { # NODE T
 # Epoch time of the first keepalived log line of NODE after SINCE matching RE.
 log_time() { # NODE SINCE RE
   local line
-  line=$(docker logs -t --since "$2" "$P-$1" 2>&1 | grep -m1 -E "$3") || return 1
+  # All matches, then the first: grep -m1 would close the pipe early, and
+  # with pipefail docker's SIGPIPE would read as "no match".
+  line=$(docker logs -t --since "$2" "$P-$1" 2>&1 | grep -E "$3")
+  line=${line%%$'\n'*}
+  [[ -n $line ]] || return 1
   date -u -d "${line%% *}" +%s.%N | cut -c1-17
 }
 
-# One request: start, end, HTTP code, curl's exit code, who served it.
-one() {
-  local s=$EPOCHREALTIME r
-  r=$(curl -s -o /dev/null --max-time "$MAX_TIME" -w '%{http_code} %header{x-served-by}' \
-      "http://127.0.0.1:$EDGE_PORT/" 2>/dev/null)
-  local code=$?
-  printf '%s %s %s %s %s\n' "$s" "$EPOCHREALTIME" "${r%% *}" "$code" "${r#* }" >> "$1"
-}
-
 # RATE requests a second for SECONDS, each on its own connection, on a fixed
-# schedule (a slow request does not delay the next). Bounded: it stops.
+# schedule (a slow request does not delay the next); bounded, it stops.
+# One Python process (load.py): a loop of curl forks a process per request,
+# whose start-up on a busy machine would count in every timing.
 load() { # FILE SECONDS
-  local f=$1 n=$(( $2 * RATE )) i t0 next d
-  : > "$f"
-  t0=${EPOCHREALTIME/./}
-  for (( i = 0; i < n; i++ )); do
-    one "$f" &
-    next=$(( t0 + (i + 1) * 1000000 / RATE ))
-    d=$(( next - ${EPOCHREALTIME/./} ))
-    (( d > 0 )) && sleep "$(printf '%d.%06d' $(( d / 1000000 )) $(( d % 1000000 )))"
-  done
-  wait
+  python3 "$HERE/load.py" --port "$EDGE_PORT" --rate "$RATE" --seconds "$2" --timeout "$MAX_TIME" --out "$1"
 }
 
-# Summary of a load file around a fault at T (and, for a pause, an unpause
-# at U): counts, failures by kind, first and last failed request's start
-# relative to T, and the first success after the last failure.
-analyse() { # FILE T [U]
-  sort -n "$1" | awk -v t="$2" -v u="${3:-0}" '
-    { n++; ok = ($3 == "200" && $4 == 0)
-      if (!ok) {
-        f++
-        if ($4 == 28) to++; else if ($3 ~ /^5/) h5++; else ce++
-        if (ff == "") ff = $1
-        lf = $1
-        if (u > 0 && $1 >= u) fu++
-      }
-      st[n] = $1; okv[n] = ok
+# Summary of a load file around a fault at T, the other node's takeover at
+# K and the victim's return (start, restart, unpause) at U (0: unknown).
+# Each failed request is put in one bucket by its start time:
+#   fault   from T - MAX_TIME (already in flight) to K + 2 x MAX_TIME
+#           (or up to U when K is unknown)
+#   return  from U - MAX_TIME to U + 5 s
+#   stray   anywhere else: the machine's own hiccups (compare the steady run)
+# The failure window is the first to the last start in the fault bucket;
+# recovered_s is when the first request that started after the first fault
+# failure came back successfully.
+analyse() { # FILE T U K
+  sort -n "$1" | awk -v t="$2" -v u="${3:-0}" -v k="${4:-0}" -v m="$MAX_TIME" '
+    BEGIN { lo = t - m; hi = (k > 0) ? k + 2 * m : ((u > 0) ? u : 1e18) }
+    { n++; ok = ($4 == "ok"); st[n] = $1; en[n] = $2; okv[n] = ok
+      if (ok) next
+      f++
+      if ($4 == "timeout") to++; else if ($4 == "http") he++; else ce++
+      if ($1 >= lo && $1 <= hi) { ffault++; if (ff == "") ff = $1; lf = $1 }
+      else if (u > 0 && $1 >= u - m && $1 <= u + 5) fret++
+      else fstray++
     }
     END {
-      rs = ""
-      if (lf != "") for (i = 1; i <= n; i++) if (st[i] > lf && okv[i]) { rs = st[i]; break }
-      printf "requests=%d failed=%d timeouts=%d conn_errors=%d http_5xx=%d", n, f, to, ce, h5
-      if (u > 0) printf " failed_after_unpause=%d", fu
-      if (f > 0) printf " first_fail_s=%.3f last_fail_s=%.3f window_s=%.3f", ff - t, lf - t, lf - ff
+      rec = ""
+      if (ff != "") for (i = 1; i <= n; i++) if (st[i] >= ff && okv[i] && (rec == "" || en[i] < rec)) rec = en[i]
+      printf "requests=%d failed=%d timeouts=%d conn_errors=%d http_errors=%d failed_fault=%d failed_return=%d failed_stray=%d", n, f, to, ce, he, ffault, fret, fstray
+      if (ffault > 0) printf " first_fail_s=%.3f last_fail_s=%.3f window_s=%.3f", ff - t, lf - t, lf - ff
       else printf " first_fail_s=- last_fail_s=- window_s=0"
-      if (rs != "") printf " restored_s=%.3f", rs - t
+      if (rec != "") printf " recovered_s=%.3f", rec - t
       printf "\n"
     }'
 }
@@ -346,51 +339,54 @@ record() { echo "$*" | tee -a "$EVENTS" >&2; }
 if (( STEADY_S > 0 )); then
   say "steady state: ${STEADY_S}s at ${RATE}/s, no fault"
   load "$OUT/steady.load" "$STEADY_S"
-  record "steady holder=$(holders) $(analyse "$OUT/steady.load" "$(head -1 "$OUT/steady.load" | cut -d' ' -f1)")"
+  record "steady holder=$(holders) $(analyse "$OUT/steady.load" 0)"
 fi
 
 # ---------------------------------------------------------------- faults
-# Run the load for SECONDS, apply FAULT at 3 s; print the fault's time.
-fault_round() { # KIND I ACTION SECONDS
-  local kind=$1 i=$2 action=$3 secs=$4 h s t f=$OUT/$1-$2.load
+# One round: load for 16 s; at 3 s the fault hits the holder; at 9 s the
+# victim is brought back (docker start, or docker restart after a process
+# kill) while the load goes on, so the record shows whether its return costs
+# a second failover (it must not with preempt off).
+fault_round() { # KIND I ACTION
+  local kind=$1 i=$2 action=$3 h s t r f=$OUT/$1-$2.load
   h=$(holders); [[ $h == lb-1 || $h == lb-2 ]] || die "$kind $i: expected one holder, got '${h:-none}'"
   s=$(other "$h")
-  load "$f" "$secs" &
+  load "$f" 16 &
   local lp=$!
   sleep 3
   t=$(now)
   case $action in
     kill) docker kill "$P-$h" >/dev/null ;;
-    stop) docker stop -t 10 "$P-$h" >/dev/null & ;;
+    stop) docker stop -t 10 "$P-$h" >/dev/null ;;
     prockill) docker exec "$P-$h" sh -c 'kill -KILL "$(cat /run/lab/balancer.pid)"' ;;
   esac
   local cmd_s; cmd_s=$(awk -v a="$(now)" -v b="$t" 'BEGIN{printf "%.3f", a-b}')
+  sleep "$(awk -v t="$t" -v n="$(now)" 'BEGIN { d = t + 6 - n; printf "%.3f", (d > 0 ? d : 0) }')"
+  r=$(now)
+  case $action in
+    kill|stop) docker start "$P-$h" >/dev/null ;;
+    prockill) docker restart -t 5 "$P-$h" >/dev/null ;;
+  esac
   wait "$lp"
-  wait
   local took
   took=$(log_time "$s" "$t" 'Entering MASTER STATE') || took=""
-  local a; a=$(analyse "$f" "$t")
+  local a; a=$(analyse "$f" "$t" "$r" "${took:-0}")
   local extra=""
   if [[ $action == prockill ]]; then
     local fault; fault=$(log_time "$h" "$t" 'Entering FAULT STATE') || fault=""
     [[ -n $fault ]] && extra=" fault_s=$(awk -v a="$fault" -v b="$t" 'BEGIN{printf "%.3f", a-b}')"
   fi
   local tk="-"; [[ -n $took ]] && tk=$(awk -v a="$took" -v b="$t" 'BEGIN{printf "%.3f", a-b}')
-  record "$kind $i victim=$h taker=$s taker_prio=$(prio_of "$s") takeover_s=$tk notify_s=$(notify_since "$s" "$t")$extra cmd_s=$cmd_s $a $(theory "$(prio_of "$s")") holder_after=$(holders | tr ' ' '+')"
-  # Bring the victim back; with preempt off it must come back as backup.
-  case $action in
-    kill|stop) docker start "$P-$h" >/dev/null ;;
-    prockill) docker restart -t 5 "$P-$h" >/dev/null ;;
-  esac
+  record "$kind $i victim=$h taker=$s taker_prio=$(prio_of "$s") takeover_s=$tk notify_s=$(notify_since "$s" "$t")$extra cmd_s=$cmd_s $a $(theory "$(prio_of "$s")") return_at_s=$(awk -v a="$r" -v b="$t" 'BEGIN{printf "%.3f", a-b}') victim_role_after=$(role "$h") holder_after=$(holders | tr ' ' '+')"
   wait_role "$h" 'backup|master' 30
   sleep 2
 }
 
-for (( i = 1; i <= CRASHES; i++ )); do say "crash $i/$CRASHES"; fault_round crash "$i" kill 12; done
+for (( i = 1; i <= CRASHES; i++ )); do say "crash $i/$CRASHES"; fault_round crash "$i" kill; done
 
-for (( i = 1; i <= PROCKILLS; i++ )); do say "balancer process kill $i/$PROCKILLS"; fault_round prockill "$i" prockill 12; done
+for (( i = 1; i <= PROCKILLS; i++ )); do say "balancer process kill $i/$PROCKILLS"; fault_round prockill "$i" prockill; done
 
-for (( i = 1; i <= STOPS; i++ )); do say "graceful stop $i/$STOPS"; fault_round stop "$i" stop 10; done
+for (( i = 1; i <= STOPS; i++ )); do say "graceful stop $i/$STOPS"; fault_round stop "$i" stop; done
 
 # A pause freezes every process of the holder, keepalived included, but its
 # kernel still holds the address and still answers ARP and TCP handshakes.
@@ -419,7 +415,7 @@ for (( i = 1; i <= PAUSES; i++ )); do
   } | sort -k2 > "$OUT/pause-$i.after-unpause.log"
   back=$(log_time "$s" "$u" 'Entering BACKUP STATE') || back=""
   bk="-"; [[ -n $back ]] && bk=$(awk -v a="$back" -v b="$u" 'BEGIN{printf "%.3f", a-b}')
-  record "pause $i victim=$h taker=$s taker_prio=$(prio_of "$s") takeover_s=$tk cmd_s=$cmd_s holders_before_unpause=$during holder_0.5s_after_unpause=$just_after taker_back_to_backup_after_unpause_s=$bk $(analyse "$f" "$t" "$u") $(theory "$(prio_of "$s")") unpause_at_s=$(awk -v a="$u" -v b="$t" 'BEGIN{printf "%.3f", a-b}') holder_after=$(holders | tr ' ' '+')"
+  record "pause $i victim=$h taker=$s taker_prio=$(prio_of "$s") takeover_s=$tk cmd_s=$cmd_s holders_before_unpause=$during holder_0.5s_after_unpause=$just_after taker_back_to_backup_after_unpause_s=$bk $(analyse "$f" "$t" "$u" "${took:-0}") $(theory "$(prio_of "$s")") unpause_at_s=$(awk -v a="$u" -v b="$t" 'BEGIN{printf "%.3f", a-b}') holder_after=$(holders | tr ' ' '+')"
   sleep 3
 done
 
