@@ -142,7 +142,8 @@ docker network create --label "vrrptrial=$P" --driver bridge \
 say "network $NET: subnet $SUBNET, Docker allocates from $IP_RANGE; vip $VIP"
 
 # ---------------------------------------------------------------- containers
-common=(--label "vrrptrial=$P" --network "$NET" --log-driver json-file)
+# --init: the lab runs every container with Docker's init as PID 1 (lab/src/runtime/docker.rs).
+common=(--label "vrrptrial=$P" --network "$NET" --log-driver json-file --init)
 
 for n in 1 2; do
   if [[ $BACKEND == app ]]; then
@@ -246,6 +247,18 @@ notify_since() { # NODE T
     awk -v t="$2" '/"state": "master"/ { match($0, /"since_unix_ms": [0-9]+/)
       v = substr($0, RSTART + 17, RLENGTH - 17); printf "%.3f", v / 1000 - t; found = 1 }
       END { if (!found) printf "-" }'
+}
+
+# When Docker did EVENT (kill, pause, unpause, start, die) to NODE since
+# SINCE, from Docker's own event log: on a busy machine `docker kill` can take
+# a second to return, and the fault happened somewhere inside that second.
+event_time() { # NODE EVENT SINCE
+  local ns
+  ns=$(docker events --since "$3" --until "$(date +%s.%N)" --filter "container=$P-$1" \
+       --filter "event=$2" --format '{{.TimeNano}}' 2>/dev/null)
+  ns=${ns%%$'\n'*}
+  [[ -n $ns ]] || return 1
+  echo "${ns:0:10}.${ns:10:6}"
 }
 
 # Epoch time of the first keepalived log line of NODE after SINCE matching RE.
@@ -361,6 +374,10 @@ fault_round() { # KIND I ACTION
     prockill) docker exec "$P-$h" sh -c 'kill -KILL "$(cat /run/lab/balancer.pid)"' ;;
   esac
   local cmd_s; cmd_s=$(awk -v a="$(now)" -v b="$t" 'BEGIN{printf "%.3f", a-b}')
+  # The fault's instant: Docker's kill event (SIGKILL, or SIGTERM for a
+  # stop); for a process kill, the moment docker exec was called.
+  local te
+  if [[ $action != prockill ]] && te=$(event_time "$h" kill "$t"); then t=$te; fi
   sleep "$(awk -v t="$t" -v n="$(now)" 'BEGIN { d = t + 6 - n; printf "%.3f", (d > 0 ? d : 0) }')"
   r=$(now)
   case $action in
@@ -400,9 +417,11 @@ for (( i = 1; i <= PAUSES; i++ )); do
   sleep 3
   t=$(now); docker pause "$P-$h" >/dev/null
   cmd_s=$(awk -v a="$(now)" -v b="$t" 'BEGIN{printf "%.3f", a-b}')
+  if te=$(event_time "$h" pause "$t"); then t=$te; fi
   sleep "$PAUSE_S"
   during=$(holders | tr ' ' '+')      # the paused node still has it: two holders
   u=$(now); docker unpause "$P-$h" >/dev/null
+  if te=$(event_time "$h" unpause "$u"); then u=$te; fi
   sleep 0.5; just_after=$(holders | tr ' ' '+')
   wait "$lp"
   took=$(log_time "$s" "$t" 'Entering MASTER STATE') || took=""
