@@ -11,7 +11,7 @@ set -euo pipefail
 dir=${1:?usage: bench/ha/summarize.sh RESULTS_DIR}
 [[ -f $dir/events.txt ]] || { echo "error: $dir/events.txt not found: give a directory written by images/balancer/trial/vrrp.sh" >&2; exit 1; }
 
-grep -E '^(date|nproc|cpu|loadavg_start|loadavg_end|settings|keepalived|backend):' "$dir/env.txt" || true
+grep -E '^(date|nproc|cpu|memory|loadavg_start|loadavg_end|settings|keepalived|backend|balancer_image|balancer_image_note|docker|kernel|commit):' "$dir/env.txt" || true
 echo
 
 awk '
@@ -45,6 +45,7 @@ $1 == "steady" {
   add(k SUBSEP "recovered", field("recovered_s"))
   add(k SUBSEP "fault", field("fault_s"))
   add(k SUBSEP "back", field("taker_back_to_backup_after_unpause_s"))
+  late += field("driver_late"); flate += field("failed_late")
   p = field("taker_prio")
   # A graceful stop and a FAULT send priority 0: the backup waits its skew only.
   e = (k == "stop") ? "skew " field("skew_s") : field("expected_s")
@@ -65,6 +66,7 @@ END {
     printf "\nprockill: the holder entered FAULT %s s after its balancer was killed\n", stats("prockill" SUBSEP "fault")
   if (n["pause" SUBSEP "back"] > 0)
     printf "pause: after the unpause, the taker went back to BACKUP after %s s\n", stats("pause" SUBSEP "back")
+  printf "\nrequests the load driver sent over 100 ms late (the machine stalled it), all rounds: %d, of which failed: %d\n", late, flate
   printf "\nvictim -> holder at the end of each round:\n"
   for (i = 1; i <= nk; i++) printf "  %-9s%s\n", order[i], ends[order[i]]
 }' "$dir/events.txt"

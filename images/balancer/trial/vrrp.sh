@@ -26,7 +26,11 @@ REPO=$(cd "$BAL_DIR/../.." && pwd)
 
 BALANCER_IMAGE=${BALANCER_IMAGE:-scaling-lab/balancer:0.1.0}
 APP_IMAGE=${APP_IMAGE:-scaling-lab/app:0.1.0}
-BACKEND=${BACKEND:-app}          # app: lab-app (no database needed for GET /); socat: a bash responder
+# app: lab-app (GET / needs no database); balancer: lab-balancer instances
+# whose admin API answers GET /healthz (a dummy upstream, no fork per
+# request); socat: a bash responder forked per request (slow on a busy host).
+# Default: app when its image exists, else balancer.
+BACKEND=${BACKEND:-auto}
 CRASHES=${CRASHES:-5}            # docker kill of the holder
 PAUSES=${PAUSES:-5}              # docker pause of the holder, unpause PAUSE_S later
 PAUSE_S=${PAUSE_S:-8}
@@ -77,9 +81,16 @@ command -v docker >/dev/null || die "docker is not installed"
 command -v python3 >/dev/null || die "python3 is not installed: apt-get install python3 (the load driver)"
 docker image inspect "$BALANCER_IMAGE" >/dev/null 2>&1 ||
   die "$BALANCER_IMAGE is missing: build the lab's images first (make images)"
-if [[ $BACKEND == app ]]; then
-  docker image inspect "$APP_IMAGE" >/dev/null 2>&1 || die "$APP_IMAGE is missing: build it, or run with BACKEND=socat"
+if [[ $BACKEND == auto ]]; then
+  if docker image inspect "$APP_IMAGE" >/dev/null 2>&1; then BACKEND=app; else BACKEND=balancer; fi
 fi
+case $BACKEND in
+  app) docker image inspect "$APP_IMAGE" >/dev/null 2>&1 || die "$APP_IMAGE is missing: build it, or run with BACKEND=balancer"
+       LOAD_PATH=/ ;;
+  balancer) LOAD_PATH=/healthz ;;
+  socat) LOAD_PATH=/ ;;
+  *) die "BACKEND=$BACKEND: use app, balancer or socat" ;;
+esac
 mkdir -p "$OUT" || die "cannot create $OUT"
 say "results in $OUT"
 
@@ -95,7 +106,8 @@ say "results in $OUT"
   echo "python3: $(python3 --version 2>&1)"
   echo "commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)"
   echo "balancer_image: $BALANCER_IMAGE $(docker image inspect -f '{{.Id}}' "$BALANCER_IMAGE" | cut -c8-19)"
-  echo "backend: $BACKEND"
+  [[ -n ${BALANCER_IMAGE_NOTE:-} ]] && echo "balancer_image_note: $BALANCER_IMAGE_NOTE"
+  echo "backend: $BACKEND (requests: GET $LOAD_PATH)"
   echo "settings: rate=${RATE}/s max_time=${MAX_TIME}s advert_int=$ADVERT_INT preempt=$PREEMPT prio lb-1=$PRIO_1 lb-2=$PRIO_2 lb_caps=$LB_CAPS pause_s=$PAUSE_S"
 } > "$OUT/env.txt"
 
@@ -145,18 +157,32 @@ say "network $NET: subnet $SUBNET, Docker allocates from $IP_RANGE; vip $VIP"
 # --init: the lab runs every container with Docker's init as PID 1 (lab/src/runtime/docker.rs).
 common=(--label "vrrptrial=$P" --network "$NET" --log-driver json-file --init)
 
+mkdir -p "$OUT/etc-backend"
+cat > "$OUT/etc-backend/balancer.toml" <<EOF
+# A dummy upstream: a balancer with no servers, whose admin API on port
+# 8000 answers GET /healthz.
+listen = "0.0.0.0:8001"
+admin_listen = "0.0.0.0:8000"
+workers = 1
+EOF
 for n in 1 2; do
-  if [[ $BACKEND == app ]]; then
-    # lab-app serves GET / and /healthz without touching the database; the
-    # database URL only has to parse.
-    docker run -d --name "$P-server-$n" --network-alias "server-$n" "${common[@]}" --cap-drop ALL \
-      -e SERVER_NAME="server-$n" -e PORT=8000 -e SESSION_STORE=memory -e CACHE=off \
-      -e DATABASE_URL=postgres://lab:lab@db-1:5432/lab "$APP_IMAGE" >/dev/null
-  else
-    docker run -d --name "$P-server-$n" --network-alias "server-$n" "${common[@]}" --cap-drop ALL \
-      --user nobody -e SERVER_NAME="server-$n" --entrypoint socat "$IMAGE" \
-      TCP-LISTEN:8000,fork,reuseaddr EXEC:/usr/local/lib/lab-vrrp-trial/backend >/dev/null
-  fi || die "cannot start server-$n"
+  case $BACKEND in
+    app)
+      # lab-app serves GET / and /healthz without touching the database; the
+      # database URL only has to parse.
+      docker run -d --name "$P-server-$n" --network-alias "server-$n" "${common[@]}" --cap-drop ALL \
+        -e SERVER_NAME="server-$n" -e PORT=8000 -e SESSION_STORE=memory -e CACHE=off \
+        -e DATABASE_URL=postgres://lab:lab@db-1:5432/lab "$APP_IMAGE" >/dev/null ;;
+    balancer)
+      docker create --name "$P-server-$n" --network-alias "server-$n" "${common[@]}" \
+        --cap-drop ALL --cap-add SETUID --cap-add SETGID --cap-add SETPCAP "$IMAGE" >/dev/null &&
+        docker cp "$OUT/etc-backend" "$P-server-$n:/etc/lab" &&
+        docker start "$P-server-$n" >/dev/null ;;
+    socat)
+      docker run -d --name "$P-server-$n" --network-alias "server-$n" "${common[@]}" --cap-drop ALL \
+        --user nobody -e SERVER_NAME="server-$n" --entrypoint socat "$IMAGE" \
+        TCP-LISTEN:8000,fork,reuseaddr,backlog=128 EXEC:/usr/local/lib/lab-vrrp-trial/backend >/dev/null ;;
+  esac || die "cannot start server-$n"
 done
 
 mkdir -p "$OUT/etc-lab"
@@ -277,7 +303,7 @@ log_time() { # NODE SINCE RE
 # One Python process (load.py): a loop of curl forks a process per request,
 # whose start-up on a busy machine would count in every timing.
 load() { # FILE SECONDS
-  python3 "$HERE/load.py" --port "$EDGE_PORT" --rate "$RATE" --seconds "$2" --timeout "$MAX_TIME" --out "$1"
+  python3 "$HERE/load.py" --port "$EDGE_PORT" --path "$LOAD_PATH" --rate "$RATE" --seconds "$2" --timeout "$MAX_TIME" --out "$1"
 }
 
 # Summary of a load file around a fault at T, the other node's takeover at
@@ -287,6 +313,8 @@ load() { # FILE SECONDS
 #           (or up to U when K is unknown)
 #   return  from U - MAX_TIME to U + 5 s
 #   stray   anywhere else: the machine's own hiccups (compare the steady run)
+# driver_late counts requests that left over 100 ms late (the load driver
+# itself was starved of CPU), failed_late the failed ones among them.
 # The failure window is the first to the last start in the fault bucket;
 # recovered_s is when the first request that started after the first fault
 # failure came back successfully.
@@ -294,8 +322,10 @@ analyse() { # FILE T U K
   sort -n "$1" | awk -v t="$2" -v u="${3:-0}" -v k="${4:-0}" -v m="$MAX_TIME" '
     BEGIN { lo = t - m; hi = (k > 0) ? k + 2 * m : ((u > 0) ? u : 1e18) }
     { n++; ok = ($4 == "ok"); st[n] = $1; en[n] = $2; okv[n] = ok
+      if ($6 > 100) late++
       if (ok) next
       f++
+      if ($6 > 100) flate++
       if ($4 == "timeout") to++; else if ($4 == "http") he++; else ce++
       if ($1 >= lo && $1 <= hi) { ffault++; if (ff == "") ff = $1; lf = $1 }
       else if (u > 0 && $1 >= u - m && $1 <= u + 5) fret++
@@ -304,7 +334,7 @@ analyse() { # FILE T U K
     END {
       rec = ""
       if (ff != "") for (i = 1; i <= n; i++) if (st[i] >= ff && okv[i] && (rec == "" || en[i] < rec)) rec = en[i]
-      printf "requests=%d failed=%d timeouts=%d conn_errors=%d http_errors=%d failed_fault=%d failed_return=%d failed_stray=%d", n, f, to, ce, he, ffault, fret, fstray
+      printf "requests=%d failed=%d timeouts=%d conn_errors=%d http_errors=%d failed_fault=%d failed_return=%d failed_stray=%d driver_late=%d failed_late=%d", n, f, to, ce, he, ffault, fret, fstray, late, flate
       if (ffault > 0) printf " first_fail_s=%.3f last_fail_s=%.3f window_s=%.3f", ff - t, lf - t, lf - ff
       else printf " first_fail_s=- last_fail_s=- window_s=0"
       if (rec != "") printf " recovered_s=%.3f", rec - t
@@ -352,7 +382,7 @@ record() { echo "$*" | tee -a "$EVENTS" >&2; }
 if (( STEADY_S > 0 )); then
   say "steady state: ${STEADY_S}s at ${RATE}/s, no fault"
   load "$OUT/steady.load" "$STEADY_S"
-  record "steady holder=$(holders) $(analyse "$OUT/steady.load" 0)"
+  record "steady holder=$(holders) $(analyse "$OUT/steady.load" "$(head -1 "$OUT/steady.load" | cut -d' ' -f1)")"
 fi
 
 # ---------------------------------------------------------------- faults
@@ -409,7 +439,17 @@ for (( i = 1; i <= STOPS; i++ )); do say "graceful stop $i/$STOPS"; fault_round 
 # kernel still holds the address and still answers ARP and TCP handshakes.
 for (( i = 1; i <= PAUSES; i++ )); do
   say "pause $i/$PAUSES"
-  h=$(holders); [[ $h == lb-1 || $h == lb-2 ]] || die "pause $i: expected one holder, got '${h:-none}'"
+  # Odd rounds pause lb-1 (the higher priority), even rounds lb-2: the two
+  # cases end differently. If the other node holds the address, hand it
+  # over first with a graceful restart, outside the measured load.
+  want=lb-$(( 2 - i % 2 ))
+  h=$(holders)
+  if [[ $h == "$(other "$want")" ]]; then
+    docker restart -t 10 "$P-$h" >/dev/null
+    wait_role "$h" 'backup|master' 30
+    sleep 2
+  fi
+  h=$(holders); [[ $h == "$want" ]] || die "pause $i: expected $want to hold the address, got '${h:-none}'"
   s=$(other "$h")
   f=$OUT/pause-$i.load
   load "$f" $(( 3 + PAUSE_S + 9 )) &
@@ -420,8 +460,10 @@ for (( i = 1; i <= PAUSES; i++ )); do
   if te=$(event_time "$h" pause "$t"); then t=$te; fi
   sleep "$PAUSE_S"
   during=$(holders | tr ' ' '+')      # the paused node still has it: two holders
-  u=$(now); docker unpause "$P-$h" >/dev/null
+  u=$(now); uc=$u; docker unpause "$P-$h" >/dev/null
   if te=$(event_time "$h" unpause "$u"); then u=$te; fi
+  # Logs are searched from the command (uc): Docker records the unpause
+  # event after the thaw, and keepalived may already have acted by then.
   sleep 0.5; just_after=$(holders | tr ' ' '+')
   wait "$lp"
   took=$(log_time "$s" "$t" 'Entering MASTER STATE') || took=""
@@ -429,10 +471,10 @@ for (( i = 1; i <= PAUSES; i++ )); do
   # Everything both keepalived said from the unpause on.
   {
     for n in "$h" "$s"; do
-      docker logs -t --since "$u" "$P-$n" 2>&1 | grep -vE 'gratuitous ARP' | sed "s/^/$n /"
+      docker logs -t --since "$uc" "$P-$n" 2>&1 | grep -vE 'gratuitous ARP|lab_balancer' | sed "s/^/$n /"
     done
   } | sort -k2 > "$OUT/pause-$i.after-unpause.log"
-  back=$(log_time "$s" "$u" 'Entering BACKUP STATE') || back=""
+  back=$(log_time "$s" "$uc" 'Entering BACKUP STATE') || back=""
   bk="-"; [[ -n $back ]] && bk=$(awk -v a="$back" -v b="$u" 'BEGIN{printf "%.3f", a-b}')
   record "pause $i victim=$h taker=$s taker_prio=$(prio_of "$s") takeover_s=$tk cmd_s=$cmd_s holders_before_unpause=$during holder_0.5s_after_unpause=$just_after taker_back_to_backup_after_unpause_s=$bk $(analyse "$f" "$t" "$u" "${took:-0}") $(theory "$(prio_of "$s")") unpause_at_s=$(awk -v a="$u" -v b="$t" 'BEGIN{printf "%.3f", a-b}') holder_after=$(holders | tr ' ' '+')"
   sleep 3
