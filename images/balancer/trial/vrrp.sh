@@ -424,6 +424,10 @@ fault_round() { # KIND I ACTION
     [[ -n $fault ]] && extra=" fault_s=$(awk -v a="$fault" -v b="$t" 'BEGIN{printf "%.3f", a-b}')"
   fi
   local tk="-"; [[ -n $took ]] && tk=$(awk -v a="$took" -v b="$t" 'BEGIN{printf "%.3f", a-b}')
+  # Did the victim take the address back after its return (preempt on)?
+  local again vm="-"
+  again=$(log_time "$h" "$r" 'Entering MASTER STATE') && vm=$(awk -v a="$again" -v b="$r" 'BEGIN{printf "%.3f", a-b}')
+  extra+=" victim_master_again_after_return_s=$vm"
   record "$kind $i victim=$h taker=$s taker_prio=$(prio_of "$s") takeover_s=$tk notify_s=$(notify_since "$s" "$t")$extra cmd_s=$cmd_s $a $(theory "$(prio_of "$s")") return_at_s=$(awk -v a="$r" -v b="$t" 'BEGIN{printf "%.3f", a-b}') victim_role_after=$(role "$h") holder_after=$(holders | tr ' ' '+')"
   wait_role "$h" 'backup|master' 30
   sleep 2
