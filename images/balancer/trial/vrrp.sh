@@ -445,9 +445,11 @@ for (( i = 1; i <= PAUSES; i++ )); do
   say "pause $i/$PAUSES"
   # Odd rounds pause lb-1 (the higher priority), even rounds lb-2: the two
   # cases end differently. If the other node holds the address, hand it
-  # over first with a graceful restart, outside the measured load.
-  want=lb-$(( 2 - i % 2 ))
+  # over first with a graceful restart, outside the measured load. (Not with
+  # preempt on: lb-1 would take the address back a few seconds later.)
   h=$(holders)
+  want=$h
+  [[ $PREEMPT == off ]] && want=lb-$(( 2 - i % 2 ))
   if [[ $h == "$(other "$want")" ]]; then
     docker restart -t 10 "$P-$h" >/dev/null
     wait_role "$h" 'backup|master' 30
