@@ -76,7 +76,8 @@ src=${VRRP_SRC_IP:-$(ip -4 -o addr show dev "$iface" scope global | awk 'NR == 1
 [[ $src != "$vip" ]] || die "VRRP_SRC_IP equals VRRP_VIP ($vip): the virtual address must be one no container owns"
 
 peers="" peer_list=""
-for p in ${VRRP_PEERS//,/ }; do
+peers_given=${VRRP_PEERS:-}
+for p in ${peers_given//,/ }; do
   [[ $p =~ $ipv4 ]] || die "VRRP_PEERS: $p is not an IPv4 address (keepalived takes addresses, not names: give the balancers fixed addresses)"
   [[ $p != "$src" ]] || die "VRRP_PEERS lists this node's own address $p"
   peers+="        $p"$'\n'

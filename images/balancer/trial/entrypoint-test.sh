@@ -88,7 +88,8 @@ else bad "alone: lab-balancer runs as nobody, no keepalived" "$users"; fi
 # In a pair (one node is enough to be elected): roles, capabilities, config.
 name=$P-pair
 docker create --name "$name" --label "vrrptest=$P" --network "$NET" --ip 10.253.0.253 "${caps[@]}" \
-  "${pair[@]}" -e VRRP_PRIORITY=150 -e VRRP_PASSWORD=secret1 "$IMAGE" >/dev/null &&
+  -e VRRP_VIP=10.253.0.254 -e VRRP_PEERS=10.253.0.252,10.253.0.251 \
+  -e VRRP_PRIORITY=150 -e VRRP_PASSWORD=secret1 "$IMAGE" >/dev/null &&
   docker cp "${TMPDIR:-/tmp}/$P/lab" "$name:/etc/lab" && docker start "$name" >/dev/null
 sleep 6
 users=$(docker exec "$name" ps -eo user=,comm= 2>&1)
@@ -100,6 +101,10 @@ else bad "pair: the balancer has no capability, none in its bounding set" "$cape
 test_out=$(docker exec "$name" keepalived --config-test -f /run/keepalived/keepalived.conf 2>&1); code=$?
 if (( code == 0 )); then ok "pair: the rendered keepalived.conf passes keepalived --config-test"
 else bad "pair: the rendered keepalived.conf passes keepalived --config-test" "exit $code: $(tail -3 <<<"$test_out")"; fi
+conf=$(docker exec "$name" cat /run/keepalived/keepalived.conf 2>&1)
+if grep -q '^ *10.253.0.252$' <<<"$conf" && grep -q '^ *10.253.0.251$' <<<"$conf" && grep -q 'auth_pass secret1' <<<"$conf" && grep -q '^ *nopreempt' <<<"$conf"; then
+  ok "pair: comma-separated peers, the password and nopreempt are in keepalived.conf"
+else bad "pair: comma-separated peers, the password and nopreempt are in keepalived.conf" "$(grep -A3 unicast_peer <<<"$conf")"; fi
 state=$(docker exec -u nobody "$name" cat /run/lab/vrrp/state.json 2>&1)
 if grep -q '"state": "master"' <<<"$state"; then ok "pair: alone on the network, it is elected master and says so in state.json"
 else bad "pair: alone on the network, it is elected master and says so in state.json" "$state"; fi
