@@ -30,6 +30,7 @@ function stats(key, whole,   i, j, t, m, c, a) {
   return sprintf("%.2f / %.2f / %.2f", a[1], m, a[c])
 }
 $1 == "steady" {
+  late += field("driver_late"); flate += field("failed_late")
   steady = sprintf("steady state (no fault): %s requests, %s failed, holder %s", field("requests"), field("failed"), field("holder"))
   next
 }

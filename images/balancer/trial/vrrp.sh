@@ -123,9 +123,9 @@ fi
 echo "keepalived: $(docker run --rm --label "vrrptrial=$P" --entrypoint keepalived "$IMAGE" --version 2>&1 | head -1)" >> "$OUT/env.txt"
 
 # ---------------------------------------------------------------- the network
-# Let Docker choose a free subnet (it knows its other networks and the host's
-# routes), read it back, and create the network again with that subnet and an
-# allocation range of its lower half only. The upper half is ours: the
+# Let Docker choose a free subnet (it knows its other networks and the
+# user's address pools), read it back, and create the network again with
+# that subnet and an allocation range of its lower half only. The upper half is ours: the
 # virtual address and the balancers' fixed addresses live there, where
 # Docker never hands out an address.
 say "creating the network"
