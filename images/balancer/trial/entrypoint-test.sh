@@ -36,8 +36,8 @@ ok() { passes=$((passes + 1)); printf 'ok   %s\n' "$1"; }
 bad() { fails=$((fails + 1)); printf 'FAIL %s\n     %s\n' "$1" "$2"; }
 
 if [[ -z ${TRIAL_IMAGE:-} ]]; then
-  docker build -q --build-arg "BALANCER_IMAGE=$BALANCER_IMAGE" --label "vrrptest=$P" \
-    -t "$IMAGE" -f "$HERE/Dockerfile" "$BAL_DIR" >/dev/null || { echo "error: docker build failed"; exit 1; }
+  build_log=$(docker build -q --build-arg "BALANCER_IMAGE=$BALANCER_IMAGE" --label "vrrptest=$P" \
+    -t "$IMAGE" -f "$HERE/Dockerfile" "$BAL_DIR" 2>&1) || { echo "$build_log"; echo "error: docker build failed"; exit 1; }
 fi
 docker network create --label "vrrptest=$P" --subnet 10.253.0.0/24 --ip-range 10.253.0.0/25 "$NET" >/dev/null ||
   { echo "error: cannot create the test network (10.253.0.0/24 taken?)"; exit 1; }
