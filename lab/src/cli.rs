@@ -19,9 +19,18 @@ Examples:
   lab logs server-1 --follow
   lab down                         remove everything the lab created";
 
+/// `lab --version` also names the images this CLI runs: they are tagged
+/// with the same version, and a CLI never runs another version's images.
+const VERSION_LINE: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (images scaling-lab/*:",
+    env!("CARGO_PKG_VERSION"),
+    ")"
+);
+
 /// A chaos lab for learning how web apps scale: real containers, real faults.
 #[derive(Parser, Debug)]
-#[command(name = "lab", version, about, after_help = EXAMPLES)]
+#[command(name = "lab", version = VERSION_LINE, about, after_help = EXAMPLES)]
 pub struct Cli {
     /// Which lab to act on; two labs with different names run side by side.
     #[arg(long, global = true, env = "LAB_NAME", default_value = "lab", value_parser = parse_lab_name)]
@@ -149,6 +158,21 @@ pub enum Command {
         after_help = "Examples:\n  lab lesson list\n  lab lesson run sessions\n  lab lesson run cache --keep     # keep the lab afterwards to look around\n\nEach lesson has a guide in docs/labs/."
     )]
     Lesson(LessonCommand),
+
+    /// Print a shell completion script for lab.
+    #[command(
+        after_help = "Examples:\n  lab completions bash > ~/.local/share/bash-completion/completions/lab\n  lab completions zsh > ~/.zfunc/_lab      # with fpath+=(~/.zfunc) in .zshrc\n  lab completions fish > ~/.config/fish/completions/lab.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+
+    /// Print lab's manual page (roff), for man.
+    #[command(
+        after_help = "Examples:\n  lab man > lab.1 && man ./lab.1\n  sudo sh -c 'lab man > /usr/local/share/man/man1/lab.1'"
+    )]
+    Man,
 
     /// Change settings of a running lab; servers are replaced one at a time.
     #[command(

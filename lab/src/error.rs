@@ -49,6 +49,8 @@ pub enum LabError {
     Exited { service: String, state: String },
     #[error("the balancer's admin API did not answer ({0}); is lb-1 running? see `lab status`")]
     Admin(String),
+    #[error("cannot write the manual page: {0}")]
+    Manual(String),
     #[error("the network {0} has no secrets label (made by another tool?): run `lab down` and `lab up` again")]
     NoSecrets(String),
     #[error(transparent)]

@@ -46,6 +46,8 @@ pub enum Report {
     Fault(crate::faults::Outcome),
     Healed(Vec<crate::faults::Healed>),
     LessonList(String),
+    /// A completion script or a manual page: text made by clap.
+    Text(String),
     Lesson {
         report: crate::lessons::LessonReport,
         json: bool,
@@ -86,7 +88,7 @@ impl Report {
             Report::Fault(o) => o.to_string(),
             Report::Healed(done) if done.is_empty() => "nothing to heal: no fault found\n".into(),
             Report::Healed(done) => done.iter().map(|d| format!("healed {d}\n")).collect(),
-            Report::LessonList(text) => text.clone(),
+            Report::LessonList(text) | Report::Text(text) => text.clone(),
             Report::Lesson { report, json: true } => json(report),
             // The lesson narrated itself as it ran.
             Report::Lesson { .. } => String::new(),
@@ -134,5 +136,45 @@ pub async fn execute(cli: Cli) -> Result<Report> {
         Command::Replication(a) => fault::run(lab, fault::Fault::Replication(a.mode)).await,
         Command::Resize(a) => fault::run(lab, fault::Fault::Resize(a)).await,
         Command::Heal(a) => fault::heal(lab, a).await,
+        Command::Completions { shell } => Ok(Report::Text(completions(shell))),
+        Command::Man => manual().map(Report::Text),
+    }
+}
+
+/// The completion script for `shell`, from the same clap definitions.
+fn completions(shell: clap_complete::Shell) -> String {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut crate::cli::Cli::command(), "lab", &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The manual page, in roff.
+fn manual() -> Result<String> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(crate::cli::Cli::command())
+        .render(&mut out)
+        .map_err(|e| crate::error::LabError::Manual(e.to_string()))?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_and_the_manual_name_every_command() {
+        let bash = completions(clap_complete::Shell::Bash);
+        let man = manual().unwrap();
+        for cmd in ["up", "crash", "slow", "doctor", "lesson"] {
+            assert!(bash.contains(cmd), "bash completion lacks {cmd}");
+            assert!(man.contains(cmd), "manual lacks {cmd}");
+        }
+        assert!(
+            man.starts_with(".ie") || man.contains(".TH"),
+            "{}",
+            &man[..80]
+        );
     }
 }
