@@ -80,30 +80,25 @@ pub fn encode_head<B>(req: &Request<B>, body: Option<u64>, out: &mut Vec<u8>) ->
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in req.headers() {
+        // The body's framing is written below from the body itself: a
+        // length or coding copied from the client could disagree with the
+        // bytes that follow, and the server would read the rest of the body
+        // as another request.
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let has_length = req.headers().contains_key(header::CONTENT_LENGTH);
     let framing = match body {
-        Some(0) if !has_length => BodyFraming::Empty,
+        // an empty body says `content-length: 0` only if the client did
+        Some(0) if !req.headers().contains_key(header::CONTENT_LENGTH) => BodyFraming::Empty,
         Some(n) => {
-            if !has_length {
-                out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(n.to_string().as_bytes());
-                out.extend_from_slice(b"\r\n");
-            }
-            BodyFraming::Length(n)
-        }
-        None if has_length => {
-            // the client said how long its streamed body is: pass it on
-            let n = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(n.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
             BodyFraming::Length(n)
         }
         None => {
@@ -653,13 +648,25 @@ mod tests {
         assert_eq!(encode_head(&req, None, &mut out), BodyFraming::Chunked);
         assert!(out.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
 
+        // the client's framing headers are never copied: the body's own
+        // length (or chunks) is what the server is told
         let req = Request::post("/d")
             .header("content-length", "7")
+            .header("transfer-encoding", "chunked")
             .body(())
             .unwrap();
         let mut out = Vec::new();
-        assert_eq!(encode_head(&req, None, &mut out), BodyFraming::Length(7));
-        assert_eq!(out, b"POST /d HTTP/1.1\r\ncontent-length: 7\r\n\r\n");
+        assert_eq!(encode_head(&req, Some(5), &mut out), BodyFraming::Length(5));
+        assert_eq!(out, b"POST /d HTTP/1.1\r\ncontent-length: 5\r\n\r\n");
+        let mut out = Vec::new();
+        assert_eq!(encode_head(&req, None, &mut out), BodyFraming::Chunked);
+        assert_eq!(
+            out,
+            b"POST /d HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        assert_eq!(encode_head(&req, Some(0), &mut out), BodyFraming::Length(0));
+        assert_eq!(out, b"POST /d HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
     }
 
     #[test]

@@ -201,6 +201,22 @@ impl UpstreamConn {
         let reused = self.reused;
         let http_err = |error| UpstreamError::Http { error, reused };
         let chunked = framing == BodyFraming::Chunked;
+        // What the head promised; a body that says otherwise is cut off
+        // here rather than let its surplus reach the server as a request.
+        // (hyper's server already holds a client to its length: this is
+        // the second lock on the same door.)
+        let mut left = match framing {
+            BodyFraming::Empty => 0,
+            BodyFraming::Length(n) => n,
+            BodyFraming::Chunked => u64::MAX,
+        };
+        let wrong_length = || UpstreamError::Http {
+            error: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "request body not of its announced length",
+            ),
+            reused,
+        };
         while let Some(frame) = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
             let frame = frame.map_err(UpstreamError::RequestBody)?;
             let Ok(data) = frame.into_data() else {
@@ -209,6 +225,9 @@ impl UpstreamConn {
             if data.is_empty() {
                 continue;
             }
+            left = left
+                .checked_sub(data.len() as u64)
+                .ok_or_else(wrong_length)?;
             if chunked {
                 self.write_buf.clear();
                 http1::chunk_size_line(data.len(), &mut self.write_buf);
@@ -218,6 +237,9 @@ impl UpstreamConn {
             } else {
                 self.io.write_all(&data).await.map_err(http_err)?;
             }
+        }
+        if !chunked && left != 0 {
+            return Err(wrong_length());
         }
         if chunked {
             self.io
