@@ -171,7 +171,9 @@ async fn serve_strictly(mut s: TcpStream, state: Shared) {
                     let length = match cl.first() {
                         None => 0,
                         Some(v) => match std::str::from_utf8(v).ok().and_then(|v| {
-                            v.bytes().all(|b| b.is_ascii_digit()).then(|| v.parse().ok())?
+                            v.bytes()
+                                .all(|b| b.is_ascii_digit())
+                                .then(|| v.parse().ok())?
                         }) {
                             Some(n) => n,
                             None => {
@@ -196,7 +198,10 @@ async fn serve_strictly(mut s: TcpStream, state: Shared) {
                 Err(e) => {
                     violation(
                         &state,
-                        format!("unparsable request ({e}): {:?}", String::from_utf8_lossy(&buf)),
+                        format!(
+                            "unparsable request ({e}): {:?}",
+                            String::from_utf8_lossy(&buf)
+                        ),
                     );
                     return;
                 }
@@ -243,13 +248,17 @@ async fn serve_strictly(mut s: TcpStream, state: Shared) {
             .and_then(|p| p.split('/').next())
             .and_then(|t| t.parse::<u64>().ok())
         else {
-            violation(&state, format!("a request the harness never tagged: {path}"));
+            violation(
+                &state,
+                format!("a request the harness never tagged: {path}"),
+            );
             return;
         };
         {
             let mut st = state.lock().unwrap();
             if tag >= st.issued {
-                st.violations.push(format!("tag {tag} not issued yet: {path}"));
+                st.violations
+                    .push(format!("tag {tag} not issued yet: {path}"));
                 return;
             }
             if !st.seen.insert(tag) {
@@ -329,13 +338,21 @@ async fn tagged(
         None if rparts.status == 502 || rparts.status == 504 => {
             violation(
                 &state,
-                format!("tag {tag}: {} {:?}", rparts.status, String::from_utf8_lossy(&bytes)),
+                format!(
+                    "tag {tag}: {} {:?}",
+                    rparts.status,
+                    String::from_utf8_lossy(&bytes)
+                ),
             );
         }
         None => {}
     }
     if std::env::var_os("PROXY_FUZZ_VERBOSE").is_some() {
-        eprintln!("tag {tag}: {} {:?}", rparts.status, String::from_utf8_lossy(&bytes));
+        eprintln!(
+            "tag {tag}: {} {:?}",
+            rparts.status,
+            String::from_utf8_lossy(&bytes)
+        );
     }
     Response::from_parts(rparts, ResponseBody::full(bytes))
 }
@@ -375,7 +392,10 @@ fuzz_target!(|data: &[u8]| {
                 }
             };
             let both = async { tokio::join!(conn, talk) };
-            if tokio::time::timeout(Duration::from_secs(10), both).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), both)
+                .await
+                .is_err()
+            {
                 panic!("no end within 10 s: {:?}", String::from_utf8_lossy(&input));
             }
             // let the server finish what reached it
@@ -385,7 +405,11 @@ fuzz_target!(|data: &[u8]| {
         });
         let mut st = h.state.lock().unwrap();
         if h.verbose {
-            eprintln!("tags issued {}, received by the server {}", st.issued, st.seen.len());
+            eprintln!(
+                "tags issued {}, received by the server {}",
+                st.issued,
+                st.seen.len()
+            );
         }
         if !st.violations.is_empty() {
             panic!(

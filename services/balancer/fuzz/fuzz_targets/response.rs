@@ -141,7 +141,10 @@ fn check(wire: &[u8], outcome: &Outcome) {
     else {
         return;
     };
-    assert!(wire.ends_with(rest), "left-over bytes must be the input's end");
+    assert!(
+        wire.ends_with(rest),
+        "left-over bytes must be the input's end"
+    );
     assert!(*head_len + rest.len() <= wire.len());
     let after_head = &wire[*head_len..];
     match framing {
@@ -152,7 +155,7 @@ fn check(wire: &[u8], outcome: &Outcome) {
         }
         Framing::UntilClose => {
             assert!(!keep_alive, "a body read until close ends the connection");
-            assert_eq!(&after_head[..], &body[..]);
+            assert_eq!(after_head, &body[..]);
             assert!(rest.is_empty());
         }
         Framing::Chunked => assert!(body.len() <= after_head.len()),
@@ -201,5 +204,8 @@ fuzz_target!(|data: &[u8]| {
     }
     let split = read(wire, &pieces, &method);
     check(wire, &split);
-    assert_eq!(whole, split, "the verdict depends on how the bytes were split");
+    assert_eq!(
+        whole, split,
+        "the verdict depends on how the bytes were split"
+    );
 });
