@@ -29,12 +29,12 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::http1::{self, BodyFraming, Chunked, Decoded, Framing, Parsed};
+use crate::http1::{self, BodyDecoder, BodyFraming, Decoded, Parsed};
 use crate::proxy::RequestBody;
 use crate::upstream::ServerRef;
 
@@ -167,6 +167,19 @@ impl UpstreamConn {
             match http1::parse_head(&mut self.read_buf, head.method())
                 .map_err(|e| http_err(e.into()))?
             {
+                // The balancer never asks to switch protocols (it removes
+                // `Upgrade`): an unasked 101 would turn the client's
+                // connection into a tunnel the client does not expect, so it
+                // is a broken answer (nginx: "upstream sent 101 for a
+                // non-upgrade request", 502).
+                Parsed::Final(answer)
+                    if answer.response.status() == StatusCode::SWITCHING_PROTOCOLS =>
+                {
+                    return Err(http_err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "101 Switching Protocols to a request that asked for no upgrade",
+                    )));
+                }
                 Parsed::Final(answer) => return Ok(answer),
                 Parsed::Interim => continue,
                 Parsed::Partial => {}
@@ -188,6 +201,22 @@ impl UpstreamConn {
         let reused = self.reused;
         let http_err = |error| UpstreamError::Http { error, reused };
         let chunked = framing == BodyFraming::Chunked;
+        // What the head promised; a body that says otherwise is cut off
+        // here rather than let its surplus reach the server as a request.
+        // (hyper's server already holds a client to its length: this is
+        // the second lock on the same door.)
+        let mut left = match framing {
+            BodyFraming::Empty => 0,
+            BodyFraming::Length(n) => n,
+            BodyFraming::Chunked => u64::MAX,
+        };
+        let wrong_length = || UpstreamError::Http {
+            error: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "request body not of its announced length",
+            ),
+            reused,
+        };
         while let Some(frame) = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
             let frame = frame.map_err(UpstreamError::RequestBody)?;
             let Ok(data) = frame.into_data() else {
@@ -196,6 +225,9 @@ impl UpstreamConn {
             if data.is_empty() {
                 continue;
             }
+            left = left
+                .checked_sub(data.len() as u64)
+                .ok_or_else(wrong_length)?;
             if chunked {
                 self.write_buf.clear();
                 http1::chunk_size_line(data.len(), &mut self.write_buf);
@@ -205,6 +237,9 @@ impl UpstreamConn {
             } else {
                 self.io.write_all(&data).await.map_err(http_err)?;
             }
+        }
+        if !chunked && left != 0 {
+            return Err(wrong_length());
         }
         if chunked {
             self.io
@@ -359,12 +394,7 @@ impl Pool {
             framing,
             keep_alive,
         } = conn.send(req).await?;
-        let state = match framing {
-            Framing::Empty => BodyState::Done,
-            Framing::Length(n) => BodyState::Length(n),
-            Framing::Chunked => BodyState::Chunked(Chunked::default()),
-            Framing::UntilClose => BodyState::UntilClose,
-        };
+        let state = BodyDecoder::new(framing);
         Ok(response.map(|()| UpstreamBody {
             conn: Some(conn),
             state,
@@ -375,26 +405,13 @@ impl Pool {
     }
 }
 
-/// Where the answer's body stands.
-#[derive(Debug)]
-enum BodyState {
-    /// This many bytes to go.
-    Length(u64),
-    /// Chunks to go.
-    Chunked(Chunked),
-    /// Everything until the server closes.
-    UntilClose,
-    /// All read.
-    Done,
-}
-
 /// A server's answer body, with the connection it arrives on: reading the
 /// body reads the connection, and once the body has been read to its end
 /// the connection goes back to the pool.
 #[derive(Debug)]
 pub struct UpstreamBody {
     conn: Option<Box<UpstreamConn>>,
-    state: BodyState,
+    state: BodyDecoder,
     keep_alive: bool,
     pool: Pool,
     upstream: ServerRef,
@@ -408,41 +425,15 @@ impl UpstreamBody {
             return Poll::Ready(None);
         };
         loop {
-            match &mut self.state {
-                BodyState::Done => return Poll::Ready(None),
-                BodyState::Length(0) => {
-                    self.state = BodyState::Done;
-                    return Poll::Ready(None);
-                }
-                BodyState::Length(left) if !conn.read_buf.is_empty() => {
-                    let n = usize::try_from(*left)
-                        .unwrap_or(usize::MAX)
-                        .min(conn.read_buf.len());
-                    *left -= n as u64;
-                    let data = conn.read_buf.split_to(n).freeze();
-                    if *left == 0 {
-                        self.state = BodyState::Done;
-                    }
-                    return Poll::Ready(Some(Ok(data)));
-                }
-                BodyState::UntilClose if !conn.read_buf.is_empty() => {
-                    return Poll::Ready(Some(Ok(conn.read_buf.split().freeze())));
-                }
-                BodyState::Chunked(chunks) => match chunks.decode(&mut conn.read_buf) {
-                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
-                    Ok(Decoded::End) => {
-                        self.state = BodyState::Done;
-                        return Poll::Ready(None);
-                    }
-                    Ok(Decoded::NeedMore) => {}
-                },
-                BodyState::Length(_) | BodyState::UntilClose => {}
+            match self.state.decode(&mut conn.read_buf) {
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Ok(Decoded::NeedMore) => {}
             }
             // nothing in the buffer for the body: read
             if ready!(conn.poll_fill(cx))? == 0 {
-                if matches!(self.state, BodyState::UntilClose) {
-                    self.state = BodyState::Done;
+                if self.state.closed() {
                     self.keep_alive = false;
                     return Poll::Ready(None);
                 }
@@ -471,14 +462,13 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, BodyState::Done)
+        self.state.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
-            BodyState::Done => SizeHint::with_exact(0),
-            BodyState::Length(n) => SizeHint::with_exact(n),
-            BodyState::Chunked(_) | BodyState::UntilClose => SizeHint::default(),
+        match self.state.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
         }
     }
 }

@@ -372,6 +372,24 @@ pub async fn handle(
     append_forwarded_for(&mut headers, peer);
     headers.insert(&X_REQUEST_ID, id.clone());
 
+    if parts.method == Method::CONNECT {
+        // A tunnel is not a request: forwarded, a server's 2xx would make
+        // the client's connection a tunnel to nowhere (nginx refuses it too).
+        lb.metrics()
+            .record_response(me, None, 405, started.elapsed());
+        let mut resp = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported: the balancer forwards requests, it opens no tunnels",
+            None,
+            &id,
+        );
+        resp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH"),
+        );
+        return resp;
+    }
+
     let settings = lb.settings();
     let replayable = settings.retries && is_idempotent(&parts.method);
     let mut prepared = if body.is_end_stream() {
