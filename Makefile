@@ -4,7 +4,7 @@
 CARGO   ?= cargo
 LAB     := target/release/lab
 
-.PHONY: all build images up down status test lint unit bench deps help host-up host-test host-bench bundle
+.PHONY: fuzz all build images up down status test lint unit bench deps help host-up host-test host-bench bundle
 
 all: build
 
@@ -14,6 +14,7 @@ help:
 	@echo "make images  build the binaries and every lab image"
 	@echo "make down    remove the default lab"
 	@echo "make bench   the benchmarks in bench/ (slow; not part of test)"
+	@echo "make fuzz    fuzz the balancer's HTTP/1.1 code (needs nightly and cargo-fuzz; FUZZ_RUNS)"
 	@echo "make deps    install every host package the lab, its tests and benchmarks need"
 	@echo "make bundle  dist/scaling-lab-VERSION-linux-ARCH.tar.gz: static lab, every image, a README (for a class)"
 
@@ -63,3 +64,12 @@ deps: host-test host-bench
 # One file for a classroom: a static `lab`, every image, a README.
 bundle: images
 	CARGO=$(CARGO) scripts/bundle.sh
+
+# The balancer's HTTP/1.1 code under libFuzzer (services/balancer/fuzz/README.md):
+# 10 million runs of each target by default. Needs the nightly toolchain and
+# `cargo install cargo-fuzz`; not part of `make test`.
+FUZZ_RUNS ?= 10000000
+fuzz:
+	cd services/balancer/fuzz && for t in response proxy; do \
+	  nice -n 10 cargo +nightly fuzz run -O -s none $$t corpus/$$t seeds/$$t -- \
+	    -runs=$(FUZZ_RUNS) -print_final_stats=1 || exit 1; done
