@@ -370,8 +370,8 @@ pub struct SlowArgs {
     /// The service whose traffic is delayed.
     pub name: String,
     /// Delay added to every byte (or packet, with --netem), e.g. 200ms.
-    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
-    pub latency: std::time::Duration,
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration, required_unless_present = "bandwidth")]
+    pub latency: Option<std::time::Duration>,
     /// Random variation of the delay, e.g. 20ms.
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
     pub jitter: Option<std::time::Duration>,
@@ -396,7 +396,7 @@ pub struct SlowArgs {
 impl SlowArgs {
     pub fn spec(&self) -> crate::faults::Slow {
         crate::faults::Slow {
-            latency: self.latency,
+            latency: self.latency.unwrap_or_default(),
             jitter: self.jitter,
             bandwidth_bps: self.bandwidth,
             loss: self.loss,

@@ -611,7 +611,10 @@ impl Faults<'_> {
             }
             .into());
         }
-        validate_slow(slow.latency, slow.jitter, slow.loss)?;
+        // A bandwidth limit alone is a slow link too (through the proxy).
+        if !(slow.bandwidth_bps.is_some() && slow.latency.is_zero() && !slow.netem) {
+            validate_slow(slow.latency, slow.jitter, slow.loss)?;
+        }
         if slow.netem {
             self.netem(&c, slow).await?;
         } else {

@@ -74,6 +74,16 @@ pub fn http_connector() -> LbConnector {
     Arc::new(|addr: &str| Box::new(LbAdmin::new(addr)) as Box<dyn LbControl>)
 }
 
+/// The HTTP client of every admin API the CLI calls on loopback: short
+/// timeouts, and never through an HTTP proxy of the user's environment.
+pub(crate) fn admin_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .no_proxy()
+        .build()
+        .unwrap_or_default()
+}
+
 pub struct LbAdmin {
     base: String,
     http: reqwest::Client,
@@ -84,11 +94,7 @@ impl LbAdmin {
     pub fn new(addr: &str) -> LbAdmin {
         LbAdmin {
             base: format!("http://{addr}"),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .no_proxy()
-                .build()
-                .unwrap_or_default(),
+            http: admin_client(),
         }
     }
 }

@@ -6,8 +6,6 @@
 //! status` reads them back, `lab heal` removes them. The bodies are the
 //! shared contract's types, the ones the proxy itself uses.
 
-use std::time::Duration;
-
 use lab_contract::faultproxy::{ErrorBody, Fault, LinkStatus, LinksResponse};
 use thiserror::Error;
 
@@ -32,11 +30,7 @@ impl ProxyAdmin {
         ProxyAdmin {
             service: service.to_string(),
             base: format!("http://{addr}"),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(3))
-                .no_proxy()
-                .build()
-                .unwrap_or_default(),
+            http: crate::lb_admin::admin_client(),
         }
     }
 

@@ -342,12 +342,7 @@ async fn service_status(
         ports: c
             .ports
             .iter()
-            .map(|(p, a)| {
-                (
-                    crate::roles::kind(role).port_name(*p).to_string(),
-                    a.clone(),
-                )
-            })
+            .map(|(p, a)| (crate::roles::port_name(role, *p).to_string(), a.clone()))
             .collect(),
         faults,
         lb,

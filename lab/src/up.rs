@@ -367,6 +367,20 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
         }
     }
 
+    // New servers join the balancer only once they answer their health
+    // check: a server still starting behind its fault proxy accepts a
+    // connection and then cuts it, which would cost users requests.
+    let joining: Vec<ContainerSpec> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create { spec } if role_of(spec) == Role::Server => Some((**spec).clone()),
+            _ => None,
+        })
+        .collect();
+    if opts.wait && admin.is_some() && !joining.is_empty() {
+        wait_healthy(rt, lab, &joining, opts.timeout).await?;
+    }
+
     // A balancer that stayed gets the new server list and settings live.
     let lb_recreated = actions.iter().any(|a| {
         matches!(a, Action::Create { spec } | Action::Recreate { spec } if role_of(spec) == Role::Lb)

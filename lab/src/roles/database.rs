@@ -66,14 +66,6 @@ fn node(ctx: &Ctx<'_>, name: &str, role: &str, extra: &[(&str, String, String)])
     p
 }
 
-fn port_name(port: u16) -> &'static str {
-    if port == proxy::ADMIN_PORT {
-        "faults"
-    } else {
-        "postgres"
-    }
-}
-
 impl RoleKind for Primary {
     fn start_order(&self) -> u8 {
         0
@@ -92,8 +84,8 @@ impl RoleKind for Primary {
         p
     }
 
-    fn port_name(&self, port: u16) -> &'static str {
-        port_name(port)
+    fn port_name(&self, _port: u16) -> &'static str {
+        "postgres"
     }
 
     fn after_loss(&self, _name: &str, _health: &HealthChecks) -> String {
@@ -125,8 +117,8 @@ impl RoleKind for Replica {
         p
     }
 
-    fn port_name(&self, port: u16) -> &'static str {
-        port_name(port)
+    fn port_name(&self, _port: u16) -> &'static str {
+        "postgres"
     }
 
     fn accepts(&self, _fault: FaultKind) -> bool {

@@ -125,7 +125,8 @@ pub trait RoleKind: Sync {
     fn start_order(&self) -> u8;
     /// The container for the service `name`.
     fn parts(&self, ctx: &Ctx<'_>, name: &str) -> Parts;
-    /// The short name `lab status` gives a port inside the container.
+    /// The short name `lab status` gives one of its own ports (the fault
+    /// proxy's admin port is named by [`port_name`] for every role).
     fn port_name(&self, port: u16) -> &'static str;
     /// Whether a fault makes sense for this role.
     fn accepts(&self, fault: FaultKind) -> bool {
@@ -143,6 +144,15 @@ pub fn kind(role: Role) -> &'static dyn RoleKind {
         Role::Redis => &redis::Redis,
         Role::Primary => &database::Primary,
         Role::Replica => &database::Replica,
+    }
+}
+
+/// The short name `lab status` gives a port of a service of `role`.
+pub fn port_name(role: Role, port: u16) -> &'static str {
+    if port == proxy::ADMIN_PORT {
+        "faults"
+    } else {
+        kind(role).port_name(port)
     }
 }
 

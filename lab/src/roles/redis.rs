@@ -38,12 +38,8 @@ impl RoleKind for Redis {
         p
     }
 
-    fn port_name(&self, port: u16) -> &'static str {
-        if port == proxy::ADMIN_PORT {
-            "faults"
-        } else {
-            "redis"
-        }
+    fn port_name(&self, _port: u16) -> &'static str {
+        "redis"
     }
 
     fn after_loss(&self, _name: &str, _health: &HealthChecks) -> String {

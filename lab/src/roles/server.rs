@@ -62,12 +62,8 @@ impl RoleKind for Server {
         p
     }
 
-    fn port_name(&self, port: u16) -> &'static str {
-        if port == proxy::ADMIN_PORT {
-            "faults"
-        } else {
-            "http"
-        }
+    fn port_name(&self, _port: u16) -> &'static str {
+        "http"
     }
 
     fn after_loss(&self, name: &str, health: &HealthChecks) -> String {
