@@ -96,6 +96,13 @@ impl HealthChecks {
         self.interval.max(self.timeout) * self.fall
     }
 
+    /// The longest the active checks can take: each of the `fall` rounds
+    /// may wait a whole timeout on the dead server before the next interval
+    /// starts (what the health-checks lesson measured on a busy laptop).
+    pub fn slowest_detection(&self) -> Duration {
+        (self.interval + self.timeout) * self.fall
+    }
+
     /// "3 checks 500 ms apart, about 1.5 s", for messages.
     pub fn describe_detection(&self) -> String {
         format!(

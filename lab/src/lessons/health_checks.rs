@@ -25,8 +25,8 @@ use crate::topology::{HealthChecks, Reads, Toggle, Topology};
 pub const LESSON: Lesson = Lesson {
     name: "health-checks",
     number: 5,
-    summary: "crash a server under load: failures only until the balancer notices; none with retries",
-    hypothesis: "when a server dies, requests fail only until the balancer's health checks notice (at most interval x fall + 1 s); with retries on, no GET fails at all",
+    summary: "crash and hang servers under load: the window before the balancer notices, with and without passive checks; none with retries",
+    hypothesis: "a dead server gets requests until the balancer notices: at once with passive checks, after about interval x fall (3 s with checks every second, down after 3) with active checks only, at most fall x (interval + timeout) for a hung server; with retries on, no GET fails at all",
     body: |c| Box::pin(body(c)),
 };
 
@@ -84,11 +84,14 @@ pub fn verdicts(h: &HealthChecks, w: &Windows) -> Vec<(String, String, bool)> {
     };
     let active = h.detection_window().as_secs_f64();
     // The first check after the crash may come at once or one interval
-    // later; a request in flight adds up to a second.
+    // later. Each failed check also waits (for its connection or its
+    // answer) up to the check timeout before the next round starts, and a
+    // request in flight adds up to a second: the window is at most
+    // fall x (interval + timeout) + 1 s.
     let active_low = active - h.interval.as_secs_f64();
-    let active_high = active + 1.0;
+    let active_high = h.slowest_detection().as_secs_f64() + 1.0;
     let passive_high = 1.0;
-    let hung = h.hung_window().as_secs_f64() + 1.0;
+    let hung = active_high;
     vec![
         (
             format!("with passive checks, a crash is noticed at once (failures stop within {passive_high:.1} s)"),
@@ -97,17 +100,22 @@ pub fn verdicts(h: &HealthChecks, w: &Windows) -> Vec<(String, String, bool)> {
         ),
         (
             format!(
-                "with active checks only, requests fail for about interval x fall = {active:.1} s (between {active_low:.1} and {active_high:.1} s)"
+                "with active checks only, requests fail for about interval x fall = {active:.1} s (between {active_low:.1} s and fall x (interval + timeout) + 1 s = {active_high:.1} s)"
             ),
             format!("{} failed, {}", w.active_failed, secs(w.active)),
             w.active_failed > 0 && w.active.is_some_and(|l| (active_low..=active_high).contains(&l)),
         ),
         (
             format!(
-                "a hung server gets requests until fall x max(interval, timeout) = {:.1} s (+1 s)",
-                h.hung_window().as_secs_f64()
+                "a hung server gets requests until its checks time out fall times: at most fall x (interval + timeout) + 1 s = {hung:.1} s"
             ),
-            format!("{} failed, the last sent {}", w.hung_failed, secs(w.hung)),
+            format!(
+                "{} failed, {}",
+                w.hung_failed,
+                w.hung
+                    .map(|l| format!("the last one sent {l:.2} s after the fault"))
+                    .unwrap_or_else(|| "no failure".into())
+            ),
             w.hung_failed > 0 && w.hung.is_some_and(|l| l <= hung),
         ),
     ]
@@ -350,6 +358,8 @@ mod tests {
 
     #[test]
     fn an_active_window_that_did_not_show_fails() {
+        // The bound the knobs give: 3 x (1 s + 1 s) + 1 s.
+        assert_eq!(course().slowest_detection(), Duration::from_secs(6));
         // Passive checks secretly still on: the window is about nothing.
         let w = Windows {
             active: Some(0.1),
@@ -364,7 +374,7 @@ mod tests {
         assert!(!passed(&w)[1]);
         // Far longer than the knobs allow.
         let w = Windows {
-            active: Some(6.0),
+            active: Some(7.5),
             ..measured()
         };
         assert!(!passed(&w)[1]);
@@ -373,7 +383,7 @@ mod tests {
     #[test]
     fn a_hung_server_never_taken_out_fails() {
         let w = Windows {
-            hung: Some(9.0),
+            hung: Some(7.5),
             ..measured()
         };
         assert!(!passed(&w)[2]);
