@@ -94,9 +94,7 @@ impl Report {
             Report::Lesson { .. } => String::new(),
         }
     }
-}
 
-impl Report {
     /// 0, or 1 when the report itself says the lab cannot run (doctor).
     pub fn exit_code(&self) -> i32 {
         match self {
