@@ -261,13 +261,20 @@ impl std::fmt::Display for Outcome {
                             .map(|l| format!(", and drops {l}% of them"))
                             .unwrap_or_default()
                     ),
-                    Some(link) => writeln!(
-                        f,
-                        "{svc}'s {link} link now delays every byte {latency_ms} ms{jitter}{} (its fault proxy).\nWatch: {watch} Undo with `lab heal {svc}`.",
-                        bandwidth_bps
-                            .map(|b| format!(", at most {}", describe_rate(b)))
-                            .unwrap_or_default()
-                    ),
+                    Some(link) => {
+                        let mut what = Vec::new();
+                        if *latency_ms > 0 {
+                            what.push(format!("delays every byte {latency_ms} ms{jitter}"));
+                        }
+                        if let Some(b) = bandwidth_bps {
+                            what.push(format!("carries at most {}", describe_rate(*b)));
+                        }
+                        writeln!(
+                            f,
+                            "{svc}'s {link} link now {} (its fault proxy).\nWatch: {watch} Undo with `lab heal {svc}`.",
+                            what.join(" and ")
+                        )
+                    }
                 }
             }
 
