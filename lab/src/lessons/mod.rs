@@ -107,6 +107,10 @@ pub struct LessonReport {
     pub duration_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The busy-machine warning, when the machine was already loaded as the
+    /// lesson started (its timings are then noisier than the guide's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub busy: Option<String>,
 }
 
 #[derive(Serialize, Debug, Clone, Default)]
@@ -346,8 +350,11 @@ pub async fn run(
             lesson.number, lesson.name, lesson.hypothesis
         );
     }
+    // Measured before the lesson's own containers add to the load; it goes
+    // into the report too, so a --json reader sees why figures are noisy.
+    let busy = busy_machine();
     if narrate {
-        if let Some(warning) = busy_machine() {
+        if let Some(warning) = &busy {
             eprintln!("warning: {warning}\n");
         }
     }
@@ -382,6 +389,7 @@ pub async fn run(
         passed,
         duration_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         error,
+        busy,
     };
     if narrate {
         if let Some(e) = &report.error {
@@ -437,6 +445,27 @@ pub fn pct(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_busy_warning_is_in_the_json_report() {
+        let report = |busy: Option<String>| LessonReport {
+            lesson: "x".into(),
+            hypothesis: "y".into(),
+            verdicts: Vec::new(),
+            tables: Vec::new(),
+            passed: true,
+            duration_s: 1.0,
+            error: None,
+            busy,
+        };
+        let warned = serde_json::to_value(report(busy_warning(9.0, 2))).unwrap();
+        assert!(
+            warned["busy"].as_str().is_some_and(|w| !w.is_empty()),
+            "{warned}"
+        );
+        let quiet = serde_json::to_value(report(busy_warning(0.5, 2))).unwrap();
+        assert!(quiet.get("busy").is_none(), "{quiet}");
+    }
 
     #[test]
     fn lessons_are_numbered_in_course_order_and_named_uniquely() {
