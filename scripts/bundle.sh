@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bundle`: the one file an instructor hands a class (DESIGN.md §12).
+# `make bundle`: the one file an instructor hands a class (docs/teaching.md).
 #
 #   dist/scaling-lab-VERSION-linux-ARCH.tar.gz
 #     scaling-lab-VERSION/lab                                 static CLI

@@ -217,7 +217,7 @@ pub struct DoctorArgs {
     pub port: u16,
 }
 
-/// Every knob of DESIGN.md §3 that `lab up` takes. `None` means "not given":
+/// Every knob that `lab up` takes (docs/README.md). `None` means "not given":
 /// the value then comes from `-f lab.toml`, else from the default.
 #[derive(Args, Debug, Default, Clone)]
 pub struct UpArgs {

@@ -135,7 +135,7 @@ fn port_in_use() {
 
 #[test]
 fn bad_load_arguments_name_the_flag() {
-    // Values clap refuses are usage errors: exit 2, as DESIGN.md §4 says.
+    // Values clap refuses are usage errors: exit 2 (docs/architecture.md, Errors).
     for (args, needle) in [
         (vec!["load", "--rate", "0"], "--rate"),
         (vec!["load", "--duration", "-5s"], "cannot be negative"),

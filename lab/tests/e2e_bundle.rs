@@ -1,4 +1,4 @@
-//! End to end with real Docker: the classroom path of DESIGN.md §12. The
+//! End to end with real Docker: the classroom path of docs/teaching.md. The
 //! lab's images go into one file, come back out of it, and a lab started
 //! from them serves through its loopback entry point.
 //!

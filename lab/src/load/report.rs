@@ -1,6 +1,6 @@
 //! The report: what a run measured, as JSON for scripts and as text for people.
 //!
-//! The JSON carries at least the fields promised in DESIGN.md §4 (`scenario`,
+//! The JSON carries at least the fields promised to users (docs/README.md; `scenario`,
 //! `duration_s`, `requests`, `ok`, `rps`, `errors`, `latency_ms`, `per_server`,
 //! `session_losses`, `stale_reads`, `lost_writes`, `timeline`), plus what a
 //! lesson needs to explain a result: `unknown_writes` (deposits whose outcome
