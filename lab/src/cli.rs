@@ -193,6 +193,9 @@ pub enum ImagesCommand {
         bin_dir: Option<PathBuf>,
     },
     /// Write every lab image into one compressed file (for a class without a registry).
+    #[command(
+        after_help = "Examples:\n  lab images save scaling-lab-images.tar.zst\n  lab images save --level 10 scaling-lab-images.tar.zst   # smaller, slower to write"
+    )]
     Save {
         /// The file to write, e.g. scaling-lab-images-0.1.0.tar.zst.
         file: PathBuf,
@@ -201,6 +204,9 @@ pub enum ImagesCommand {
         level: i32,
     },
     /// Load the images from a file made by `lab images save` (same lab version).
+    #[command(
+        after_help = "Example:\n  lab images load scaling-lab-images.tar.zst   # then: lab doctor, lab up"
+    )]
     Load {
         /// A file made by `lab images save`.
         file: PathBuf,

@@ -1038,11 +1038,7 @@ mod tests {
     #[tokio::test]
     async fn slow_without_netem_goes_to_the_proxy_and_loss_needs_netem() {
         let (rt, lb) = lab().await;
-        let f = Faults {
-            rt: &rt,
-            lab: "f",
-            lb: lb.connector(),
-        };
+        let f = faults(&rt, &lb);
         let err = f
             .slow(
                 "server-2",
@@ -1096,6 +1092,14 @@ mod tests {
         healed.iter().map(ToString::to_string).collect()
     }
 
+    fn faults<'a>(rt: &'a FakeRuntime, lb: &FakeLb) -> Faults<'a> {
+        Faults {
+            rt,
+            lab: "f",
+            lb: lb.connector(),
+        }
+    }
+
     async fn lab() -> (FakeRuntime, FakeLb) {
         let rt = FakeRuntime::new();
         for i in Image::ALL {
@@ -1118,11 +1122,7 @@ mod tests {
     #[tokio::test]
     async fn crash_twice_says_already_down() {
         let (rt, lb) = lab().await;
-        let f = Faults {
-            rt: &rt,
-            lab: "f",
-            lb: lb.connector(),
-        };
+        let f = faults(&rt, &lb);
         let first = f.crash("server-1").await.unwrap();
         assert_eq!(first.event, Event::Crashed);
         let first = first.to_string();
@@ -1145,11 +1145,7 @@ mod tests {
     #[tokio::test]
     async fn wrong_targets_are_refused() {
         let (rt, lb) = lab().await;
-        let f = Faults {
-            rt: &rt,
-            lab: "f",
-            lb: lb.connector(),
-        };
+        let f = faults(&rt, &lb);
         let err = f
             .lag("server-1", Some(Duration::from_secs(2)))
             .await
@@ -1176,11 +1172,7 @@ mod tests {
     #[tokio::test]
     async fn partition_and_heal() {
         let (rt, lb) = lab().await;
-        let f = Faults {
-            rt: &rt,
-            lab: "f",
-            lb: lb.connector(),
-        };
+        let f = faults(&rt, &lb);
         assert!(f
             .partition("db-replica-1")
             .await
@@ -1209,11 +1201,7 @@ mod tests {
     #[tokio::test]
     async fn slow_runs_netem_with_net_admin_only() {
         let (rt, lb) = lab().await;
-        let f = Faults {
-            rt: &rt,
-            lab: "f",
-            lb: lb.connector(),
-        };
+        let f = faults(&rt, &lb);
         f.slow(
             "server-2",
             &Slow {
