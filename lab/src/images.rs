@@ -26,6 +26,8 @@ const PACKAGES: &str = include_str!("../../images/base/packages.txt");
 const POSTGRES_ENTRYPOINT: &str = include_str!("../../images/postgres/entrypoint.sh");
 const REDIS_ENTRYPOINT: &str = include_str!("../../images/redis/entrypoint.sh");
 const APP_ENTRYPOINT: &str = include_str!("../../images/app/entrypoint.sh");
+/// Overrides the version part of every image tag (see [`Image::tag`]).
+pub const TAG_ENV: &str = "LAB_IMAGE_TAG";
 /// Our TCP fault proxy, in every image whose service it fronts.
 const FAULTPROXY: &str = "lab-faultproxy";
 
@@ -58,9 +60,16 @@ impl Image {
         }
     }
 
-    /// `scaling-lab/app:0.1.0`
+    /// `scaling-lab/app:0.1.0`, or `scaling-lab/app:TAG` with
+    /// `LAB_IMAGE_TAG=TAG`: a developer keeps a branch's images beside the
+    /// released ones, so two checkouts on one Docker daemon never rebuild
+    /// each other's images under the same tag.
     pub fn tag(self) -> String {
-        format!("scaling-lab/{}:{VERSION}", self.name())
+        let tag = std::env::var(TAG_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| VERSION.to_string());
+        format!("scaling-lab/{}:{tag}", self.name())
     }
 }
 
