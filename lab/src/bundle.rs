@@ -27,16 +27,16 @@
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::images::{Image, VERSION};
+use crate::progress::{Counted, Progress, Size, Task};
 use crate::runtime::{labels, Runtime, RuntimeError, TarStream};
 
 /// What the first member of a bundle says it is.
@@ -86,6 +86,10 @@ pub enum BundleError {
         tag: String,
         why: String,
     },
+    #[error("Docker stopped sending {tags} ({reason}): check its disk space with `docker system df`, then save again")]
+    Export { tags: String, reason: String },
+    #[error("the bundle's worker stopped ({0}): run the command again")]
+    Interrupted(String),
     #[error("cannot {what} {path}: {reason}")]
     Io {
         what: &'static str,
@@ -223,26 +227,6 @@ impl LoadReport {
     }
 }
 
-fn bar(total: Option<u64>, msg: &str) -> ProgressBar {
-    // indicatif draws on stderr only when it is a terminal: a script or a
-    // test sees nothing.
-    let pb = match total {
-        Some(t) => ProgressBar::new(t).with_style(
-            ProgressStyle::with_template(
-                "{msg} {wide_bar} {binary_bytes}/{binary_total_bytes} ({eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        ),
-        None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{spinner} {msg} {binary_bytes} [{elapsed}]")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        ),
-    };
-    pb.set_message(msg.to_string());
-    pb.enable_steady_tick(Duration::from_millis(120));
-    pb
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -253,6 +237,7 @@ pub async fn save(
     sel: &Selection,
     file: &Path,
     level: i32,
+    progress: &dyn Progress,
 ) -> Result<SaveReport> {
     let started = Instant::now();
     rt.ping().await?;
@@ -297,23 +282,24 @@ pub async fn save(
     };
     let spool = tempfile::NamedTempFile::new_in(&dir).map_err(io("write into", &dir))?;
     let mut stream = rt.export_images(&sel.tags).await?;
-    let pb = bar(None, "exporting the images from Docker");
+    let task = progress.task("exporting the images from Docker", Size::Bytes(None));
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     {
         let mut w = BufWriter::new(spool.as_file());
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                RuntimeError::Other(format!("exporting {}: {e}", sel.tags.join(" ")))
+            let chunk = chunk.map_err(|e| BundleError::Export {
+                tags: sel.tags.join(" "),
+                reason: e.to_string(),
             })?;
             hasher.update(&chunk);
             w.write_all(&chunk).map_err(io("write", spool.path()))?;
             size += chunk.len() as u64;
-            pb.set_position(size);
+            task.set_position(size);
         }
         w.flush().map_err(io("write", spool.path()))?;
     }
-    pb.finish_and_clear();
+    drop(task);
     let manifest = Manifest {
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
@@ -331,16 +317,14 @@ pub async fn save(
     };
 
     let out = tempfile::NamedTempFile::new_in(&dir).map_err(io("write into", &dir))?;
-    let pb = bar(Some(size), "compressing");
+    let task = progress.task("compressing", Size::Bytes(Some(size)));
     let m = manifest.clone();
-    let pb2 = pb.clone();
     let (out, written) = tokio::task::spawn_blocking(move || {
-        let written = write_bundle(out.as_file(), spool.path(), &m, level, &pb2);
+        let written = write_bundle(out.as_file(), spool.path(), &m, level, task);
         (out, written)
     })
     .await
-    .map_err(|e| RuntimeError::Other(e.to_string()))?;
-    pb.finish_and_clear();
+    .map_err(|e| BundleError::Interrupted(e.to_string()))?;
     written.map_err(io("write", file))?;
     out.persist(file).map_err(|e| io("write", file)(e.error))?;
     let bytes = std::fs::metadata(file).map_err(io("read", file))?.len();
@@ -365,14 +349,14 @@ fn write_bundle(
     payload: &Path,
     m: &Manifest,
     level: i32,
-    pb: &ProgressBar,
+    task: std::sync::Arc<dyn Task>,
 ) -> std::io::Result<()> {
     let mut enc = zstd::Encoder::new(BufWriter::new(out), level)?;
     enc.include_checksum(true)?;
     let mut tar = tar::Builder::new(enc);
     let doc = serde_json::to_vec_pretty(m).map_err(std::io::Error::other)?;
     tar.append_data(&mut tar_header(doc.len() as u64), MANIFEST, &doc[..])?;
-    let reader = pb.wrap_read(BufReader::new(std::fs::File::open(payload)?));
+    let reader = Counted::new(BufReader::new(std::fs::File::open(payload)?), task);
     tar.append_data(&mut tar_header(m.payload.bytes), PAYLOAD, reader)?;
     let enc = tar.into_inner()?;
     enc.finish()?.flush()?;
@@ -445,7 +429,12 @@ pub fn read_manifest(file: &Path) -> Result<Manifest> {
 
 /// Loads a bundle into the daemon, if it was made for `lab_version`, and
 /// checks that every image it names is then present as recorded.
-pub async fn load(rt: &dyn Runtime, file: &Path, lab_version: &str) -> Result<LoadReport> {
+pub async fn load(
+    rt: &dyn Runtime,
+    file: &Path,
+    lab_version: &str,
+    progress: &dyn Progress,
+) -> Result<LoadReport> {
     let started = Instant::now();
     let manifest = read_manifest(file)?;
     if manifest.lab_version != lab_version {
@@ -458,15 +447,17 @@ pub async fn load(rt: &dyn Runtime, file: &Path, lab_version: &str) -> Result<Lo
     rt.ping().await?;
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    let pb = bar(Some(manifest.payload.bytes), "loading into Docker");
-    let (path, pb2) = (file.to_path_buf(), pb.clone());
-    let reader = tokio::task::spawn_blocking(move || feed(&path, tx, &pb2));
+    let task = progress.task(
+        "loading into Docker",
+        Size::Bytes(Some(manifest.payload.bytes)),
+    );
+    let path = file.to_path_buf();
+    let reader = tokio::task::spawn_blocking(move || feed(&path, tx, task.as_ref()));
     let stream: TarStream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
     let imported = rt.import_images(stream).await;
     let fed = reader
         .await
-        .map_err(|e| RuntimeError::Other(e.to_string()))?;
-    pb.finish_and_clear();
+        .map_err(|e| BundleError::Interrupted(e.to_string()))?;
     // A damaged file explains Docker's complaint better than Docker does.
     fed?;
     let docker = imported?;
@@ -505,11 +496,11 @@ pub async fn load(rt: &dyn Runtime, file: &Path, lab_version: &str) -> Result<Lo
 fn feed(
     file: &Path,
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-    pb: &ProgressBar,
+    task: &dyn Task,
 ) -> Result<()> {
     // If the manifest cannot be read again, `tx` drops and Docker sees a
     // cut tar: nothing is imported.
-    open(file, |m, entries| feed_payload(file, &m, entries, tx, pb))
+    open(file, |m, entries| feed_payload(file, &m, entries, tx, task))
 }
 
 fn feed_payload(
@@ -517,7 +508,7 @@ fn feed_payload(
     m: &Manifest,
     entries: &mut Entries<'_>,
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-    pb: &ProgressBar,
+    task: &dyn Task,
 ) -> Result<()> {
     let damaged = |why: String| BundleError::Damaged {
         file: file.display().to_string(),
@@ -566,7 +557,7 @@ fn feed_payload(
         }
         buf.truncate(n);
         hasher.update(&buf);
-        pb.inc(n as u64);
+        task.inc(n as u64);
         if let Some(prev) = held.replace(Bytes::from(buf)) {
             if tx.blocking_send(Ok(prev)).is_err() {
                 // Docker stopped reading: its error is the one to report.
@@ -589,18 +580,28 @@ fn feed_payload(
 }
 
 /// `lab images save FILE`.
-pub async fn save_command(rt: &dyn Runtime, file: &Path, level: i32) -> Result<SaveReport> {
-    save(rt, &Selection::lab(), file, level).await
+pub async fn save_command(
+    rt: &dyn Runtime,
+    file: &Path,
+    level: i32,
+    progress: &dyn Progress,
+) -> Result<SaveReport> {
+    save(rt, &Selection::lab(), file, level, progress).await
 }
 
 /// `lab images load FILE`.
-pub async fn load_command(rt: &dyn Runtime, file: &Path) -> Result<LoadReport> {
-    load(rt, file, VERSION).await
+pub async fn load_command(
+    rt: &dyn Runtime,
+    file: &Path,
+    progress: &dyn Progress,
+) -> Result<LoadReport> {
+    load(rt, file, VERSION, progress).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::progress::Silent;
     use crate::runtime::fake::FakeRuntime;
 
     fn lab_images(rt: &FakeRuntime, version: &str) {
@@ -619,7 +620,9 @@ mod tests {
         lab_images(&rt, VERSION);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("images.tar.zst");
-        let saved = save_command(&rt, &file, DEFAULT_LEVEL).await.unwrap();
+        let saved = save_command(&rt, &file, DEFAULT_LEVEL, &Silent)
+            .await
+            .unwrap();
         assert_eq!(saved.manifest.images.len(), Image::ALL.len());
         assert_eq!(saved.manifest.lab_version, VERSION);
         assert!(saved.render().contains("scaling-lab/postgres"));
@@ -627,7 +630,7 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
         let empty = FakeRuntime::new();
-        let loaded = load_command(&empty, &file).await.unwrap();
+        let loaded = load_command(&empty, &file, &Silent).await.unwrap();
         assert_eq!(loaded.docker.len(), Image::ALL.len(), "{:?}", loaded.docker);
         for (n, i) in Image::ALL.iter().enumerate() {
             let img = empty.image(&i.tag()).await.unwrap().expect("restored");
@@ -641,13 +644,13 @@ mod tests {
         let rt = FakeRuntime::new();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("b.tar.zst");
-        let err = save_command(&rt, &file, DEFAULT_LEVEL)
+        let err = save_command(&rt, &file, DEFAULT_LEVEL, &Silent)
             .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("lab images build"), "{err}");
         lab_images(&rt, "0.0.1");
-        let err = save_command(&rt, &file, DEFAULT_LEVEL)
+        let err = save_command(&rt, &file, DEFAULT_LEVEL, &Silent)
             .await
             .unwrap_err()
             .to_string();
@@ -665,9 +668,12 @@ mod tests {
             version: "9.9.9".into(),
             tags: Image::ALL.iter().map(|i| i.tag()).collect(),
         };
-        save(&rt, &sel, &file, 1).await.unwrap();
+        save(&rt, &sel, &file, 1, &Silent).await.unwrap();
         let target = FakeRuntime::new();
-        let err = load_command(&target, &file).await.unwrap_err().to_string();
+        let err = load_command(&target, &file, &Silent)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("9.9.9") && err.contains(VERSION), "{err}");
         assert!(err.contains("lab images save"), "{err}");
         assert!(!err.contains('\n'));
@@ -681,7 +687,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let gz = dir.path().join("x.tar.gz");
         std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0]).unwrap();
-        let err = load_command(&rt, &gz).await.unwrap_err().to_string();
+        let err = load_command(&rt, &gz, &Silent)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a lab image bundle"), "{err}");
 
         // A zstd tar whose first member is something else.
@@ -691,11 +700,17 @@ mod tests {
             .unwrap();
         let data = zstd::encode_all(&t.into_inner().unwrap()[..], 3).unwrap();
         std::fs::write(&other, data).unwrap();
-        let err = load_command(&rt, &other).await.unwrap_err().to_string();
+        let err = load_command(&rt, &other, &Silent)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("hello.txt"), "{err}");
 
         let missing = dir.path().join("nope.tar.zst");
-        let err = load_command(&rt, &missing).await.unwrap_err().to_string();
+        let err = load_command(&rt, &missing, &Silent)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot open"), "{err}");
     }
 
@@ -706,7 +721,9 @@ mod tests {
         lab_images(&rt, VERSION);
         let dir = tempfile::tempdir().unwrap();
         let good = dir.path().join("good.tar.zst");
-        let saved = save_command(&rt, &good, DEFAULT_LEVEL).await.unwrap();
+        let saved = save_command(&rt, &good, DEFAULT_LEVEL, &Silent)
+            .await
+            .unwrap();
 
         // Same manifest, payload with one byte changed: rebuilt by hand.
         let mut members = Vec::new();
@@ -736,7 +753,10 @@ mod tests {
         .unwrap();
 
         let target = FakeRuntime::new();
-        let err = load_command(&target, &bad).await.unwrap_err().to_string();
+        let err = load_command(&target, &bad, &Silent)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("is damaged") && err.contains("SHA-256"),
             "{err}"
@@ -749,7 +769,10 @@ mod tests {
         let bytes = std::fs::read(&good).unwrap();
         let cut = dir.path().join("cut.tar.zst");
         std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
-        let err = load_command(&target, &cut).await.unwrap_err().to_string();
+        let err = load_command(&target, &cut, &Silent)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is damaged"), "{err}");
     }
 }

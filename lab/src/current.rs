@@ -96,6 +96,7 @@ mod tests {
             wait: false,
             timeout: Duration::from_secs(1),
             lb: lb.connector(),
+            progress: std::sync::Arc::new(crate::progress::Silent),
         };
         up(&rt, "cur", &t, &opts).await.unwrap();
         assert_eq!(current(&rt, "cur", &lb.connector()).await.unwrap(), t);

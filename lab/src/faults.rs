@@ -1114,6 +1114,7 @@ mod tests {
             wait: false,
             timeout: Duration::from_secs(1),
             lb: lb.connector(),
+            progress: std::sync::Arc::new(crate::progress::Silent),
         };
         up(&rt, "f", &t, &opts).await.unwrap();
         (rt, lb)

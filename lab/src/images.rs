@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::progress::{Progress, Size};
 use crate::runtime::{labels, Runtime, RuntimeError};
 
 /// The CLI's version: part of every image tag.
@@ -216,17 +216,6 @@ fn label_lines(hash: &str) -> String {
     )
 }
 
-fn spinner(msg: String) -> ProgressBar {
-    let pb = ProgressBar::new_spinner();
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    pb.enable_steady_tick(Duration::from_millis(120));
-    pb.set_message(msg);
-    pb
-}
-
 fn packages() -> Vec<&'static str> {
     PACKAGES
         .lines()
@@ -236,7 +225,11 @@ fn packages() -> Vec<&'static str> {
 }
 
 /// Build every image that is missing or out of date (all with `force`).
-pub async fn build(rt: &dyn Runtime, opts: &BuildOptions) -> Result<Vec<Built>, ImageError> {
+pub async fn build(
+    rt: &dyn Runtime,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Built>, ImageError> {
     rt.ping().await?;
     let mut done = Vec::new();
 
@@ -253,13 +246,13 @@ pub async fn build(rt: &dyn Runtime, opts: &BuildOptions) -> Result<Vec<Built>, 
         });
     } else {
         let started = Instant::now();
-        let rootfs = mmdebstrap(opts).await?;
+        let rootfs = mmdebstrap(opts, progress).await?;
         let dockerfile = format!(
             "FROM scratch\nADD rootfs.tar /\n{}ENV LANG=C.UTF-8 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\nCMD [\"/bin/bash\"]\n",
             label_lines(&base_hash)
         );
         let ctx = Context::new(dockerfile).add("rootfs.tar", rootfs, 0o644);
-        build_one(rt, &base_tag, ctx).await?;
+        build_one(rt, &base_tag, ctx, progress).await?;
         done.push(Built {
             image: base_tag.clone(),
             outcome: Outcome::Built(started.elapsed()),
@@ -288,7 +281,7 @@ pub async fn build(rt: &dyn Runtime, opts: &BuildOptions) -> Result<Vec<Built>, 
         let df =
             String::from_utf8_lossy(&ctx.files[0].1).replace("#LABELS#\n", &label_lines(&hash));
         ctx.files[0].1 = df.into_bytes();
-        build_one(rt, &tag, ctx).await?;
+        build_one(rt, &tag, ctx, progress).await?;
         done.push(Built {
             image: tag,
             outcome: Outcome::Built(started.elapsed()),
@@ -330,24 +323,25 @@ fn context_for(image: Image, opts: &BuildOptions) -> Result<Context, ImageError>
     })
 }
 
-async fn build_one(rt: &dyn Runtime, tag: &str, ctx: Context) -> Result<(), ImageError> {
-    let pb = spinner(format!("building {tag}"));
+async fn build_one(
+    rt: &dyn Runtime,
+    tag: &str,
+    ctx: Context,
+    progress: &dyn Progress,
+) -> Result<(), ImageError> {
+    let task = progress.task(&format!("building {tag}"), Size::Unknown);
     let tar = ctx.tar().map_err(io("pack the build context"))?;
-    let pb2 = pb.clone();
     let log = move |line: &str| {
         tracing::debug!(target: "lab::images", "{line}");
-        pb2.set_message(format!(
-            "building {tag}: {}",
-            line.chars().take(60).collect::<String>()
-        ));
+        task.detail(&line.chars().take(60).collect::<String>());
     };
-    let r = rt.build_image(tag, tar, &log).await;
-    pb.finish_and_clear();
-    r.map_err(ImageError::from)
+    rt.build_image(tag, tar, &log)
+        .await
+        .map_err(ImageError::from)
 }
 
 /// Runs mmdebstrap into a temporary tar and returns its bytes.
-async fn mmdebstrap(opts: &BuildOptions) -> Result<Vec<u8>, ImageError> {
+async fn mmdebstrap(opts: &BuildOptions, progress: &dyn Progress) -> Result<Vec<u8>, ImageError> {
     let have = std::process::Command::new("mmdebstrap")
         .arg("--version")
         .stdout(Stdio::null())
@@ -359,10 +353,10 @@ async fn mmdebstrap(opts: &BuildOptions) -> Result<Vec<u8>, ImageError> {
     }
     let dir = tempfile::tempdir().map_err(io("create a temporary directory"))?;
     let out = dir.path().join("rootfs.tar");
-    let pb = spinner(format!(
-        "making the Debian {} base with mmdebstrap (about a minute)",
-        opts.suite
-    ));
+    let task = progress.task(
+        &format!("making the Debian {} base with mmdebstrap", opts.suite),
+        Size::Unknown,
+    );
     let security = opts.mirror.replace("/debian", "/debian-security");
     let mut cmd = tokio::process::Command::new("mmdebstrap");
     cmd.args([
@@ -385,7 +379,7 @@ async fn mmdebstrap(opts: &BuildOptions) -> Result<Vec<u8>, ImageError> {
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
     let output = cmd.output().await.map_err(io("run mmdebstrap"))?;
-    pb.finish_and_clear();
+    drop(task);
     if !output.status.success() {
         let err = String::from_utf8_lossy(&output.stderr);
         for line in err
@@ -396,7 +390,7 @@ async fn mmdebstrap(opts: &BuildOptions) -> Result<Vec<u8>, ImageError> {
             .into_iter()
             .rev()
         {
-            eprintln!("  {line}");
+            progress.note(line);
         }
         return Err(ImageError::Mmdebstrap(output.status.to_string()));
     }
@@ -472,7 +466,10 @@ mod tests {
             &[(labels::INPUT_HASH, &base_hash(&opts.suite))],
         );
         opts.force = false;
-        let err = build(&rt, &opts).await.unwrap_err().to_string();
+        let err = build(&rt, &opts, &crate::progress::Silent)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lab-app is missing"), "{err}");
     }
 }

@@ -23,6 +23,7 @@ pub mod load;
 pub mod logs;
 pub mod naming;
 pub mod plan;
+pub mod progress;
 pub mod proxy_admin;
 pub mod roles;
 pub mod runtime;

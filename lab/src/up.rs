@@ -10,16 +10,17 @@
 
 use crate::lb_admin::ServerState;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::error::{LabError, Result};
 use crate::images;
 use crate::lb_admin::{LbConnector, LbControl};
 use crate::naming;
 use crate::plan::{self, Action};
+use crate::progress::{Progress, Size};
 use crate::roles::balancer::{
     self, ADMIN_PORT as LB_ADMIN_PORT, CONFIG_PATH as LB_CONFIG_PATH, PORT as LB_PORT,
 };
@@ -34,6 +35,8 @@ pub struct UpOptions {
     pub timeout: Duration,
     /// How to reach the balancer's admin API (HTTP unless testing).
     pub lb: LbConnector,
+    /// Where the wait for healthy services is shown.
+    pub progress: Arc<dyn Progress>,
 }
 
 /// What happened to one service.
@@ -359,7 +362,7 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
             if let Some(admin) = &admin {
                 for a in actions.iter().filter(|a| rolling(a)) {
                     if let Action::Recreate { spec } = a {
-                        let cut = roll_one(rt, lab, admin.as_ref(), spec, opts.timeout).await?;
+                        let cut = roll_one(rt, lab, admin.as_ref(), spec, opts).await?;
                         changes.push((spec.alias.clone(), Change::Rolled { cut }));
                     }
                 }
@@ -378,7 +381,7 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
         })
         .collect();
     if opts.wait && admin.is_some() && !joining.is_empty() {
-        wait_healthy(rt, lab, &joining, opts.timeout).await?;
+        wait_healthy(rt, lab, &joining, opts.timeout, opts.progress.as_ref()).await?;
     }
 
     // A balancer that stayed gets the new server list and settings live.
@@ -426,7 +429,7 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
     }
 
     if opts.wait {
-        wait_healthy(rt, lab, &desired, opts.timeout).await?;
+        wait_healthy(rt, lab, &desired, opts.timeout, opts.progress.as_ref()).await?;
     }
     let now = containers(rt, lab).await?;
     Ok(UpReport {
@@ -445,14 +448,22 @@ async fn roll_one(
     lab: &str,
     admin: &dyn LbControl,
     spec: &ContainerSpec,
-    timeout: Duration,
+    opts: &UpOptions,
 ) -> Result<u64> {
+    let timeout = opts.timeout;
     let name = spec.alias.as_str();
     admin.drain(name).await?;
     let drained = admin.wait_drained(name, Duration::from_secs(10)).await?;
     rt.remove_container(&spec.name).await?;
     create_and_start(rt, spec).await?;
-    wait_healthy(rt, lab, std::slice::from_ref(spec), timeout).await?;
+    wait_healthy(
+        rt,
+        lab,
+        std::slice::from_ref(spec),
+        timeout,
+        opts.progress.as_ref(),
+    )
+    .await?;
     admin.undrain(name).await?;
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
@@ -478,13 +489,9 @@ pub async fn wait_healthy(
     lab: &str,
     desired: &[ContainerSpec],
     timeout: Duration,
+    progress: &dyn Progress,
 ) -> Result<()> {
-    let pb = ProgressBar::new(desired.len() as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} healthy {pos}/{len} {wide_msg} [{elapsed}]")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    pb.enable_steady_tick(Duration::from_millis(120));
+    let task = progress.task("healthy", Size::Items(desired.len() as u64));
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let now = containers(rt, lab).await?;
@@ -495,7 +502,6 @@ pub async fn wait_healthy(
                 .find(|c| c.label(labels::SERVICE) == Some(spec.alias.as_str()));
             match c {
                 Some(c) if matches!(c.state, State::Exited | State::Dead) => {
-                    pb.finish_and_clear();
                     return Err(LabError::Exited {
                         service: spec.alias.clone(),
                         state: c.state.as_str().to_string(),
@@ -507,14 +513,12 @@ pub async fn wait_healthy(
                 _ => waiting.push(spec.alias.clone()),
             }
         }
-        pb.set_position((desired.len() - waiting.len()) as u64);
+        task.set_position((desired.len() - waiting.len()) as u64);
         if waiting.is_empty() {
-            pb.finish_and_clear();
             return Ok(());
         }
-        pb.set_message(format!("waiting for {}", waiting.join(", ")));
+        task.detail(&format!("waiting for {}", waiting.join(", ")));
         if tokio::time::Instant::now() >= deadline {
-            pb.finish_and_clear();
             return Err(LabError::NotHealthy {
                 first: waiting[0].clone(),
                 services: waiting.join(", "),
@@ -557,6 +561,7 @@ mod tests {
             wait: true,
             timeout: Duration::from_secs(5),
             lb: lb.connector(),
+            progress: Arc::new(crate::progress::Silent),
         }
     }
 

@@ -24,6 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{docker_ready, lab, TestLab};
 use lab::bundle::{self, Selection};
+use lab::progress::Silent;
 use lab::runtime::{labels, DockerRuntime, Runtime};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -141,7 +142,7 @@ async fn save_load_restore_up_serve_down() {
         version: own_version.clone(),
         tags: vec![probe.tag.clone()],
     };
-    bundle::save(&rt, &sel, &probe_file, bundle::DEFAULT_LEVEL)
+    bundle::save(&rt, &sel, &probe_file, bundle::DEFAULT_LEVEL, &Silent)
         .await
         .unwrap();
     let o = docker(&["rmi", &probe.tag]);
@@ -159,7 +160,9 @@ async fn save_load_restore_up_serve_down() {
     );
     assert_eq!(probe.id(), None, "a refused bundle loads nothing");
 
-    let loaded = bundle::load(&rt, &probe_file, &own_version).await.unwrap();
+    let loaded = bundle::load(&rt, &probe_file, &own_version, &Silent)
+        .await
+        .unwrap();
     assert_eq!(loaded.manifest.images[0].tag, probe.tag);
     assert_eq!(probe.id().as_deref(), Some(id.as_str()));
     let img = rt.image(&probe.tag).await.unwrap().unwrap();
@@ -172,7 +175,7 @@ async fn save_load_restore_up_serve_down() {
     bytes[at] ^= 0xff;
     let bad = dir.path().join("bad.tar.zst");
     std::fs::write(&bad, bytes).unwrap();
-    let err = bundle::load(&rt, &bad, &own_version)
+    let err = bundle::load(&rt, &bad, &own_version, &Silent)
         .await
         .unwrap_err()
         .to_string();

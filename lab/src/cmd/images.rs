@@ -3,6 +3,7 @@
 use super::Report;
 use crate::cli::ImagesCommand;
 use crate::error::Result;
+use crate::progress::Terminal;
 use crate::runtime::DockerRuntime;
 use crate::{bundle, images};
 
@@ -11,18 +12,20 @@ pub async fn run(c: ImagesCommand) -> Result<Report> {
         ImagesCommand::Build { force, bin_dir } => {
             let rt = DockerRuntime::connect().await?;
             let opts = images::BuildOptions::new(force, bin_dir);
-            Ok(Report::ImagesBuilt(images::build(&rt, &opts).await?))
+            Ok(Report::ImagesBuilt(
+                images::build(&rt, &opts, &Terminal).await?,
+            ))
         }
         ImagesCommand::Save { file, level } => {
             let rt = DockerRuntime::connect().await?;
             Ok(Report::ImagesSaved(
-                bundle::save_command(&rt, &file, level).await?,
+                bundle::save_command(&rt, &file, level, &Terminal).await?,
             ))
         }
         ImagesCommand::Load { file } => {
             let rt = DockerRuntime::connect().await?;
             Ok(Report::ImagesLoaded(
-                bundle::load_command(&rt, &file).await?,
+                bundle::load_command(&rt, &file, &Terminal).await?,
             ))
         }
     }

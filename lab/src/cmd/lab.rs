@@ -1,12 +1,14 @@
 //! The lab as a whole: `up`, `status`, `watch`, `down`, `logs`, and the live
 //! changes `scale` and `set`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Report;
 use crate::cli::{LogsArgs, ScaleCommand, SetArgs, UpArgs, WatchArgs};
 use crate::error::Result;
 use crate::lb_admin::http_connector;
+use crate::progress::Terminal;
 use crate::runtime::DockerRuntime;
 use crate::topology::{self, Topology};
 use crate::{down, live, logs, status, up, watch};
@@ -25,6 +27,7 @@ pub async fn up(lab: &str, args: UpArgs) -> Result<Report> {
         wait: !args.no_wait,
         timeout: args.timeout,
         lb: http_connector(),
+        progress: Arc::new(Terminal),
     };
     Ok(Report::Up(up::up(&rt, lab, &t, &opts).await?))
 }
@@ -61,6 +64,7 @@ fn live_opts(timeout: Duration) -> up::UpOptions {
         wait: true,
         timeout,
         lb: http_connector(),
+        progress: Arc::new(Terminal),
     }
 }
 

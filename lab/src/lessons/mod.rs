@@ -111,6 +111,48 @@ pub struct LessonReport {
     /// lesson started (its timings are then noisier than the guide's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub busy: Option<String>,
+    /// Where and when the figures were measured, so a result kept in
+    /// docs/labs/results/ says what it stands for.
+    pub machine: Machine,
+}
+
+/// The machine a lesson ran on, as its report records it.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Machine {
+    /// When the lesson started, UTC (RFC 3339).
+    pub started: String,
+    pub cores: usize,
+    /// The 1-minute load average as the lesson started (Linux).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_average: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    pub lab_version: String,
+}
+
+impl Machine {
+    fn now() -> Machine {
+        Machine {
+            started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|t| load_average(&t)),
+            cpu: std::fs::read_to_string("/proc/cpuinfo")
+                .ok()
+                .and_then(|t| cpu_model(&t)),
+            lab_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// The CPU's model name from `/proc/cpuinfo`'s text.
+fn cpu_model(cpuinfo: &str) -> Option<String> {
+    cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, name)| name.trim().to_string())
 }
 
 #[derive(Serialize, Debug, Clone, Default)]
@@ -205,35 +247,39 @@ impl Ctx<'_> {
         self.tables.push(t);
     }
 
-    /// Brings the lesson's lab to this topology (on a free port).
-    pub async fn up(&self, t: Topology) -> Result<()> {
-        let t = Topology { port: 0, ..t };
-        let opts = UpOptions {
+    /// How the lesson's changes wait for the lab: up to three minutes, with
+    /// the wait shown only when the lesson narrates.
+    fn up_options(&self) -> UpOptions {
+        let progress: std::sync::Arc<dyn crate::progress::Progress> = if self.narrate {
+            std::sync::Arc::new(crate::progress::Terminal)
+        } else {
+            std::sync::Arc::new(crate::progress::Silent)
+        };
+        UpOptions {
             wait: true,
             timeout: Duration::from_secs(180),
             lb: self.lb.clone(),
-        };
+            progress,
+        }
+    }
+
+    /// Brings the lesson's lab to this topology (on a free port).
+    pub async fn up(&self, t: Topology) -> Result<()> {
+        let t = Topology { port: 0, ..t };
+        let opts = self.up_options();
         up::up(self.rt, &self.lab, &t, &opts).await.map(|_| ())
     }
 
     pub async fn set(&self, pairs: &[&str]) -> Result<()> {
         let pairs: Vec<String> = pairs.iter().map(|s| s.to_string()).collect();
-        let opts = UpOptions {
-            wait: true,
-            timeout: Duration::from_secs(180),
-            lb: self.lb.clone(),
-        };
+        let opts = self.up_options();
         crate::live::set(self.rt, &self.lab, &pairs, &opts)
             .await
             .map(|_| ())
     }
 
     pub async fn scale(&self, n: u32) -> Result<()> {
-        let opts = UpOptions {
-            wait: true,
-            timeout: Duration::from_secs(180),
-            lb: self.lb.clone(),
-        };
+        let opts = self.up_options();
         crate::live::scale_servers(self.rt, &self.lab, n, &opts)
             .await
             .map(|_| ())
@@ -353,6 +399,7 @@ pub async fn run(
     // Measured before the lesson's own containers add to the load; it goes
     // into the report too, so a --json reader sees why figures are noisy.
     let busy = busy_machine();
+    let machine = Machine::now();
     if narrate {
         if let Some(warning) = &busy {
             eprintln!("warning: {warning}\n");
@@ -390,6 +437,7 @@ pub async fn run(
         duration_s: (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         error,
         busy,
+        machine,
     };
     if narrate {
         if let Some(e) = &report.error {
@@ -457,14 +505,30 @@ mod tests {
             duration_s: 1.0,
             error: None,
             busy,
+            machine: Machine::now(),
         };
         let warned = serde_json::to_value(report(busy_warning(9.0, 2))).unwrap();
         assert!(
             warned["busy"].as_str().is_some_and(|w| !w.is_empty()),
             "{warned}"
         );
+        assert!(
+            warned["machine"]["cores"].as_u64().unwrap() >= 1,
+            "{warned}"
+        );
+        assert!(warned["machine"]["started"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'));
         let quiet = serde_json::to_value(report(busy_warning(0.5, 2))).unwrap();
         assert!(quiet.get("busy").is_none(), "{quiet}");
+    }
+
+    #[test]
+    fn the_cpu_model_is_read_from_cpuinfo() {
+        let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n";
+        assert_eq!(cpu_model(text).as_deref(), Some("AMD EPYC 7B13"));
+        assert_eq!(cpu_model("processor\t: 0\n"), None);
     }
 
     #[test]

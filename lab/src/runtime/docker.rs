@@ -77,13 +77,13 @@ fn map_err(e: BollardError, what: &str) -> RuntimeError {
                     .unwrap_or(0);
                 RuntimeError::PortInUse { port }
             }
-            _ => RuntimeError::Other(message),
+            status => RuntimeError::Refused { status, message },
         },
         BollardError::IOError { .. }
         | BollardError::HyperResponseError { .. }
         | BollardError::SocketNotFoundError(_)
         | BollardError::RequestTimeoutError => RuntimeError::Unreachable(short(&e)),
-        other => RuntimeError::Other(short(&other)),
+        other => RuntimeError::Unexpected(short(&other)),
     }
 }
 
@@ -370,7 +370,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn write_files(&self, name: &str, files: &[(String, String)]) -> Result<()> {
-        let tar = tar_of(files).map_err(|e| RuntimeError::Other(e.to_string()))?;
+        let tar = tar_of(files).map_err(|e| RuntimeError::Archive(e.to_string()))?;
         let opts = UploadToContainerOptionsBuilder::default().path("/").build();
         self.docker
             .upload_to_container(name, Some(opts), bollard::body_full(tar.into()))
@@ -707,9 +707,10 @@ impl Runtime for DockerRuntime {
             .build_image(opts, None, Some(bollard::body_full(context.into())));
         while let Some(item) = s.next().await {
             let info = item.map_err(|e| match e {
-                BollardError::DockerStreamError { error } => {
-                    RuntimeError::Other(format!("building {tag}: {error}"))
-                }
+                BollardError::DockerStreamError { error } => RuntimeError::BuildFailed {
+                    tag: tag.to_string(),
+                    reason: error,
+                },
                 e => map_err(e, tag),
             })?;
             if let Some(line) = info.stream {
@@ -763,13 +764,11 @@ impl Runtime for DockerRuntime {
         let mut lines = Vec::new();
         while let Some(item) = s.next().await {
             let info = item.map_err(|e| match e {
-                BollardError::DockerStreamError { error } => {
-                    RuntimeError::Other(format!("loading images: {error}"))
-                }
+                BollardError::DockerStreamError { error } => RuntimeError::LoadFailed(error),
                 e => map_err(e, "images"),
             })?;
             if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                return Err(RuntimeError::Other(format!("loading images: {e}")));
+                return Err(RuntimeError::LoadFailed(e));
             }
             if let Some(line) = info.stream {
                 let line = line.trim();

@@ -351,11 +351,11 @@ impl Runtime for FakeRuntime {
                 format!("{}.json", tag.replace(['/', ':'], "_")),
                 &data[..],
             )
-            .map_err(|e| RuntimeError::Other(e.to_string()))?;
+            .map_err(|e| RuntimeError::Archive(e.to_string()))?;
         }
         let tar = b
             .into_inner()
-            .map_err(|e| RuntimeError::Other(e.to_string()))?;
+            .map_err(|e| RuntimeError::Archive(e.to_string()))?;
         // Several chunks, as a daemon would send them.
         let chunks: Vec<std::io::Result<bytes::Bytes>> = tar
             .chunks(1000)
@@ -367,17 +367,17 @@ impl Runtime for FakeRuntime {
     async fn import_images(&self, mut tar: TarStream) -> Result<Vec<String>> {
         let mut data = Vec::new();
         while let Some(chunk) = tar.next().await {
-            data.extend_from_slice(&chunk.map_err(|e| RuntimeError::Other(e.to_string()))?);
+            data.extend_from_slice(&chunk.map_err(|e| RuntimeError::LoadFailed(e.to_string()))?);
         }
         let mut loaded = Vec::new();
         let mut archive = tar::Archive::new(&data[..]);
-        let bad = |e: std::io::Error| RuntimeError::Other(format!("loading images: {e}"));
+        let bad = |e: std::io::Error| RuntimeError::LoadFailed(e.to_string());
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
             let mut text = String::new();
             std::io::Read::read_to_string(&mut entry, &mut text).map_err(bad)?;
-            let doc: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| RuntimeError::Other(format!("loading images: {e}")))?;
+            let doc: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| RuntimeError::LoadFailed(e.to_string()))?;
             let tag = doc["tag"].as_str().unwrap_or_default().to_string();
             let labels = doc["labels"]
                 .as_object()

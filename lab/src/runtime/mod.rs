@@ -48,8 +48,18 @@ pub enum RuntimeError {
     PortInUse { port: u16 },
     #[error("{0}")]
     Conflict(String),
-    #[error("docker: {0}")]
-    Other(String),
+    #[error("Docker refused the request ({status}: {message}); `lab doctor` checks the daemon and the images")]
+    Refused { status: u16, message: String },
+    #[error("building {tag} failed ({reason}); see the lines above, and check Docker's disk space with `docker system df`")]
+    BuildFailed { tag: String, reason: String },
+    #[error("Docker could not load the images ({0}); the file may be damaged: copy it again, or build the images with `lab images build`")]
+    LoadFailed(String),
+    #[error(
+        "cannot pack files for a container ({0}); check the free space in the temporary directory"
+    )]
+    Archive(String),
+    #[error("unexpected answer from Docker ({0}); `lab doctor` shows the daemon's version (20.10 or newer is needed)")]
+    Unexpected(String),
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
