@@ -132,6 +132,21 @@ pub enum Command {
     )]
     Slow(SlowArgs),
 
+    /// Hang a service's link: connections are accepted, nothing gets through.
+    ///
+    /// Through the service's fault proxy: a hung network, unlike `lab pause`,
+    /// which hangs the process. `lab heal NAME` ends it.
+    #[command(
+        after_help = "Examples:\n  lab blackhole server-2            # requests to server-2 hang until the balancer gives up\n  lab blackhole db-replica-1 --link wal   # the replica hears nothing more from the primary\n  lab heal server-2"
+    )]
+    Blackhole(LinkArgs),
+
+    /// Refuse a service's new connections and cut its open ones (TCP reset).
+    #[command(
+        after_help = "Examples:\n  lab reset redis      # every session and cache lookup fails at once\n  lab heal redis"
+    )]
+    Reset(LinkArgs),
+
     /// Make a replica apply changes late (replication lag), or stop it.
     #[command(after_help = "Examples:\n  lab lag db-replica-1 3s\n  lab lag db-replica-1 --off")]
     Lag(LagArgs),
@@ -376,7 +391,7 @@ pub struct SlowArgs {
     /// The service whose traffic is delayed.
     pub name: String,
     /// Delay added to every byte (or packet, with --netem), e.g. 200ms.
-    #[arg(long, value_name = "D", value_parser = humantime::parse_duration, required_unless_present = "bandwidth")]
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration, required_unless_present_any = ["bandwidth", "slow_close"])]
     pub latency: Option<std::time::Duration>,
     /// Random variation of the delay, e.g. 20ms.
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
@@ -397,6 +412,22 @@ pub struct SlowArgs {
     /// Share of packets dropped, e.g. 5% (needs --netem).
     #[arg(long, value_name = "P%", value_parser = crate::faults::parse_percent, requires = "netem")]
     pub loss: Option<f64>,
+    /// Pass each connection's close on this much later, e.g. 2s (the proxy only).
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration, conflicts_with = "netem")]
+    pub slow_close: Option<std::time::Duration>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LinkArgs {
+    /// The service whose link breaks.
+    pub name: String,
+    /// Which link of the service's proxy: service (its port, the default)
+    /// or wal (a replica's stream of the primary's changes).
+    #[arg(long, value_name = "LINK")]
+    pub link: Option<String>,
+    /// Which way hangs: to-service, from-service or both (blackhole only).
+    #[arg(long, value_name = "WAY", default_value = "both", value_parser = parse_direction)]
+    pub direction: lab_contract::faultproxy::Direction,
 }
 
 impl SlowArgs {
@@ -409,6 +440,7 @@ impl SlowArgs {
             link: self.link.clone(),
             direction: self.direction,
             netem: self.netem,
+            slow_close: self.slow_close,
         }
     }
 }

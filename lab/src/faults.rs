@@ -156,8 +156,16 @@ pub enum Event {
         jitter_ms: Option<u64>,
         loss_pct: Option<f64>,
         bandwidth_bps: Option<u64>,
+        /// A close passed on this late (proxy only).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        slow_close_ms: Option<u64>,
         /// The proxy link slowed; None for the kernel's netem.
         link: Option<String>,
+    },
+    /// A link of the service's fault proxy hangs or refuses connections.
+    LinkBroken {
+        link: String,
+        how: Break,
     },
     Lagging {
         delay_ms: u64,
@@ -245,11 +253,20 @@ impl std::fmt::Display for Outcome {
             Event::AlreadyPartitioned => {
                 writeln!(f, "{svc} is already cut off the lab network.")
             }
+            Event::LinkBroken { link, how } => writeln!(
+                f,
+                "{svc}'s {link} link now {} (its fault proxy).\nWatch: {watch} Undo with `lab heal {svc}`.",
+                match how {
+                    Break::Blackhole => "accepts connections and lets nothing through",
+                    Break::Reset => "refuses new connections and has cut the open ones",
+                }
+            ),
             Event::Slowed {
                 latency_ms,
                 jitter_ms,
                 loss_pct,
                 bandwidth_bps,
+                slow_close_ms,
                 link,
             } => {
                 let jitter = jitter_ms.map(|j| format!(" ± {j} ms")).unwrap_or_default();
@@ -268,6 +285,9 @@ impl std::fmt::Display for Outcome {
                         }
                         if let Some(b) = bandwidth_bps {
                             what.push(format!("carries at most {}", describe_rate(*b)));
+                        }
+                        if let Some(c) = slow_close_ms {
+                            what.push(format!("passes each close on {c} ms late"));
                         }
                         writeln!(
                             f,
@@ -370,6 +390,18 @@ pub struct Slow {
     pub direction: lab_contract::faultproxy::Direction,
     /// Use the kernel's tc netem instead of the proxy.
     pub netem: bool,
+    /// Pass a connection's close on this much later (proxy only).
+    pub slow_close: Option<Duration>,
+}
+
+/// A link fault that is not a delay.
+#[derive(Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Break {
+    /// A hung link: connections are accepted, nothing gets through.
+    Blackhole,
+    /// New connections are refused, open ones cut with a TCP reset.
+    Reset,
 }
 
 /// `1mbit`, `500kbit`, `2MB`, `64kB` (per second) to bytes per second.
@@ -618,8 +650,10 @@ impl Faults<'_> {
             }
             .into());
         }
-        // A bandwidth limit alone is a slow link too (through the proxy).
-        if !(slow.bandwidth_bps.is_some() && slow.latency.is_zero() && !slow.netem) {
+        // A bandwidth limit or a late close alone is a slow link too
+        // (through the proxy).
+        let proxy_only = slow.bandwidth_bps.is_some() || slow.slow_close.is_some();
+        if !(proxy_only && slow.latency.is_zero() && !slow.netem) {
             validate_slow(slow.latency, slow.jitter, slow.loss)?;
         }
         if slow.netem {
@@ -639,6 +673,7 @@ impl Faults<'_> {
                 latency_ms: slow.latency.as_millis() as u64,
                 jitter_ms: slow.jitter.map_or(0, |j| j.as_millis() as u64),
                 bandwidth_bps: slow.bandwidth_bps,
+                slow_close_ms: slow.slow_close.map_or(0, |d| d.as_millis() as u64),
                 ..Default::default()
             };
             self.proxy(&c)?.set(link, &fault).await?;
@@ -651,6 +686,7 @@ impl Faults<'_> {
                 jitter_ms: slow.jitter.map(|j| j.as_millis() as u64),
                 loss_pct: slow.loss,
                 bandwidth_bps: slow.bandwidth_bps,
+                slow_close_ms: slow.slow_close.map(|d| d.as_millis() as u64),
                 link: (!slow.netem).then(|| {
                     slow.link
                         .clone()
@@ -662,6 +698,55 @@ impl Faults<'_> {
             "requests served by {svc} take that much longer (twice, for a new connection); the others do not. A server slower than the balancer's health timeout ({} ms) is marked down.",
             h.timeout.as_millis()
         )))
+    }
+
+    /// A link that hangs (blackhole) or refuses and cuts connections
+    /// (reset), through the service's fault proxy.
+    pub async fn break_link(
+        &self,
+        name: &str,
+        how: Break,
+        link: Option<&str>,
+        direction: lab_contract::faultproxy::Direction,
+    ) -> Result<Outcome> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        if c.state != State::Running {
+            return Err(FaultError::NotRunning {
+                name: svc,
+                state: c.state,
+            }
+            .into());
+        }
+        let link = link.unwrap_or(roles::proxy::SERVICE);
+        let fault = lab_contract::faultproxy::Fault {
+            direction,
+            blackhole: how == Break::Blackhole,
+            reset: how == Break::Reset,
+            ..Default::default()
+        };
+        self.proxy(&c)?.set(link, &fault).await?;
+        let h = self.health().await;
+        let watch = match how {
+            Break::Blackhole => format!(
+                "whoever talks to {svc} waits: each request hangs until its caller gives up. The balancer marks a server down after {} failed checks of {} ms each, about {:.1} s; a database or Redis client waits for its own timeout.",
+                h.fall,
+                h.timeout.as_millis(),
+                h.hung_window().as_secs_f64()
+            ),
+            Break::Reset => format!(
+                "every connection to {svc} fails at once: the balancer's passive check marks a server down on the first reset{}, and clients of a database or Redis see their queries fail and reconnect.",
+                if h.passive == crate::topology::Toggle::On { "" } else { " (passive checks are off here: it waits for the active ones)" }
+            ),
+        };
+        Ok(Outcome::new(
+            &svc,
+            Event::LinkBroken {
+                link: link.to_string(),
+                how,
+            },
+        )
+        .watch(watch))
     }
 
     /// The admin API of a service's fault proxy.

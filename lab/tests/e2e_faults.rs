@@ -236,6 +236,44 @@ async fn faults_do_what_they_say_and_heal() {
     let r = http.get(format!("{base}/")).send().await.unwrap();
     r.bytes().await.unwrap();
     assert!(t.elapsed() < Duration::from_millis(200));
+    // Blackhole: server-2's link accepts and lets nothing through, like a
+    // hung network; reset: its connections fail at once. Heal ends both.
+    let direct = port(&lab.status(), "server-2", "http");
+    let out = lab.ok(&["blackhole", "server-2"]);
+    assert!(out.contains("lets nothing through"), "{out}");
+    assert_eq!(
+        service(&lab.status(), "server-2")["faults"][0]["blackhole"],
+        true
+    );
+    let err = quick
+        .get(format!("http://{direct}/"))
+        .send()
+        .await
+        .expect_err("a blackholed link does not answer");
+    assert!(err.is_timeout(), "timed out, not refused: {err}");
+    lab.ok(&["reset", "server-2"]);
+    assert_eq!(
+        service(&lab.status(), "server-2")["faults"][0]["reset"],
+        true
+    );
+    let t = Instant::now();
+    let err = quick
+        .get(format!("http://{direct}/"))
+        .send()
+        .await
+        .expect_err("a reset link refuses");
+    assert!(!err.is_timeout(), "refused at once, not timed out: {err}");
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    lab.ok(&["heal", "server-2"]);
+    let ok = quick.get(format!("http://{direct}/")).send().await.unwrap();
+    assert!(ok.status().is_success());
+    let out = lab.lab(&["reset", "lb-1"]);
+    assert_eq!(out.status.code(), Some(1));
+
     // A wrong target gets one line.
     let out = lab.lab(&["slow", "lb-1", "--latency", "200ms"]);
     assert_eq!(out.status.code(), Some(1));

@@ -1,10 +1,11 @@
 //! The fault commands: crash, stop, start, restart, pause, resume,
-//! partition, slow, lag, replication, resize, and heal to undo them.
+//! partition, slow, blackhole, reset, lag, replication, resize, and heal to
+//! undo them.
 
 use super::Report;
-use crate::cli::{HealArgs, LagArgs, ResizeArgs, SlowArgs};
+use crate::cli::{HealArgs, LagArgs, LinkArgs, ResizeArgs, SlowArgs};
 use crate::error::Result;
-use crate::faults::Faults;
+use crate::faults::{Break, Faults};
 use crate::lb_admin::http_connector;
 use crate::runtime::DockerRuntime;
 use crate::topology::Replication;
@@ -19,6 +20,7 @@ pub enum Fault {
     Resume(String),
     Partition(String),
     Slow(SlowArgs),
+    Break(Break, LinkArgs),
     Lag(LagArgs),
     Replication(Replication),
     Resize(ResizeArgs),
@@ -40,6 +42,10 @@ pub async fn run(lab: &str, fault: Fault) -> Result<Report> {
         Fault::Resume(n) => f.resume(&n).await?,
         Fault::Partition(n) => f.partition(&n).await?,
         Fault::Slow(a) => f.slow(&a.name, &a.spec()).await?,
+        Fault::Break(how, a) => {
+            f.break_link(&a.name, how, a.link.as_deref(), a.direction)
+                .await?
+        }
         Fault::Lag(a) => f.lag(&a.name, if a.off { None } else { a.delay }).await?,
         Fault::Replication(mode) => f.replication(mode).await?,
         Fault::Resize(a) => {

@@ -130,6 +130,12 @@ pub async fn execute(cli: Cli) -> Result<Report> {
         Command::Resume(t) => fault::run(lab, fault::Fault::Resume(t.name)).await,
         Command::Partition(t) => fault::run(lab, fault::Fault::Partition(t.name)).await,
         Command::Slow(a) => fault::run(lab, fault::Fault::Slow(a)).await,
+        Command::Blackhole(a) => {
+            fault::run(lab, fault::Fault::Break(crate::faults::Break::Blackhole, a)).await
+        }
+        Command::Reset(a) => {
+            fault::run(lab, fault::Fault::Break(crate::faults::Break::Reset, a)).await
+        }
         Command::Lag(a) => fault::run(lab, fault::Fault::Lag(a)).await,
         Command::Replication(a) => fault::run(lab, fault::Fault::Replication(a.mode)).await,
         Command::Resize(a) => fault::run(lab, fault::Fault::Resize(a)).await,
