@@ -147,6 +147,18 @@ pub enum Command {
     )]
     Reset(LinkArgs),
 
+    /// Random faults on a schedule while users load the site; every fault is
+    /// healed at the end, also on Ctrl-C.
+    ///
+    /// One fault at a time, drawn among the services that can take it, held
+    /// a few seconds and healed. The same --seed on the same lab replays the
+    /// same schedule; the report gives the seed, the fault timeline and what
+    /// the users lost (the load driver's checkers).
+    #[command(
+        after_help = "Examples:\n  lab chaos --duration 2m\n  lab chaos --faults crash,pause --seed 42     # the same seed replays the same faults\n  lab chaos --scenario bank --json > chaos.json"
+    )]
+    Chaos(ChaosArgs),
+
     /// Make a replica apply changes late (replication lag), or stop it.
     #[command(after_help = "Examples:\n  lab lag db-replica-1 3s\n  lab lag db-replica-1 --off")]
     Lag(LagArgs),
@@ -415,6 +427,34 @@ pub struct SlowArgs {
     /// Pass each connection's close on this much later, e.g. 2s (the proxy only).
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration, conflicts_with = "netem")]
     pub slow_close: Option<std::time::Duration>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ChaosArgs {
+    /// How long the run lasts (at most 1h).
+    #[arg(long, value_name = "D", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub duration: std::time::Duration,
+    /// The faults to draw from, comma-separated [default: all of them]
+    #[arg(long, value_name = "LIST", value_enum, value_delimiter = ',')]
+    pub faults: Vec<crate::chaos::ChaosFault>,
+    /// Seed of the schedule; a run prints its seed, so it can be replayed.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Mean quiet time before each fault.
+    #[arg(long, value_name = "D", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub gap: std::time::Duration,
+    /// Mean time each fault is held before it is healed.
+    #[arg(long, value_name = "D", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub hold: std::time::Duration,
+    /// What the users do meanwhile (see `lab load --help`).
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub scenario: crate::load::Scenario,
+    /// How many users.
+    #[arg(long, value_name = "U", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub users: u32,
+    /// Print the report as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -99,7 +99,19 @@ mod tests {
             progress: std::sync::Arc::new(crate::progress::Silent),
         };
         up(&rt, "cur", &t, &opts).await.unwrap();
-        assert_eq!(current(&rt, "cur", &lb.connector()).await.unwrap(), t);
+        let read = current(&rt, "cur", &lb.connector()).await.unwrap();
+        // Port 0 was pinned to a real port at `up` (see up::pin_port).
+        assert_ne!(read.port, 0);
+        assert_eq!(
+            read,
+            Topology {
+                port: read.port,
+                ..t.clone()
+            }
+        );
+        // Asked again for any port, the lab keeps the one it has.
+        let all = crate::up::containers(&rt, "cur").await.unwrap();
+        assert_eq!(crate::up::pin_port(&t, &all).port, read.port);
         let err = current(&rt, "nope", &lb.connector()).await.unwrap_err();
         assert!(err.to_string().contains("not running"));
     }

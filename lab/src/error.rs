@@ -51,6 +51,8 @@ pub enum LabError {
     Admin(String),
     #[error("cannot write the manual page: {0}")]
     Manual(String),
+    #[error("the load stopped unexpectedly ({0}); run the command again with -v for details")]
+    LoadAborted(String),
     #[error("the network {0} has no secrets label (made by another tool?): run `lab down` and `lab up` again")]
     NoSecrets(String),
     #[error(transparent)]

@@ -8,6 +8,7 @@
 //! suffer ([`load`]). `main.rs` only parses arguments and calls [`run`].
 
 pub mod bundle;
+pub mod chaos;
 pub mod cli;
 pub mod cmd;
 pub mod current;

@@ -191,6 +191,34 @@ pub fn entrypoint(containers: &[ContainerInfo]) -> Option<String> {
         .map(|a| format!("http://{a}"))
 }
 
+/// Port 0 asks for any free port. Docker would pick a new one each time the
+/// balancer's container starts, so after `lab crash lb-1` and `lab start
+/// lb-1` the site would move to another address and its users with it. 0 is
+/// therefore turned into a real port once: the one the balancer already
+/// publishes, or one free now.
+pub fn pin_port(t: &Topology, existing: &[ContainerInfo]) -> Topology {
+    if t.port != 0 {
+        return t.clone();
+    }
+    let published = existing
+        .iter()
+        .find(|c| c.label(labels::SERVICE) == Some(names::BALANCER))
+        .and_then(|c| c.ports.get(&LB_PORT))
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|p| *p != 0);
+    let port = published.or_else(|| {
+        std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .ok()
+    });
+    Topology {
+        port: port.unwrap_or(0),
+        ..t.clone()
+    }
+}
+
 /// Refuses early, with a clear line, when the balancer's port is taken by
 /// something other than this lab.
 fn check_port(port: u16, existing: &[ContainerInfo]) -> Result<()> {
@@ -266,6 +294,7 @@ fn role_of(spec: &ContainerSpec) -> Role {
 pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> Result<UpReport> {
     rt.ping().await?;
     let existing = containers(rt, lab).await?;
+    let t = &pin_port(t, &existing);
     check_port(t.port, &existing)?;
     images::check_present(rt).await?;
     let secrets = ensure_network(rt, lab).await?;

@@ -11,6 +11,7 @@
 use crate::cli::{Cli, Command};
 use crate::error::Result;
 
+pub mod chaos;
 pub mod fault;
 pub mod images;
 pub mod lab;
@@ -44,6 +45,10 @@ pub enum Report {
         json: bool,
     },
     Fault(crate::faults::Outcome),
+    Chaos {
+        report: Box<crate::chaos::ChaosReport>,
+        json: bool,
+    },
     Healed(Vec<crate::faults::Healed>),
     LessonList(String),
     /// A completion script or a manual page: text made by clap.
@@ -86,6 +91,8 @@ impl Report {
             Report::Load { report, json: true } => format!("{}\n", report.to_json()),
             Report::Load { report, .. } => report.render_text(),
             Report::Fault(o) => o.to_string(),
+            Report::Chaos { report, json: true } => json(report),
+            Report::Chaos { report, .. } => report.render_text(),
             Report::Healed(done) if done.is_empty() => "nothing to heal: no fault found\n".into(),
             Report::Healed(done) => done.iter().map(|d| format!("healed {d}\n")).collect(),
             Report::LessonList(text) | Report::Text(text) => text.clone(),
@@ -130,6 +137,7 @@ pub async fn execute(cli: Cli) -> Result<Report> {
         Command::Resume(t) => fault::run(lab, fault::Fault::Resume(t.name)).await,
         Command::Partition(t) => fault::run(lab, fault::Fault::Partition(t.name)).await,
         Command::Slow(a) => fault::run(lab, fault::Fault::Slow(a)).await,
+        Command::Chaos(a) => chaos::run(lab, a).await,
         Command::Blackhole(a) => {
             fault::run(lab, fault::Fault::Break(crate::faults::Break::Blackhole, a)).await
         }
