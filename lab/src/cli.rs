@@ -159,6 +159,19 @@ pub enum Command {
     )]
     Chaos(ChaosArgs),
 
+    /// Find the lab's single points of failure: crash each part in turn
+    /// under a light load and see whether the site recovers without it.
+    ///
+    /// Each part is crashed, the lab gets a recovery window to work around
+    /// the loss, then the share of successful requests is measured and
+    /// compared with the share before the crash; well below it, the part is
+    /// a single point of failure. Every part is
+    /// started again afterwards, also on Ctrl-C. Takes about 30 s per part.
+    #[command(
+        after_help = "Examples:\n  lab spof\n  lab spof --window 20s --threshold 0.95 --json > spof.json"
+    )]
+    Spof(SpofArgs),
+
     /// Make a replica apply changes late (replication lag), or stop it.
     #[command(after_help = "Examples:\n  lab lag db-replica-1 3s\n  lab lag db-replica-1 --off")]
     Lag(LagArgs),
@@ -427,6 +440,23 @@ pub struct SlowArgs {
     /// Pass each connection's close on this much later, e.g. 2s (the proxy only).
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration, conflicts_with = "netem")]
     pub slow_close: Option<std::time::Duration>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SpofArgs {
+    /// Time the lab gets to work around a lost part before it is judged.
+    #[arg(long, value_name = "D", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub window: std::time::Duration,
+    /// Time over which the success rate is measured after the window.
+    #[arg(long, value_name = "D", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub measure: std::time::Duration,
+    /// A part is a single point of failure when, without it, requests succeed
+    /// less than this share as often as before its loss.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.9)]
+    pub threshold: f64,
+    /// Print the report as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]

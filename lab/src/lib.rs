@@ -29,6 +29,7 @@ pub mod proxy_admin;
 pub mod roles;
 pub mod runtime;
 pub mod secrets;
+pub mod spof;
 pub mod status;
 pub mod telemetry;
 pub mod topology;

@@ -17,6 +17,7 @@ pub mod images;
 pub mod lab;
 pub mod lesson;
 pub mod load;
+pub mod spof;
 
 /// What a command did.
 pub enum Report {
@@ -47,6 +48,10 @@ pub enum Report {
     Fault(crate::faults::Outcome),
     Chaos {
         report: Box<crate::chaos::ChaosReport>,
+        json: bool,
+    },
+    Spof {
+        report: crate::spof::SpofReport,
         json: bool,
     },
     Healed(Vec<crate::faults::Healed>),
@@ -93,6 +98,8 @@ impl Report {
             Report::Fault(o) => o.to_string(),
             Report::Chaos { report, json: true } => json(report),
             Report::Chaos { report, .. } => report.render_text(),
+            Report::Spof { report, json: true } => json(report),
+            Report::Spof { report, .. } => report.render_text(),
             Report::Healed(done) if done.is_empty() => "nothing to heal: no fault found\n".into(),
             Report::Healed(done) => done.iter().map(|d| format!("healed {d}\n")).collect(),
             Report::LessonList(text) | Report::Text(text) => text.clone(),
@@ -138,6 +145,7 @@ pub async fn execute(cli: Cli) -> Result<Report> {
         Command::Partition(t) => fault::run(lab, fault::Fault::Partition(t.name)).await,
         Command::Slow(a) => fault::run(lab, fault::Fault::Slow(a)).await,
         Command::Chaos(a) => chaos::run(lab, a).await,
+        Command::Spof(a) => spof::run(lab, a).await,
         Command::Blackhole(a) => {
             fault::run(lab, fault::Fault::Break(crate::faults::Break::Blackhole, a)).await
         }
