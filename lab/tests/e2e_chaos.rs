@@ -111,3 +111,35 @@ fn chaos_replays_its_seed_and_heals_everything() {
     );
     assert!(faults_left(&lab).is_empty(), "{:?}", faults_left(&lab));
 }
+
+#[test]
+fn spof_names_the_parts_a_small_lab_cannot_lose() {
+    if !docker_ready() {
+        return;
+    }
+    // One balancer, one server, one database and a Redis the lab does not
+    // use (sessions in memory, cache off).
+    let lab = TestLab::new("e2e-spof");
+    lab.ok(&["up", "--servers", "1", "--replicas", "0", "--port", "0"]);
+    let out = lab.ok(&["spof", "--window", "5s", "--measure", "3s", "--json"]);
+    let report: Value = serde_json::from_str(&out).expect("spof --json is JSON");
+    let spofs: Vec<&str> = report["spofs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(spofs, ["db-primary", "lb-1", "server-1"], "{report}");
+    let redis = report["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["service"] == "redis")
+        .unwrap();
+    assert_eq!(redis["spof"], false, "{redis}");
+    // Every part was started again.
+    assert!(faults_left(&lab).is_empty(), "{:?}", faults_left(&lab));
+    for s in lab.status()["services"].as_array().unwrap() {
+        assert_eq!(s["state"], "running", "{s}");
+    }
+}
