@@ -54,7 +54,7 @@ unit:
 # Integration tests start real Redis and PostgreSQL from Debian's packages;
 # end-to-end tests start real labs in Docker from the images built above.
 test: host-test images lint
-	$(CARGO) test --workspace --no-fail-fast
+	CARGO=$(CARGO) scripts/test.sh
 
 bench: host-bench images
 	bash bench/run.sh
