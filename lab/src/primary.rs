@@ -109,14 +109,14 @@ pub async fn view_of(rt: &dyn Runtime, c: &ContainerInfo) -> NodeView {
             timeline: None,
         };
     }
-    // A replica's own timeline is the one it replays; the checkpoint's is
-    // the one it was on when it last wrote to disk, which lags after a
-    // promotion: take the larger of the two a replica can know.
+    // The last checkpoint's timeline lags after a promotion (no checkpoint
+    // yet): a primary's own is in the name of the WAL file it writes now
+    // (its first 8 hex digits); a replica's is the one it receives.
     let sql = "SELECT pg_is_in_recovery(), \
                CASE WHEN pg_is_in_recovery() THEN \
                GREATEST((pg_control_checkpoint()).timeline_id, \
                COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), 0)) \
-               ELSE (pg_control_checkpoint()).timeline_id END";
+               ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END";
     let out = rt
         .exec(
             &c.name,
