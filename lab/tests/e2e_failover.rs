@@ -141,11 +141,23 @@ async fn three_nodes_fail_over_and_the_old_primary_rejoins() {
 
     // The old primary rejoins as a replica, on the new timeline.
     lab.ok(&["start", &first]);
-    let st = whole(&lab, Duration::from_secs(90)).await;
-    let nodes = db_nodes(&st);
-    let old = nodes.iter().find(|(n, _, _)| *n == first).unwrap();
-    assert_eq!(old.1, "replica");
-    assert!(old.2.unwrap_or(0) >= 2, "timeline moved: {nodes:?}");
+    whole(&lab, Duration::from_secs(90)).await;
+    // It says so once it streams from the new primary.
+    eventually(
+        Duration::from_secs(60),
+        "the old primary, a replica on the new timeline",
+        || {
+            let st = lab.status();
+            let first = first.clone();
+            async move {
+                db_nodes(&st)
+                    .iter()
+                    .any(|(n, r, t)| *n == first && r == "replica" && t.unwrap_or(0) >= 2)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 
     // A planned switchover, then a chosen promotion.
     let out = lab.ok(&["failover"]);
