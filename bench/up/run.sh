@@ -5,7 +5,7 @@
 #   ROUNDS=9 SETTLE=10 bench/up/run.sh
 #
 # (a) Time from the command's start to every container healthy, default
-#     topology (lb-1, server-1..3, redis, db-primary, db-replica-1), images
+#     topology (lb-1, server-1..3, redis, db-1, db-2), images
 #     already built. `lab up` waits for health itself; docker-compose 1.29 has
 #     no `up --wait`, so after `docker-compose up -d` this script polls the
 #     project's containers every 250 ms until all are healthy, which is what

@@ -19,7 +19,7 @@ from collections import defaultdict
 UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
          "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9}
 SYSTEMS = ("lab", "compose")
-ORDER = ["lb-1", "server-1", "server-2", "server-3", "redis", "db-primary", "db-replica-1"]
+ORDER = ["lb-1", "server-1", "server-2", "server-3", "redis", "db-1", "db-2"]
 MEM_TARGET_MB = 300  # the default lab at rest, in MB (10^6 bytes)
 
 

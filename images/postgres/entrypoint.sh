@@ -1,5 +1,5 @@
 #!/bin/bash
-# The lab's PostgreSQL: one image, two roles, chosen by $ROLE.
+# The lab's PostgreSQL without a manager: one image, two roles, chosen by $ROLE.
 #
 #   primary  first start: initdb, allow replication connections, then run.
 #   replica  first start: copy the primary with pg_basebackup through a
@@ -15,6 +15,12 @@
 # primary's WAL through its own proxy link ($WAL_HOST:$WAL_PORT), so the
 # replication link can be slowed or cut apart from everything else.
 set -euo pipefail
+
+# With a failover manager (3 or more database nodes), Patroni runs
+# PostgreSQL: see lab-postgres-ha (patroni-entrypoint.sh).
+if [ "${DB_MANAGER:-}" = patroni ]; then
+  exec /usr/local/bin/lab-postgres-ha
+fi
 
 PGBIN=/usr/lib/postgresql/15/bin
 PGDATA=${PGDATA:-/var/lib/postgresql/data}

@@ -23,6 +23,9 @@
 #   DB_TTL DB_LOOP_WAIT DB_RETRY_TIMEOUT   Patroni's timings, seconds (5 1 2)
 #   DB_MAX_LAG_ON_FAILOVER                 bytes (1048576)
 #   ETCD_HEARTBEAT_MS ETCD_ELECTION_MS     etcd's timings (100 1000)
+#   PG_LISTEN PG_CONNECT_ADDRESS           PostgreSQL's address, and the one
+#                         replicas use (0.0.0.0:5432, NODE:5432)
+#   FAULTPROXY_LINKS      when set, the lab's fault proxy runs in front
 #
 # Failover on/off is not set here: Patroni's pause (failover off) is part of
 # the cluster's dynamic configuration, and a paused cluster never bootstraps,
@@ -46,6 +49,13 @@ export DB_TTL=${DB_TTL:-5} DB_LOOP_WAIT=${DB_LOOP_WAIT:-1} DB_RETRY_TIMEOUT=${DB
 export DB_MAX_LAG_ON_FAILOVER=${DB_MAX_LAG_ON_FAILOVER:-1048576}
 export PATRONI_LOG_LEVEL=${PATRONI_LOG_LEVEL:-INFO}
 export PATRONI_CONFIG=/run/lab/patroni.yml
+# Where PostgreSQL listens, and the address other nodes use for replication
+# and pg_rewind. The lab puts its fault proxy in front of both
+# (FAULTPROXY_LINKS): PostgreSQL on 127.0.0.1:15432, clients on :5432,
+# replication on :5433, so a fault on the replication link leaves the
+# clients' link alone.
+export PG_LISTEN=${PG_LISTEN:-0.0.0.0:5432}
+export PG_CONNECT_ADDRESS=${PG_CONNECT_ADDRESS:-$NODE_NAME:5432}
 
 say() { echo "lab-postgres-ha: $*" >&2; }
 fail() { say "$*"; exit 1; }
@@ -94,6 +104,10 @@ stop() {
   exit "${1:-0}"
 }
 trap stop TERM INT
+
+if [ -n "${FAULTPROXY_LINKS:-}" ]; then
+  setpriv --reuid=postgres --regid=postgres --init-groups /usr/local/bin/lab-faultproxy &
+fi
 
 if $member; then
   # snapshot-count and compaction bound the history etcd keeps: Patroni writes a

@@ -406,7 +406,7 @@ mod tests {
     fn lab() -> Vec<Victim> {
         vec![
             Victim {
-                service: "db-replica-1".into(),
+                service: "db-2".into(),
                 faults: ChaosFault::ALL.to_vec(),
             },
             Victim {

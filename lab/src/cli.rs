@@ -61,7 +61,7 @@ pub enum Command {
 
     /// Create the lab, or bring a running lab in line with new settings.
     #[command(
-        after_help = "Examples:\n  lab up\n  lab up --servers 2 --sessions redis --port 0\n  lab up -f lab.toml --replicas 2   # flags win over the file\n  lab up --preset stateless         # redis sessions and retries\n  lab up --health-interval 1s --health-fall 3 --passive off   # the course's 3-second window\n\nPresets: naive (the default), single, sticky, stateless, cached, full."
+        after_help = "Examples:\n  lab up\n  lab up --servers 2 --sessions redis --port 0\n  lab up -f lab.toml --replicas 2   # flags win over the file\n  lab up --preset stateless         # redis sessions and retries\n  lab up --health-interval 1s --health-fall 3 --passive off   # the course's 3-second window\n  lab up --replicas 2               # 3 database nodes: automatic failover (--failover off to compare)\n\nPresets: naive (the default), single, sticky, stateless, cached, full."
     )]
     Up(UpArgs),
 
@@ -82,7 +82,9 @@ pub enum Command {
     Down,
 
     /// Print a service's logs.
-    #[command(after_help = "Examples:\n  lab logs server-1\n  lab logs db-replica-1 --follow")]
+    #[command(
+        after_help = "Examples:\n  lab logs server-1\n  lab logs db-2 --follow\n  lab logs primary          # whichever node is primary now"
+    )]
     Logs(LogsArgs),
 
     /// Drive load through the balancer and show what users suffer.
@@ -90,7 +92,7 @@ pub enum Command {
 
     /// Kill a service with SIGKILL, the way a machine dies.
     #[command(
-        after_help = "Example:\n  lab crash server-1      # then watch `lab load` in another terminal"
+        after_help = "Examples:\n  lab crash server-1      # then watch `lab load` in another terminal\n  lab crash primary       # the database node that is primary now"
     )]
     Crash(Target),
 
@@ -103,7 +105,7 @@ pub enum Command {
     Start(Target),
 
     /// Stop a service gracefully, then start it again.
-    #[command(after_help = "Example:\n  lab restart db-replica-1")]
+    #[command(after_help = "Example:\n  lab restart db-2")]
     Restart(Target),
 
     /// Freeze a service: connections stay open, nothing answers (a hung process).
@@ -115,7 +117,7 @@ pub enum Command {
     Resume(Target),
 
     /// Cut a service off the lab network.
-    #[command(after_help = "Example:\n  lab partition db-replica-1\n  lab heal db-replica-1")]
+    #[command(after_help = "Example:\n  lab partition db-2\n  lab heal db-2")]
     Partition(Target),
 
     /// Undo faults: reconnect, resume, start, remove slow links, end lag.
@@ -128,7 +130,7 @@ pub enum Command {
     /// every kernel; --netem uses the kernel's tc netem instead (where the
     /// kernel has it), which can also drop packets.
     #[command(
-        after_help = "Examples:\n  lab slow server-2 --latency 200ms              # what the balancer sees of server-2\n  lab slow db-primary --latency 50ms --jitter 10ms  # the database as the servers see it\n  lab slow db-replica-1 --link wal --latency 2s  # the replica's WAL arrives late\n  lab slow redis --latency 0ms --bandwidth 1mbit\n  lab slow server-1 --latency 100ms --netem --loss 1%\n  lab heal server-2"
+        after_help = "Examples:\n  lab slow server-2 --latency 200ms              # what the balancer sees of server-2\n  lab slow primary --latency 50ms --jitter 10ms  # the database as the servers see it\n  lab slow db-2 --link wal --latency 2s  # the replica's WAL arrives late\n  lab slow redis --latency 0ms --bandwidth 1mbit\n  lab slow server-1 --latency 100ms --netem --loss 1%\n  lab heal server-2"
     )]
     Slow(SlowArgs),
 
@@ -137,7 +139,7 @@ pub enum Command {
     /// Through the service's fault proxy: a hung network, unlike `lab pause`,
     /// which hangs the process. `lab heal NAME` ends it.
     #[command(
-        after_help = "Examples:\n  lab blackhole server-2            # requests to server-2 hang until the balancer gives up\n  lab blackhole db-replica-1 --link wal   # the replica hears nothing more from the primary\n  lab heal server-2"
+        after_help = "Examples:\n  lab blackhole server-2            # requests to server-2 hang until the balancer gives up\n  lab blackhole db-2 --link wal           # cut a database node's replication link\n  lab heal server-2"
     )]
     Blackhole(LinkArgs),
 
@@ -173,7 +175,7 @@ pub enum Command {
     Spof(SpofArgs),
 
     /// Make a replica apply changes late (replication lag), or stop it.
-    #[command(after_help = "Examples:\n  lab lag db-replica-1 3s\n  lab lag db-replica-1 --off")]
+    #[command(after_help = "Examples:\n  lab lag db-2 3s\n  lab lag db-2 --off")]
     Lag(LagArgs),
 
     /// Switch replication between asynchronous and synchronous, live.
@@ -182,13 +184,28 @@ pub enum Command {
     )]
     Replication(ReplicationArgs),
 
+    /// A planned switchover: the primary hands over to the healthiest replica.
+    ///
+    /// Done by the failover manager (Patroni), so it needs 3 database nodes
+    /// (lab up --replicas 2).
+    #[command(
+        after_help = "Example:\n  lab failover      # then `lab status`: another node is primary, on a new timeline"
+    )]
+    Failover,
+
+    /// Make this database node the primary (a manual failover, by Patroni).
+    #[command(
+        after_help = "Examples:\n  lab promote db-3\n  lab crash primary && lab promote db-2   # choose the new primary yourself"
+    )]
+    Promote(Target),
+
     /// Add or remove servers on a running lab; the balancer follows live.
     #[command(subcommand, after_help = "Example:\n  lab scale servers 5")]
     Scale(ScaleCommand),
 
     /// Change a service's CPU and memory limits live (vertical scaling).
     #[command(
-        after_help = "Examples:\n  lab resize server-1 --cpus 0.5\n  lab resize db-primary --cpus 2 --memory 1g"
+        after_help = "Examples:\n  lab resize server-1 --cpus 0.5\n  lab resize primary --cpus 2 --memory 1g"
     )]
     Resize(ResizeArgs),
 
@@ -282,12 +299,16 @@ pub struct UpArgs {
     /// Cache-aside for product reads in Redis.
     #[arg(long, value_enum, value_name = "on|off")]
     pub cache: Option<Toggle>,
-    /// Streaming replicas of db-primary (0..=3).
+    /// Streaming replicas of the primary (0..=3): database nodes db-1 ... db-(1+M).
     #[arg(long, value_name = "M")]
     pub replicas: Option<u32>,
     /// Whether a commit waits for the replicas.
     #[arg(long, value_enum)]
     pub replication: Option<Replication>,
+    /// Automatic failover of the primary (Patroni with etcd on every
+    /// database node); needs --replicas 2 or more, and is on there by default.
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub failover: Option<Toggle>,
     /// Where the app sends reads of balances.
     #[arg(long, value_enum)]
     pub reads: Option<Reads>,
@@ -337,6 +358,7 @@ impl UpArgs {
             cache: self.cache,
             replicas: self.replicas,
             replication: self.replication,
+            failover: self.failover,
             reads: self.reads,
             port: self.port,
             health_interval: text(self.health_interval),
@@ -397,7 +419,8 @@ pub enum LessonCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// A service name as `lab status` shows it, e.g. server-1.
+    /// A service name as `lab status` shows it, e.g. server-1, or `primary`
+    /// for the database node that is primary now.
     pub name: String,
 }
 
@@ -529,7 +552,7 @@ fn parse_direction(s: &str) -> Result<lab_contract::faultproxy::Direction, Strin
 
 #[derive(Args, Debug, Clone)]
 pub struct LagArgs {
-    /// A replica, e.g. db-replica-1.
+    /// A database node that is a replica now, e.g. db-2.
     pub name: String,
     /// How late it applies each change, e.g. 3s.
     #[arg(value_name = "DELAY", value_parser = humantime::parse_duration, required_unless_present = "off", conflicts_with = "off")]

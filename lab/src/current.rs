@@ -4,7 +4,7 @@
 //! (`scale`, `set`) start from what runs: each container carries, as a
 //! label, the topology it was made for, and each knob is read from the
 //! service that owns it — counts from the containers that exist, sessions
-//! and cache from a server, replication from the primary, strategy and
+//! and cache from a server, replication from the database nodes, strategy and
 //! retries live from the balancer.
 
 use crate::error::Result;
@@ -36,18 +36,20 @@ pub async fn current(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<To
     let base = all.iter().find_map(made_for).unwrap_or_default();
     let from = |role: Role| of_role(&all, role).first().and_then(|c| made_for(c));
     let server = from(Role::Server).unwrap_or_else(|| base.clone());
-    let primary = from(Role::Primary).unwrap_or_else(|| base.clone());
+    // Database settings are the same on every node; db-1 is always there.
+    let primary = from(Role::Database).unwrap_or_else(|| base.clone());
     let balancer = from(Role::Lb).unwrap_or_else(|| base.clone());
     let redis = from(Role::Redis).unwrap_or_else(|| base.clone());
     let mut t = Topology {
         servers: of_role(&all, Role::Server).len().max(1) as u8,
-        replicas: of_role(&all, Role::Replica).len() as u8,
+        replicas: of_role(&all, Role::Database).len().saturating_sub(1) as u8,
         sessions: server.sessions,
         cache: server.cache,
         cache_ttl: server.cache_ttl.clone(),
         reads: server.reads,
         product_query_ms: server.product_query_ms,
         replication: primary.replication,
+        failover: primary.failover,
         lb: balancer.lb,
         retries: balancer.retries,
         port: balancer.port,

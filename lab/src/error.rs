@@ -11,6 +11,8 @@ use crate::lessons::LessonError;
 use crate::live::SetError;
 use crate::load::LoadError;
 use crate::naming::NameError;
+use crate::patroni::PatroniError;
+use crate::primary::PrimaryError;
 use crate::proxy_admin::ProxyError;
 use crate::runtime::RuntimeError;
 use crate::topology::TopologyError;
@@ -29,6 +31,10 @@ pub enum LabError {
     Name(#[from] NameError),
     #[error(transparent)]
     Fault(#[from] FaultError),
+    #[error(transparent)]
+    Primary(#[from] PrimaryError),
+    #[error(transparent)]
+    Patroni(#[from] PatroniError),
     #[error(transparent)]
     Set(#[from] SetError),
     #[error(transparent)]

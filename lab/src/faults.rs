@@ -19,6 +19,7 @@ use crate::error::{LabError, Result};
 use crate::images::Image;
 use crate::lb_admin::LbConnector;
 use crate::naming;
+use crate::primary::DbRole;
 use crate::roles::{self, names, FaultKind};
 use crate::runtime::{labels, ContainerInfo, Runtime, State};
 use crate::status::pg_duration_ms;
@@ -180,6 +181,10 @@ pub enum Event {
         memory: Option<String>,
         cpuset: Option<String>,
     },
+    /// The primary moved (`lab failover`, `lab promote`).
+    Switched(crate::failover::Switched),
+    /// `lab promote` of the node that is primary already.
+    AlreadyPrimary,
 }
 
 /// The outcome of one fault command.
@@ -319,6 +324,17 @@ impl std::fmt::Display for Outcome {
                 f,
                 "replication is now asynchronous: a commit returns as soon as the primary has it.\nWatch: {watch}"
             ),
+            Event::Switched(sw) => writeln!(
+                f,
+                "{} is the primary now{} ({:.1} s until it took writes); the old primary follows it as a replica.\nWatch: {watch}",
+                sw.to,
+                sw.from
+                    .as_ref()
+                    .map(|p| format!(", in place of {p}"))
+                    .unwrap_or_default(),
+                sw.seconds
+            ),
+            Event::AlreadyPrimary => writeln!(f, "{svc} is the primary already."),
             Event::Resized {
                 cpus,
                 memory,
@@ -483,9 +499,12 @@ pub struct Faults<'a> {
 }
 
 impl Faults<'_> {
+    /// A service by name; `primary` is the database node that is primary now.
     async fn find(&self, name: &str) -> Result<ContainerInfo> {
         let all = containers(self.rt, self.lab).await?;
-        Ok(naming::find(self.lab, &all, name)?.clone())
+        Ok(crate::primary::find(self.rt, self.lab, &all, name)
+            .await?
+            .clone())
     }
 
     /// The health-check knobs the lab runs with: every message about how
@@ -499,7 +518,14 @@ impl Faults<'_> {
             .unwrap_or_default()
     }
 
+    /// Asked before the fault: a database node's part decides what breaks.
     async fn after_loss(&self, c: &ContainerInfo) -> String {
+        if role_of(c) == Role::Database && c.state == State::Running {
+            let part = crate::primary::view_of(self.rt, c).await.role;
+            if matches!(part, DbRole::Primary | DbRole::Replica) {
+                return roles::database::after_loss_as(&service_of(c), part == DbRole::Primary);
+            }
+        }
         roles::kind(role_of(c)).after_loss(&service_of(c), &self.health().await)
     }
 
@@ -528,10 +554,15 @@ impl Faults<'_> {
     async fn psql(&self, container: &str, sql: &str) -> Result<String> {
         let args = pg_exec_args(sql);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = self.rt.exec(container, &args).await?;
+        self.run(container, &args).await
+    }
+
+    /// A command inside a container that must succeed.
+    async fn run(&self, container: &str, args: &[&str]) -> Result<String> {
+        let out = self.rt.exec(container, args).await?;
         if out.code != 0 {
             return Err(FaultError::Failed {
-                what: format!("psql on {container}"),
+                what: format!("{} on {container}", args[0]),
                 detail: out.stderr.trim().to_string(),
             }
             .into());
@@ -539,13 +570,36 @@ impl Faults<'_> {
         Ok(out.stdout)
     }
 
+    /// `lab failover`: a planned switchover, done by Patroni.
+    pub async fn failover(&self) -> Result<Outcome> {
+        let sw = crate::failover::switchover(self.rt, self.lab).await?;
+        Ok(Outcome::new(&sw.to.clone(), Event::Switched(sw)).watch(
+            "writes paused for a moment and went on on the new primary; the servers found it by themselves. `lab status` shows each node's part and timeline.".into(),
+        ))
+    }
+
+    /// `lab promote NODE`: a manual failover to that node, done by Patroni.
+    pub async fn promote(&self, name: &str) -> Result<Outcome> {
+        match crate::failover::promote(self.rt, self.lab, name).await? {
+            Some(sw) => Ok(Outcome::new(&sw.to.clone(), Event::Switched(sw)).watch(
+                "a node promoted while it was behind the primary loses what it had not received: `lab load --scenario bank` counts those lost writes.".into(),
+            )),
+            None => {
+                let all = containers(self.rt, self.lab).await?;
+                let c = crate::primary::find(self.rt, self.lab, &all, name).await?;
+                Ok(Outcome::new(&service_of(c), Event::AlreadyPrimary))
+            }
+        }
+    }
+
     pub async fn crash(&self, name: &str) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
         match c.state {
             State::Running | State::Paused | State::Restarting => {
+                let watch = self.after_loss(&c).await;
                 self.rt.kill_container(&c.name, "SIGKILL").await?;
-                Ok(Outcome::new(&svc, Event::Crashed).watch(self.after_loss(&c).await))
+                Ok(Outcome::new(&svc, Event::Crashed).watch(watch))
             }
             state => Ok(Outcome::new(&svc, Event::AlreadyDown { state })),
         }
@@ -557,13 +611,14 @@ impl Faults<'_> {
         if !matches!(c.state, State::Running | State::Paused | State::Restarting) {
             return Ok(Outcome::new(&svc, Event::AlreadyStopped { state: c.state }));
         }
+        let watch = self.after_loss(&c).await;
         if c.state == State::Paused {
             self.rt.unpause_container(&c.name).await?;
         }
         self.rt
             .stop_container(&c.name, Duration::from_secs(10))
             .await?;
-        Ok(Outcome::new(&svc, Event::Stopped).watch(self.after_loss(&c).await))
+        Ok(Outcome::new(&svc, Event::Stopped).watch(watch))
     }
 
     pub async fn start(&self, name: &str) -> Result<Outcome> {
@@ -633,8 +688,9 @@ impl Faults<'_> {
         if !c.networks.contains(&net) {
             return Ok(Outcome::new(&svc, Event::AlreadyPartitioned));
         }
+        let watch = self.after_loss(&c).await;
         self.rt.disconnect_network(&net, &c.name).await?;
-        Ok(Outcome::new(&svc, Event::Partitioned).watch(self.after_loss(&c).await))
+        Ok(Outcome::new(&svc, Event::Partitioned).watch(watch))
     }
 
     /// A slow link. By default through the service's fault proxy (any
@@ -803,7 +859,12 @@ impl Faults<'_> {
     pub async fn lag(&self, name: &str, delay: Option<Duration>) -> Result<Outcome> {
         let c = self.find(name).await?;
         let svc = service_of(&c);
-        self.check_role(&c, FaultKind::Lag, "lag", "replicas (db-replica-N)")?;
+        self.check_role(
+            &c,
+            FaultKind::Lag,
+            "lag",
+            "database nodes that are replicas now",
+        )?;
         if c.state != State::Running {
             return Err(FaultError::NotRunning {
                 name: svc,
@@ -811,6 +872,24 @@ impl Faults<'_> {
             }
             .into());
         }
+        if delay.is_some() {
+            let role = crate::primary::view_of(self.rt, &c).await.role;
+            if role != DbRole::Replica {
+                return Err(crate::primary::PrimaryError::NotAReplica {
+                    verb: "lag",
+                    name: svc,
+                    role,
+                }
+                .into());
+            }
+        }
+        self.set_lag(&c, delay).await
+    }
+
+    /// Sets or ends a node's replay delay, whatever its part now (heal ends
+    /// the delay of a replica that was promoted since).
+    async fn set_lag(&self, c: &ContainerInfo, delay: Option<Duration>) -> Result<Outcome> {
+        let svc = service_of(c);
         match delay {
             Some(d) => {
                 if d.is_zero() || d > Duration::from_secs(3600) {
@@ -821,15 +900,30 @@ impl Faults<'_> {
                     }
                     .into());
                 }
-                self.psql(
-                    &c.name,
-                    &format!(
-                        "ALTER SYSTEM SET recovery_min_apply_delay = '{}ms'",
-                        d.as_millis()
-                    ),
-                )
-                .await?;
-                self.psql(&c.name, "SELECT pg_reload_conf()").await?;
+                if roles::database::is_managed(c) {
+                    // Patroni writes PostgreSQL's settings itself: the delay
+                    // goes into this node's own Patroni file.
+                    self.run(
+                        &c.name,
+                        &[
+                            "lab-patroni-config",
+                            "set",
+                            "recovery_min_apply_delay",
+                            &format!("{}ms", d.as_millis()),
+                        ],
+                    )
+                    .await?;
+                } else {
+                    self.psql(
+                        &c.name,
+                        &format!(
+                            "ALTER SYSTEM SET recovery_min_apply_delay = '{}ms'",
+                            d.as_millis()
+                        ),
+                    )
+                    .await?;
+                    self.psql(&c.name, "SELECT pg_reload_conf()").await?;
+                }
                 Ok(Outcome::new(
                     &svc,
                     Event::Lagging {
@@ -839,9 +933,17 @@ impl Faults<'_> {
                 .watch("with reads on the replicas, a balance read right after a deposit is stale (lab load --scenario bank counts these); `lab status` shows the replay lag.".into()))
             }
             None => {
-                self.psql(&c.name, "ALTER SYSTEM RESET recovery_min_apply_delay")
+                if roles::database::is_managed(c) {
+                    self.run(
+                        &c.name,
+                        &["lab-patroni-config", "unset", "recovery_min_apply_delay"],
+                    )
                     .await?;
-                self.psql(&c.name, "SELECT pg_reload_conf()").await?;
+                } else {
+                    self.psql(&c.name, "ALTER SYSTEM RESET recovery_min_apply_delay")
+                        .await?;
+                    self.psql(&c.name, "SELECT pg_reload_conf()").await?;
+                }
                 Ok(Outcome::new(&svc, Event::LagEnded))
             }
         }
@@ -851,20 +953,31 @@ impl Faults<'_> {
     pub async fn replication(&self, mode: Replication) -> Result<Outcome> {
         let sync = mode == Replication::Sync;
         let all = containers(self.rt, self.lab).await?;
-        let primary = naming::find(self.lab, &all, names::PRIMARY)?;
-        let mut replicas: Vec<String> = all
-            .iter()
-            .filter(|c| role_of(c) == Role::Replica)
+        let primary = crate::primary::find(self.rt, self.lab, &all, names::PRIMARY_ALIAS).await?;
+        let replicas: Vec<String> = crate::primary::nodes(&all)
+            .into_iter()
+            .filter(|c| c.name != primary.name)
             .map(service_of)
             .collect();
-        replicas.sort_by_key(|r| naming::natural_key(r));
         if sync && replicas.is_empty() {
             return Err(LabError::Topology(
                 crate::topology::TopologyError::SyncWithoutReplicas,
             ));
         }
+        if roles::database::is_managed(primary) {
+            // Patroni owns these settings cluster-wide and names the
+            // synchronous standby itself.
+            let p = crate::failover::manager(&all).await?;
+            p.patch_config(&crate::patroni::replication_patch(sync))
+                .await?;
+            return Ok(Outcome::new("", Event::Replication { mode, replicas }).watch(if sync {
+                "no acknowledged write can be lost on a failover, slower writes, and with no replica able to confirm, writes wait.".into()
+            } else {
+                "fast writes; a failover to a replica that was behind loses the writes it had not received.".into()
+            }));
+        }
         if sync {
-            let names = crate::roles::database::sync_standby_names(replicas.len() as u8);
+            let names = crate::roles::database::sync_standby_names(&replicas);
             self.psql(
                 &primary.name,
                 &format!(
@@ -1033,7 +1146,7 @@ impl Faults<'_> {
                 .ok()
                 .and_then(|s| pg_duration_ms(&s));
             if delay.is_some_and(|d| d > 0) {
-                self.lag(&svc, None).await?;
+                self.set_lag(c, None).await?;
                 mended(Mended::LagEnded);
             }
         }
@@ -1238,7 +1351,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("lag applies to replicas") && err.contains("server-1 is a server"),
+            err.contains("lag applies to database nodes that are replicas now")
+                && err.contains("server-1 is a server"),
             "{err}"
         );
         let err = f
@@ -1260,28 +1374,23 @@ mod tests {
         let (rt, lb) = lab().await;
         let f = faults(&rt, &lb);
         assert!(f
-            .partition("db-replica-1")
+            .partition("db-2")
             .await
             .unwrap()
             .to_string()
             .contains("cut off"));
         assert!(f
-            .partition("db-replica-1")
+            .partition("db-2")
             .await
             .unwrap()
             .to_string()
             .contains("already"));
-        assert!(rt
-            .calls()
-            .contains(&"disconnect f-net f-db-replica-1".to_string()));
+        assert!(rt.calls().contains(&"disconnect f-net f-db-2".to_string()));
         assert_eq!(
-            text(&f.heal("db-replica-1").await.unwrap()),
-            ["db-replica-1: reconnected to the lab network"]
+            text(&f.heal("db-2").await.unwrap()),
+            ["db-2: reconnected to the lab network"]
         );
-        assert_eq!(
-            text(&f.heal("db-replica-1").await.unwrap()),
-            Vec::<String>::new()
-        );
+        assert_eq!(text(&f.heal("db-2").await.unwrap()), Vec::<String>::new());
     }
 
     #[tokio::test]

@@ -24,6 +24,9 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 const PACKAGES: &str = include_str!("../../images/base/packages.txt");
 const POSTGRES_ENTRYPOINT: &str = include_str!("../../images/postgres/entrypoint.sh");
+const POSTGRES_HA_ENTRYPOINT: &str = include_str!("../../images/postgres/patroni-entrypoint.sh");
+const PATRONI_CONFIG_TOOL: &str = include_str!("../../images/postgres/lab-patroni-config");
+const PATRONI_TEMPLATE: &str = include_str!("../../images/postgres/patroni.yml.tmpl");
 const REDIS_ENTRYPOINT: &str = include_str!("../../images/redis/entrypoint.sh");
 const APP_ENTRYPOINT: &str = include_str!("../../images/app/entrypoint.sh");
 /// Overrides the version part of every image tag (see [`Image::tag`]).
@@ -314,11 +317,30 @@ fn context_for(image: Image, opts: &BuildOptions) -> Result<Context, ImageError>
         ))
         .add(FAULTPROXY, read_bin(FAULTPROXY)?, 0o755)
         .add("entrypoint.sh", REDIS_ENTRYPOINT.as_bytes().to_vec(), 0o755),
+        // One image for both ways of running a node: entrypoint.sh hands over
+        // to lab-postgres-ha (Patroni and etcd, from the base image's
+        // packages) when the CLI sets DB_MANAGER. SIGINT is PostgreSQL's fast
+        // shutdown, and lab-postgres-ha turns it into Patroni's TERM.
         Image::Postgres => Context::new(format!(
-            "FROM {base}\nCOPY {FAULTPROXY} /usr/local/bin/\nCOPY entrypoint.sh /usr/local/bin/lab-postgres\n#LABELS#\nENV PGDATA=/var/lib/postgresql/data\nEXPOSE 5432\nSTOPSIGNAL SIGINT\nENTRYPOINT [\"/usr/local/bin/lab-postgres\"]\n"
+            "FROM {base}\nCOPY {FAULTPROXY} lab-patroni-config /usr/local/bin/\nCOPY entrypoint.sh /usr/local/bin/lab-postgres\nCOPY patroni-entrypoint.sh /usr/local/bin/lab-postgres-ha\nCOPY patroni.yml.tmpl /etc/lab/patroni.yml.tmpl\n#LABELS#\nENV PGDATA=/var/lib/postgresql/data DB_STATE_DIR=/var/lib/postgresql\nEXPOSE 5432 8008\nSTOPSIGNAL SIGINT\nENTRYPOINT [\"/usr/local/bin/lab-postgres\"]\n"
         ))
         .add(FAULTPROXY, read_bin(FAULTPROXY)?, 0o755)
-        .add("entrypoint.sh", POSTGRES_ENTRYPOINT.as_bytes().to_vec(), 0o755),
+        .add("entrypoint.sh", POSTGRES_ENTRYPOINT.as_bytes().to_vec(), 0o755)
+        .add(
+            "patroni-entrypoint.sh",
+            POSTGRES_HA_ENTRYPOINT.as_bytes().to_vec(),
+            0o755,
+        )
+        .add(
+            "lab-patroni-config",
+            PATRONI_CONFIG_TOOL.as_bytes().to_vec(),
+            0o755,
+        )
+        .add(
+            "patroni.yml.tmpl",
+            PATRONI_TEMPLATE.as_bytes().to_vec(),
+            0o644,
+        ),
         Image::Base => unreachable!("the base is built from mmdebstrap's output"),
     })
 }

@@ -1,10 +1,10 @@
-//! `lab logs NAME`: a service's output, found by its short name.
+//! `lab logs NAME`: a service's output, found by its short name (or
+//! `primary`, the database node that is primary now).
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::Result;
-use crate::naming;
 use crate::runtime::Runtime;
 use crate::up::containers;
 
@@ -17,7 +17,7 @@ pub async fn logs(
 ) -> Result<()> {
     rt.ping().await?;
     let all = containers(rt, lab).await?;
-    let c = naming::find(lab, &all, name)?;
+    let c = crate::primary::find(rt, lab, &all, name).await?;
     let mut s = rt.logs(&c.name, follow, tail).await?;
     let mut out = tokio::io::stdout();
     loop {

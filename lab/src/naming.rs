@@ -92,19 +92,9 @@ mod tests {
 
     #[test]
     fn typos_get_a_suggestion() {
-        let valid = [
-            "server-1",
-            "server-2",
-            "db-primary",
-            "db-replica-1",
-            "lb-1",
-            "redis",
-        ];
+        let valid = ["server-1", "server-2", "db-1", "db-2", "lb-1", "redis"];
         assert_eq!(did_you_mean("sever-1", valid), Some("server-1".into()));
-        assert_eq!(
-            did_you_mean("db-replica1", valid),
-            Some("db-replica-1".into())
-        );
+        assert_eq!(did_you_mean("db2", valid), Some("db-2".into()));
         assert_eq!(did_you_mean("rediss", valid), Some("redis".into()));
         assert_eq!(did_you_mean("kafka", valid), None);
     }

@@ -252,7 +252,7 @@ mod tests {
         assert_eq!(s1.env["SESSION_STORE"], "redis");
         assert_eq!(s1.env["READS"], "replicas");
         assert_eq!(s1.env["REPLICA_URLS"].split(',').count(), 2);
-        assert!(s1.env["DATABASE_URL"].starts_with("postgres://postgres:pw@db-primary:5432/"));
+        assert!(s1.env["DATABASE_URL"].starts_with("postgres://postgres:pw@db-1:5432/"));
     }
 
     #[test]
@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(
             actions[0],
             Action::Start {
-                service: "db-primary".into()
+                service: "db-1".into()
             }
         );
     }
@@ -332,15 +332,15 @@ mod tests {
     #[test]
     fn sync_replication_waits_for_every_replica() {
         assert_eq!(
-            sync_standby_names(2),
-            "FIRST 2 (\"db-replica-1\", \"db-replica-2\")"
+            sync_standby_names(&["db-2".into(), "db-3".into()]),
+            "FIRST 2 (\"db-2\", \"db-3\")"
         );
         let t = Topology {
             replication: Replication::Sync,
             ..Topology::default()
         };
         let specs = desired("lab", &t, &secrets());
-        let p = specs.iter().find(|s| s.alias == "db-primary").unwrap();
+        let p = specs.iter().find(|s| s.alias == "db-1").unwrap();
         assert_eq!(p.env["SYNCHRONOUS_COMMIT"], "remote_apply");
     }
 

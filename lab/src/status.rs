@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::lb_admin::{BalancerView, LbConnector, ServerState};
 use crate::naming::{self, natural_key};
+use crate::primary::DbRole;
 use crate::runtime::{labels, ContainerInfo, Health, Runtime, State};
 use crate::topology::{Role, Strategy};
 use crate::up::{admin_addr, containers, entrypoint};
@@ -130,6 +131,13 @@ pub struct ReplicationInfo {
 pub struct ServiceStatus {
     pub name: String,
     pub role: Role,
+    /// A database node's part now: primary or replica (it moves on a
+    /// failover; the name does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_role: Option<DbRole>,
+    /// A database node's PostgreSQL timeline (one more per promotion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u64>,
     pub state: State,
     pub health: Health,
     pub ports: BTreeMap<String, String>,
@@ -162,6 +170,9 @@ pub struct StatusReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balancer: Option<BalancerSettings>,
     pub services: Vec<ServiceStatus>,
+    /// Whether the database fails over by itself, and why (not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::failover::Availability>,
 }
 
 async fn psql(rt: &dyn Runtime, container: &str, sql: &str) -> Option<String> {
@@ -233,22 +244,29 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
         Some(a) => lb(&a).view().await.ok(),
         None => None,
     };
-    let primary = all
-        .iter()
-        .find(|c| {
-            c.label(labels::ROLE) == Some(Role::Primary.as_str()) && c.state == State::Running
-        })
-        .map(|c| c.name.clone());
-    let repl = match &primary {
-        Some(p) => replication_rows(rt, p).await,
+    let db = crate::primary::views(rt, &all).await;
+    let primary_svc = crate::primary::choose(lab, &db).ok();
+    let running_primary = primary_svc
+        .as_ref()
+        .filter(|p| db.get(*p).is_some_and(|v| v.role == DbRole::Primary));
+    let repl = match running_primary {
+        Some(p) => replication_rows(rt, &naming::container(lab, p)).await,
         None => BTreeMap::new(),
     };
     let network = naming::network(lab);
-    let services = futures::future::join_all(
-        all.iter()
-            .map(|c| service_status(rt, c, &network, view.as_ref(), &repl)),
-    )
+    let services = futures::future::join_all(all.iter().map(|c| {
+        service_status(
+            rt,
+            c,
+            &network,
+            view.as_ref(),
+            &repl,
+            &db,
+            primary_svc.as_deref(),
+        )
+    }))
     .await;
+    let failover = crate::failover::availability_of(lab, &all).await;
     Ok(StatusReport {
         lab: lab.to_string(),
         entrypoint: entrypoint(&all),
@@ -257,6 +275,7 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
             retries: v.retries,
         }),
         services,
+        failover,
     })
 }
 
@@ -270,6 +289,8 @@ async fn service_status(
     network: &str,
     view: Option<&BalancerView>,
     repl: &BTreeMap<String, (SyncState, u64)>,
+    db: &BTreeMap<String, crate::primary::NodeView>,
+    primary: Option<&str>,
 ) -> ServiceStatus {
     let name = c.label(labels::SERVICE).unwrap_or(&c.name).to_string();
     let role = c
@@ -296,7 +317,9 @@ async fn service_status(
         }
     }
     let mut replication = None;
-    if role == Role::Replica {
+    let node = db.get(&name);
+    // Every database node but the primary is (or will be again) a replica.
+    if node.is_some() && primary != Some(name.as_str()) {
         if c.state == State::Running {
             if let Some(d) = psql(rt, &c.name, "SHOW recovery_min_apply_delay")
                 .await
@@ -335,6 +358,8 @@ async fn service_status(
             reason: s.reason.clone(),
         });
     ServiceStatus {
+        db_role: node.map(|n| n.role),
+        timeline: node.and_then(|n| n.timeline),
         name,
         role,
         state: c.state,
@@ -399,6 +424,9 @@ impl StatusReport {
                     }
                 })
                 .collect();
+            if let Some(t) = s.timeline {
+                notes.push(format!("timeline {t}"));
+            }
             if let Some(r) = &s.replication {
                 notes.push(match r.replay_lag_ms {
                     Some(l) => format!("{} replica, {l} ms behind", r.mode),
@@ -420,7 +448,10 @@ impl StatusReport {
             }
             rows.push([
                 s.name.clone(),
-                s.role.to_string(),
+                match s.db_role {
+                    Some(part) => format!("db {part}"),
+                    None => s.role.to_string(),
+                },
                 s.state.to_string(),
                 s.health.to_string(),
                 ports,
@@ -454,6 +485,9 @@ impl StatusReport {
                 .collect();
             out.push_str(line.join("  ").trim_end());
             out.push('\n');
+        }
+        if let Some(f) = &self.failover {
+            out.push_str(&format!("\n{f}\n"));
         }
         out
     }

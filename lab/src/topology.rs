@@ -17,6 +17,13 @@ use thiserror::Error;
 pub const MAX_SERVERS: u8 = 16;
 pub const MAX_REPLICAS: u8 = 3;
 pub const DEFAULT_PORT: u16 = 8080;
+/// Automatic failover needs 3 database nodes: a majority of 3 survives the
+/// loss of one, a majority of 2 does not (see `failover`).
+pub const MIN_REPLICAS_FOR_FAILOVER: u8 = 2;
+
+fn toggle_off() -> Toggle {
+    Toggle::Off
+}
 
 /// The knobs the CLI shares with the balancer and the app: one spelling
 /// each, defined once in the contract crate.
@@ -127,6 +134,7 @@ pub struct LabFile {
     pub cache_ttl: Option<String>,
     pub replicas: Option<u32>,
     pub replication: Option<Replication>,
+    pub failover: Option<Toggle>,
     pub reads: Option<Reads>,
     pub port: Option<u16>,
     pub product_query_ms: Option<u32>,
@@ -198,6 +206,7 @@ pub fn layer(base: LabFile, top: LabFile) -> LabFile {
         cache_ttl: top.cache_ttl.or(base.cache_ttl),
         replicas: top.replicas.or(base.replicas),
         replication: top.replication.or(base.replication),
+        failover: top.failover.or(base.failover),
         reads: top.reads.or(base.reads),
         port: top.port.or(base.port),
         product_query_ms: top.product_query_ms.or(base.product_query_ms),
@@ -225,6 +234,10 @@ pub struct Topology {
     pub cache_ttl: String,
     pub replicas: u8,
     pub replication: Replication,
+    /// Automatic failover of the primary by a manager (Patroni with etcd);
+    /// needs 3 database nodes. Older labs' labels have none: they had none.
+    #[serde(default = "toggle_off")]
+    pub failover: Toggle,
     pub reads: Reads,
     /// The balancer's loopback port; 0 lets the OS pick.
     pub port: u16,
@@ -249,6 +262,7 @@ impl Default for Topology {
             cache_ttl: "30s".into(),
             replicas: 1,
             replication: Replication::Async,
+            failover: Toggle::Off,
             reads: Reads::Replicas,
             port: DEFAULT_PORT,
             product_query_ms: 50,
@@ -274,6 +288,8 @@ pub enum TopologyError {
     ReadsWithoutReplicas,
     #[error("--replication sync needs at least one replica: add --replicas 1 or use --replication async")]
     SyncWithoutReplicas,
+    #[error("--failover on needs 3 database nodes (--replicas 2): with {nodes}, the manager's consensus loses its majority when either node dies; add --replicas 2 or use --failover off")]
+    FailoverWithoutQuorum { nodes: u8 },
     #[error("invalid {what} {value:?}: {hint}")]
     Value {
         what: &'static str,
@@ -313,6 +329,11 @@ impl Topology {
             cache_ttl: f.cache_ttl.clone().unwrap_or(d.cache_ttl),
             replicas,
             replication: f.replication.unwrap_or(d.replication),
+            // On wherever it can work: a lab with 3 database nodes gets a
+            // manager unless asked not to.
+            failover: f
+                .failover
+                .unwrap_or(Toggle::from_bool(replicas >= MIN_REPLICAS_FOR_FAILOVER)),
             reads: f.reads.unwrap_or(default_reads),
             port: f.port.unwrap_or(d.port),
             product_query_ms: f.product_query_ms.unwrap_or(d.product_query_ms),
@@ -343,6 +364,11 @@ impl Topology {
         }
         if self.replicas == 0 && self.replication == Replication::Sync {
             return Err(TopologyError::SyncWithoutReplicas);
+        }
+        if self.failover.is_on() && self.replicas < MIN_REPLICAS_FOR_FAILOVER {
+            return Err(TopologyError::FailoverWithoutQuorum {
+                nodes: self.replicas + 1,
+            });
         }
         if humantime::parse_duration(&self.cache_ttl).is_err() {
             return Err(TopologyError::Value {
@@ -403,14 +429,19 @@ impl Topology {
         Ok(())
     }
 
+    /// Whether the database nodes run a failover manager.
+    pub fn managed_db(&self) -> bool {
+        self.failover.is_on() && self.replicas >= MIN_REPLICAS_FOR_FAILOVER
+    }
+
     /// Every service of this topology, in start order.
     pub fn services(&self) -> Vec<Service> {
         use crate::roles::names;
-        let mut v = vec![
-            Service::new(names::PRIMARY, Role::Primary),
-            Service::new(names::REDIS, Role::Redis),
-        ];
-        v.extend((1..=self.replicas).map(|i| Service::new(&names::replica(i), Role::Replica)));
+        let mut v: Vec<Service> = names::db_nodes(self.replicas)
+            .iter()
+            .map(|n| Service::new(n, Role::Database))
+            .collect();
+        v.push(Service::new(names::REDIS, Role::Redis));
         v.extend((1..=self.servers).map(|i| Service::new(&names::server(i), Role::Server)));
         v.push(Service::new(names::BALANCER, Role::Lb));
         v
@@ -460,34 +491,28 @@ pub fn parse_memory(s: &str) -> Option<i64> {
     (bytes >= 6 << 20).then_some(bytes)
 }
 
-/// What a service is for; stored as a label so the CLI can tell a replica
-/// from a server without parsing names.
+/// What a service is for; stored as a label so the CLI can tell a database
+/// node from a server without parsing names.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Lb,
     Server,
     Redis,
-    Primary,
-    Replica,
+    /// A database node (db-N): primary or replica, which can change while
+    /// it runs; `crate::primary` says which it is now.
+    Database,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Lb,
-        Role::Server,
-        Role::Redis,
-        Role::Primary,
-        Role::Replica,
-    ];
+    pub const ALL: [Role; 4] = [Role::Lb, Role::Server, Role::Redis, Role::Database];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Lb => "lb",
             Role::Server => "server",
             Role::Redis => "redis",
-            Role::Primary => "primary",
-            Role::Replica => "replica",
+            Role::Database => "database",
         }
     }
 
@@ -537,15 +562,7 @@ mod tests {
         let names: Vec<_> = t.services().into_iter().map(|s| s.name).collect();
         assert_eq!(
             names,
-            [
-                "db-primary",
-                "redis",
-                "db-replica-1",
-                "server-1",
-                "server-2",
-                "server-3",
-                "lb-1"
-            ]
+            ["db-1", "db-2", "redis", "server-1", "server-2", "server-3", "lb-1"]
         );
     }
 

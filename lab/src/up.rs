@@ -270,7 +270,14 @@ async fn drop_slot(rt: &dyn Runtime, lab: &str, replica: &str) {
     let sql = format!(
         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '{slot}' AND NOT active"
     );
-    let primary = naming::container(lab, names::PRIMARY);
+    let all = containers(rt, lab).await.unwrap_or_default();
+    let primary = match crate::primary::current(rt, lab, &all).await {
+        Ok(p) => naming::container(lab, &p),
+        Err(e) => {
+            tracing::warn!("could not drop the slot of {replica}: {e}");
+            return;
+        }
+    };
     if let Err(e) = rt
         .exec(&primary, &["psql", "-q", "-U", "postgres", "-c", &sql])
         .await
@@ -328,7 +335,7 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
         if let Action::Remove { service, role } = a {
             rt.remove_container(&naming::container(lab, service))
                 .await?;
-            if *role == Role::Replica {
+            if *role == Role::Database {
                 drop_slot(rt, lab, service).await;
                 rt.remove_volume(&naming::volume(lab, service)).await?;
             }
@@ -612,9 +619,10 @@ mod tests {
         assert_eq!(r.changes.len(), 7);
         let calls = rt.calls();
         let pos = |s: &str| calls.iter().position(|c| c == s).unwrap();
-        assert!(pos("create network t1-net") < pos("create t1-db-primary"));
-        assert!(pos("create volume t1-db-primary-data") < pos("create t1-db-primary"));
-        assert!(pos("start t1-db-primary") < pos("create t1-db-replica-1"));
+        assert!(pos("create network t1-net") < pos("create t1-db-1"));
+        assert!(pos("create volume t1-db-1-data") < pos("create t1-db-1"));
+        // Every database node starts before the servers that need them.
+        assert!(pos("start t1-db-2") < pos("create t1-server-1"));
         assert!(pos("start t1-server-3") < pos("create t1-lb-1"));
         assert!(r.entrypoint.unwrap().starts_with("http://127.0.0.1:"));
     }
@@ -661,7 +669,7 @@ mod tests {
         assert_eq!(lb.state.lock().unwrap().as_ref().unwrap().servers.len(), 2);
         assert!(rt.spec("t3-server-3").is_none());
         assert_eq!(secrets(&rt, "t3").await.unwrap().unwrap(), s1);
-        let spec = rt.spec("t3-db-primary").unwrap();
+        let spec = rt.spec("t3-db-1").unwrap();
         assert_eq!(spec.env["POSTGRES_PASSWORD"], s1.db_password);
     }
 

@@ -129,7 +129,7 @@ fn spof_names_the_parts_a_small_lab_cannot_lose() {
         .iter()
         .map(|s| s.as_str().unwrap())
         .collect();
-    assert_eq!(spofs, ["db-primary", "lb-1", "server-1"], "{report}");
+    assert_eq!(spofs, ["db-1", "lb-1", "server-1"], "{report}");
     let redis = report["parts"]
         .as_array()
         .unwrap()

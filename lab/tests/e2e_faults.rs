@@ -158,9 +158,9 @@ async fn faults_do_what_they_say_and_heal() {
     lab.ok(&["resume", "server-2"]);
 
     // Lag: a read right after a deposit is stale, and fresh 3 s later.
-    lab.ok(&["lag", "db-replica-1", "2s"]);
+    lab.ok(&["lag", "db-2", "2s"]);
     assert_eq!(
-        service(&lab.status(), "db-replica-1")["faults"][0],
+        service(&lab.status(), "db-2")["faults"][0],
         serde_json::json!({"kind": "lag", "delay_ms": 2000})
     );
     let r = deposit(&http, &base, account, 700).await;
@@ -169,14 +169,14 @@ async fn faults_do_what_they_say_and_heal() {
     assert!(seen < 700, "an async replica 2 s behind served {seen}");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(balance(&http, &base, account).await, 700);
-    lab.ok(&["lag", "db-replica-1", "--off"]);
+    lab.ok(&["lag", "db-2", "--off"]);
 
     // Sync replication with the replica partitioned: writes block, the app
     // says so; heal releases them.
     lab.ok(&["replication", "sync"]);
-    lab.ok(&["partition", "db-replica-1"]);
+    lab.ok(&["partition", "db-2"]);
     assert_eq!(
-        service(&lab.status(), "db-replica-1")["faults"][0]["kind"],
+        service(&lab.status(), "db-2")["faults"][0]["kind"],
         "partition"
     );
     let started = Instant::now();
@@ -189,7 +189,7 @@ async fn faults_do_what_they_say_and_heal() {
         "the write waited for the replica"
     );
     let healed = lab.ok(&["heal", "--all"]);
-    assert!(healed.contains("db-replica-1: reconnected"), "{healed}");
+    assert!(healed.contains("db-2: reconnected"), "{healed}");
     let r = eventually(Duration::from_secs(30), "a deposit after heal", || {
         let http = http.clone();
         let base = base.clone();

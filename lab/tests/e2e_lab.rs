@@ -28,15 +28,7 @@ async fn up_serve_replicate_reconcile_down() {
         .collect();
     assert_eq!(
         names,
-        BTreeSet::from([
-            "lb-1",
-            "server-1",
-            "server-2",
-            "server-3",
-            "redis",
-            "db-primary",
-            "db-replica-1"
-        ])
+        BTreeSet::from(["lb-1", "server-1", "server-2", "server-3", "redis", "db-1", "db-2"])
     );
     for s in services {
         assert_eq!(s["health"], "healthy", "{s}");
@@ -44,11 +36,26 @@ async fn up_serve_replicate_reconcile_down() {
             assert!(addr.as_str().unwrap().starts_with("127.0.0.1:"), "{s}");
         }
     }
-    let replica = services
-        .iter()
-        .find(|s| s["name"] == "db-replica-1")
-        .unwrap();
+    let replica = services.iter().find(|s| s["name"] == "db-2").unwrap();
     assert_eq!(replica["replication"]["mode"], "async");
+    // Names say nothing of the part; status does, and `primary` finds it.
+    assert_eq!(replica["db_role"], "replica");
+    let first = services.iter().find(|s| s["name"] == "db-1").unwrap();
+    assert_eq!(first["db_role"], "primary");
+    assert_eq!(first["role"], "database");
+    assert_eq!(st["failover"]["available"], false);
+    assert!(
+        st["failover"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("needs 3 database nodes"),
+        "{st}"
+    );
+    let err = lab.fails(&["lag", "primary", "2s"]);
+    assert!(
+        err.contains("db-1 is primary now") && err.lines().count() == 1,
+        "{err}"
+    );
 
     // Requests through the balancer reach all three servers.
     let base = lab.entrypoint();
@@ -87,7 +94,7 @@ async fn up_serve_replicate_reconcile_down() {
         },
     )
     .await;
-    assert_eq!(body["db"], "db-replica-1");
+    assert_eq!(body["db"], "db-2");
 
     // The load driver through the CLI: memory sessions over three
     // round-robin servers lose sessions, and the report has DESIGN's fields.

@@ -229,11 +229,7 @@ async fn deposit(
     if take_one(&f.lose_deposits) {
         // Acknowledged, never stored: what an unsafe failover does.
         let balance: i64 = entry.iter().map(|(a, _)| a).sum::<i64>() + amount;
-        return answer(
-            s,
-            StatusCode::OK,
-            balance_body(s, id, balance, "db-primary"),
-        );
+        return answer(s, StatusCode::OK, balance_body(s, id, balance, "db-1"));
     }
     entry.push((amount, Instant::now() + lag));
     let balance: i64 = entry.iter().map(|(a, _)| a).sum();
@@ -244,11 +240,7 @@ async fn deposit(
             json!({"error": "primary did not confirm"}),
         );
     }
-    answer(
-        s,
-        StatusCode::OK,
-        balance_body(s, id, balance, "db-primary"),
-    )
+    answer(s, StatusCode::OK, balance_body(s, id, balance, "db-1"))
 }
 
 /// A balance as the app answers it (the contract's type).
@@ -290,11 +282,7 @@ async fn balance(
             json!({"error": "no such account"}),
         );
     }
-    let db = if primary {
-        "db-primary"
-    } else {
-        "db-replica-1"
-    };
+    let db = if primary { "db-1" } else { "db-2" };
     answer(
         s,
         StatusCode::OK,

@@ -1,6 +1,6 @@
 //! The fault commands: crash, stop, start, restart, pause, resume,
-//! partition, slow, blackhole, reset, lag, replication, resize, and heal to
-//! undo them.
+//! partition, slow, blackhole, reset, lag, replication, resize, failover and
+//! promote, and heal to undo them.
 
 use super::Report;
 use crate::cli::{HealArgs, LagArgs, LinkArgs, ResizeArgs, SlowArgs};
@@ -24,6 +24,9 @@ pub enum Fault {
     Lag(LagArgs),
     Replication(Replication),
     Resize(ResizeArgs),
+    /// A planned switchover of the primary.
+    Failover,
+    Promote(String),
 }
 
 pub async fn run(lab: &str, fault: Fault) -> Result<Report> {
@@ -48,6 +51,8 @@ pub async fn run(lab: &str, fault: Fault) -> Result<Report> {
         }
         Fault::Lag(a) => f.lag(&a.name, if a.off { None } else { a.delay }).await?,
         Fault::Replication(mode) => f.replication(mode).await?,
+        Fault::Failover => f.failover().await?,
+        Fault::Promote(n) => f.promote(&n).await?,
         Fault::Resize(a) => {
             f.resize(&a.name, a.cpus, a.memory.as_deref(), a.cpuset.as_deref())
                 .await?

@@ -154,6 +154,8 @@ pub async fn execute(cli: Cli) -> Result<Report> {
         }
         Command::Lag(a) => fault::run(lab, fault::Fault::Lag(a)).await,
         Command::Replication(a) => fault::run(lab, fault::Fault::Replication(a.mode)).await,
+        Command::Failover => fault::run(lab, fault::Fault::Failover).await,
+        Command::Promote(t) => fault::run(lab, fault::Fault::Promote(t.name)).await,
         Command::Resize(a) => fault::run(lab, fault::Fault::Resize(a)).await,
         Command::Heal(a) => fault::heal(lab, a).await,
         Command::Completions { shell } => Ok(Report::Text(completions(shell))),

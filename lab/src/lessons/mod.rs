@@ -23,6 +23,7 @@ use crate::topology::Topology;
 use crate::up::{self, UpOptions};
 
 mod cache;
+mod db_failover;
 mod failover;
 mod health_checks;
 mod more_servers;
@@ -55,6 +56,7 @@ pub fn all() -> Vec<Lesson> {
         cache::LESSON,
         replication::LESSON,
         failover::LESSON,
+        db_failover::LESSON,
     ]
 }
 
@@ -310,7 +312,7 @@ impl Ctx<'_> {
     /// The published loopback address of a service's port.
     pub async fn address(&self, service: &str, port: u16) -> Result<String> {
         let all = self.containers().await?;
-        let c = crate::naming::find(&self.lab, &all, service)?;
+        let c = crate::primary::find(self.rt, &self.lab, &all, service).await?;
         c.ports.get(&port).cloned().ok_or_else(|| {
             LabError::from(LessonError::NoPort {
                 service: service.to_string(),

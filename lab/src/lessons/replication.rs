@@ -65,9 +65,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         ..Topology::default()
     })
     .await?;
-    c.faults()
-        .lag("db-replica-1", Some(Duration::from_secs(1)))
-        .await?;
+    c.faults().lag("db-2", Some(Duration::from_secs(1))).await?;
     c.say("the replica applies every change 1 s late");
     let r = c.load(bank()).await?;
     table.row(row("async", "1 s", &r));
@@ -77,7 +75,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         r.stale_reads > 0,
     );
 
-    c.faults().lag("db-replica-1", None).await?;
+    c.faults().lag("db-2", None).await?;
     c.faults()
         .replication(crate::topology::Replication::Sync)
         .await?;
@@ -97,7 +95,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     );
 
     c.say("the sync replica is cut off the network; a user deposits");
-    c.faults().partition("db-replica-1").await?;
+    c.faults().partition("db-2").await?;
     let base = c.entrypoint().await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -122,7 +120,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         ),
         r.status() == 504 && waited >= Duration::from_secs(4),
     );
-    c.faults().heal("db-replica-1").await?;
+    c.faults().heal("db-2").await?;
     c.say("healed: the replica is back");
     let started = Instant::now();
     let mut ok = false;

@@ -15,6 +15,9 @@ use crate::error::Result;
 use crate::load::{LoadArgs, Scenario};
 use crate::topology::{Reads, ResourceSet, Resources, Topology};
 
+/// The one database node of these labs (no replica: nothing moves).
+const DB: &str = "db-1";
+
 pub const ONE_SERVER: Lesson = Lesson {
     name: "one-server",
     number: 1,
@@ -210,7 +213,7 @@ async fn bigger_server(c: &mut Ctx<'_>) -> Result<()> {
 /// Median of a few timed queries run inside the database itself (psql's
 /// \timing: the server's own time, no network).
 async fn db_query_ms(c: &Ctx<'_>) -> Result<f64> {
-    let name = crate::naming::container(&c.lab, "db-primary");
+    let name = crate::naming::container(&c.lab, &crate::roles::database::first());
     let mut times = Vec::new();
     for _ in 0..5 {
         let out =
@@ -280,14 +283,10 @@ async fn separate_db(c: &mut Ctx<'_>) -> Result<()> {
     c.say("one server and the database, both pinned to CPU 0: one machine");
     c.up(one_server_topology(2.0)).await?;
     c.faults().resize("server-1", None, None, Some("0")).await?;
-    c.faults()
-        .resize("db-primary", None, None, Some("0"))
-        .await?;
+    c.faults().resize(DB, None, None, Some("0")).await?;
     let (idle_shared, busy_shared) = db_under_web_load(c).await?;
     c.say("now the database on CPU 1, the server on CPU 0: two machines");
-    c.faults()
-        .resize("db-primary", None, None, Some("1"))
-        .await?;
+    c.faults().resize(DB, None, None, Some("1")).await?;
     let (idle_sep, busy_sep) = db_under_web_load(c).await?;
     let mut t = Table::new(
         "A database query's own time (ms) while the web server is busy",
@@ -330,7 +329,7 @@ async fn separate_db(c: &mut Ctx<'_>) -> Result<()> {
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| super::step("make an HTTP client")(&e))?;
-    c.faults().crash("db-primary").await?;
+    c.faults().crash(DB).await?;
     let status = |url: String| {
         let http = http.clone();
         async move {
@@ -361,12 +360,10 @@ async fn separate_db(c: &mut Ctx<'_>) -> Result<()> {
         home == 200 && product == 503,
     );
     c.say("back to one shared machine, and that machine crashes: both processes die with it");
-    c.faults().start("db-primary").await?;
-    c.faults()
-        .resize("db-primary", None, None, Some("0"))
-        .await?;
+    c.faults().start(DB).await?;
+    c.faults().resize(DB, None, None, Some("0")).await?;
     c.faults().crash("server-1").await?;
-    c.faults().crash("db-primary").await?;
+    c.faults().crash(DB).await?;
     let (home, product) = (
         status(format!("{base}/")).await,
         status(format!("{base}/products/1")).await,

@@ -118,14 +118,38 @@ impl Ledger {
         let unknown_total = self.unknown_cents + self.in_flight_cents;
         let missing = (self.acknowledged_cents - primary_balance).max(0);
         let surplus = (primary_balance - self.acknowledged_cents).max(0);
+        // Had every deposit of unknown outcome landed, this much of the
+        // acknowledged money would be missing: a loss the unknown ones hide.
+        let hidden = (self.acknowledged_cents + unknown_total - primary_balance)
+            .clamp(0, self.acknowledged_cents);
         AuditVerdict {
             missing_cents: missing,
             // Round up: 1 cent missing still means a deposit is gone.
-            lost_writes: u64::try_from((missing + DEPOSIT_CENTS - 1) / DEPOSIT_CENTS).unwrap_or(0),
+            lost_writes: deposits(missing),
+            possibly_lost: deposits(hidden),
             unknown_applied_cents: surplus.min(unknown_total),
             unexplained_cents: (surplus - unknown_total).max(0),
         }
     }
+}
+
+/// Cents to deposits, rounded up: 1 cent missing still means a deposit.
+fn deposits(cents: i64) -> u64 {
+    u64::try_from((cents + DEPOSIT_CENTS - 1) / DEPOSIT_CENTS).unwrap_or(0)
+}
+
+/// What the audit concludes about one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountAudit {
+    /// Every acknowledged deposit is there.
+    Ok,
+    /// Acknowledged money is missing: a lost write, certainly.
+    Lost,
+    /// Nothing acknowledged is certainly missing, but deposits of unknown
+    /// outcome could hide a loss (one landed where an acknowledged one
+    /// vanished): the balance alone cannot tell.
+    Unknown,
 }
 
 /// The result of comparing one account on the primary with its ledger.
@@ -135,11 +159,27 @@ pub struct AuditVerdict {
     pub missing_cents: i64,
     /// Acknowledged deposits missing (at least this many).
     pub lost_writes: u64,
+    /// Acknowledged deposits that may be missing (at most this many): the
+    /// lost ones, plus those that deposits of unknown outcome could hide.
+    pub possibly_lost: u64,
     /// Money beyond the acknowledged sum, explained by deposits whose outcome
     /// was unknown (they did happen after all).
     pub unknown_applied_cents: i64,
     /// Money nobody can explain (someone else wrote to the account).
     pub unexplained_cents: i64,
+}
+
+impl AuditVerdict {
+    /// Ok, lost or unknown.
+    pub fn class(&self) -> AccountAudit {
+        if self.lost_writes > 0 {
+            AccountAudit::Lost
+        } else if self.possibly_lost > 0 {
+            AccountAudit::Unknown
+        } else {
+            AccountAudit::Ok
+        }
+    }
 }
 
 #[cfg(test)]
@@ -187,16 +227,41 @@ mod tests {
         assert_eq!(v.lost_writes, 0);
         assert_eq!(v.unknown_applied_cents, 50);
         assert_eq!(v.unexplained_cents, 0);
-        // The unknown deposit missing: fine, not a lost write.
-        assert_eq!(l.audit(200), AuditVerdict::default());
-        // Two acknowledged deposits missing.
+        assert_eq!(v.class(), AccountAudit::Ok);
+        // 200: either the unknown deposit did not land (nothing lost), or
+        // it landed and an acknowledged one vanished. The balance cannot
+        // tell: unknown, not ok and not lost.
+        let v = l.audit(200);
+        assert_eq!((v.lost_writes, v.possibly_lost), (0, 1));
+        assert_eq!(v.class(), AccountAudit::Unknown);
+        // Two acknowledged deposits missing, maybe three.
         let v = l.audit(100);
         assert_eq!(v.lost_writes, 2);
+        assert_eq!(v.possibly_lost, 3);
         assert_eq!(v.missing_cents, 100);
+        assert_eq!(v.class(), AccountAudit::Lost);
         // An account that does not exist on the primary lost everything.
         assert_eq!(l.audit(0).lost_writes, 4);
+        assert_eq!(l.audit(0).possibly_lost, 4);
         // Money from nowhere is reported, not hidden.
         assert_eq!(l.audit(400).unexplained_cents, 150);
+    }
+
+    #[test]
+    fn a_failover_that_loses_acknowledged_deposits_is_a_loss() {
+        // Async replication, the replica cut off, 10 deposits acknowledged
+        // by the old primary, then the stale replica promoted: it has the
+        // first 4 only.
+        let mut l = Ledger::default();
+        for _ in 0..10 {
+            l.sending(DEPOSIT_CENTS);
+            l.settle(WriteOutcome::Acknowledged);
+        }
+        let v = l.audit(4 * DEPOSIT_CENTS);
+        assert_eq!(v.lost_writes, 6);
+        assert_eq!(v.class(), AccountAudit::Lost);
+        // Sync replication: the new primary has every acknowledged one.
+        assert_eq!(l.audit(10 * DEPOSIT_CENTS).class(), AccountAudit::Ok);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Counters say *how many* stale reads there were; the history says *which*:
 //! user u5 deposited 50 cents at 12.301 s (acknowledged, balance 250), read 200
-//! at 12.305 s from db-replica-1. With it a student can line up a fault's exact
+//! at 12.305 s from db-2. With it a student can line up a fault's exact
 //! moment against what users saw, or feed the run into a consistency checker.
 //!
 //! Each line: `t_ms` (when the operation finished, milliseconds since the

@@ -760,6 +760,8 @@ async fn audit(ctx: &Arc<RunCtx>, shared: &Arc<Shared>, view: &View) -> (Option<
         lost += v.lost_writes;
         a.missing_cents += v.missing_cents;
         a.short_accounts += u64::from(v.missing_cents > 0);
+        a.unclear_accounts += u64::from(v.class() == checkers::AccountAudit::Unknown);
+        a.possibly_lost += v.possibly_lost;
         a.unknown_applied_cents += v.unknown_applied_cents;
         a.unexplained_cents += v.unexplained_cents;
     }

@@ -132,8 +132,14 @@ pub struct Audit {
     pub acknowledged_cents: i64,
     pub unknown_deposits: u64,
     pub unknown_cents: i64,
-    /// Accounts where acknowledged money is missing.
+    /// Accounts where acknowledged money is missing (lost writes).
     pub short_accounts: u64,
+    /// Accounts where nothing acknowledged is certainly missing but
+    /// deposits of unknown outcome could hide a loss.
+    pub unclear_accounts: u64,
+    /// Acknowledged deposits that may be missing, at most (lost ones
+    /// included): `lost_writes` is the least.
+    pub possibly_lost: u64,
     pub missing_cents: i64,
     /// Money from deposits of unknown outcome that did land.
     pub unknown_applied_cents: i64,
@@ -354,6 +360,13 @@ impl Report {
                     String::new()
                 }
             );
+            if a.unknown_deposits > 0 && a.possibly_lost > self.lost_writes {
+                let _ = writeln!(
+                    o,
+                    "           {} deposits of unknown outcome (timeouts, cut connections, 5xx) may or may not have landed; if they did, up to {} acknowledged ones are missing, not {}",
+                    a.unknown_deposits, a.possibly_lost, self.lost_writes
+                );
+            }
         }
         if let Some(b) = &self.behind_schedule {
             if b.late > 0 || b.not_started > 0 {

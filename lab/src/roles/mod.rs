@@ -1,7 +1,8 @@
 //! Roles: what each kind of service in the lab is, in one place per kind.
 //!
 //! A lab is made of a few kinds of service: the balancer, the web servers,
-//! Redis, and the database nodes (a primary and its replicas). Each kind is a
+//! Redis, and the database nodes (one primary and its replicas; which node
+//! plays which part can change, see [`crate::primary`]). Each kind is a
 //! module here behind one interface, [`RoleKind`]: the container it runs
 //! (image, environment, ports, health check, files), where it sits in the
 //! start order, what its ports are called, which faults make sense for it,
@@ -29,19 +30,27 @@ pub mod server;
 pub mod names {
     /// The one Redis.
     pub const REDIS: &str = "redis";
-    /// The PostgreSQL primary.
-    pub const PRIMARY: &str = "db-primary";
     /// The balancer (the lab's entry point).
     pub const BALANCER: &str = "lb-1";
+    /// Not a service: the word every command accepts for "the database
+    /// node that is primary now" (`lab crash primary`).
+    pub const PRIMARY_ALIAS: &str = "primary";
 
     /// `server-N`, counted from 1.
     pub fn server(n: u8) -> String {
         format!("server-{n}")
     }
 
-    /// `db-replica-N`, counted from 1.
-    pub fn replica(n: u8) -> String {
-        format!("db-replica-{n}")
+    /// `db-N`, counted from 1: a database node. Its name says nothing of its
+    /// part (primary or replica), because that part moves on a failover.
+    pub fn db(n: u8) -> String {
+        format!("db-{n}")
+    }
+
+    /// Every database node of a lab with `replicas` replicas: db-1 ... db-K,
+    /// K = 1 + replicas.
+    pub fn db_nodes(replicas: u8) -> Vec<String> {
+        (1..=replicas + 1).map(db).collect()
     }
 }
 
@@ -142,8 +151,7 @@ pub fn kind(role: Role) -> &'static dyn RoleKind {
         Role::Lb => &balancer::Balancer,
         Role::Server => &server::Server,
         Role::Redis => &redis::Redis,
-        Role::Primary => &database::Primary,
-        Role::Replica => &database::Replica,
+        Role::Database => &database::Database,
     }
 }
 

@@ -24,10 +24,15 @@ pub fn app_env(ctx: &Ctx<'_>, name: &str) -> AppEnv {
         port: INTERNAL_PORT,
         session_store: t.sessions,
         redis_url: Some(redis::url(ctx)),
-        database_url: database::url(ctx, names::PRIMARY),
-        replica_urls: (1..=t.replicas)
-            .map(|i| database::url(ctx, &names::replica(i)))
+        database_url: database::url(ctx, &database::first()),
+        replica_urls: names::db_nodes(t.replicas)
+            .iter()
+            .skip(1)
+            .map(|n| database::url(ctx, n))
             .collect(),
+        // With a failover manager the primary moves: the app asks the
+        // nodes which one takes writes, and follows it.
+        follow_primary: crate::topology::Toggle::from_bool(t.managed_db()),
         reads: match t.reads {
             Reads::Replicas if t.replicas > 0 => Reads::Replicas,
             _ => Reads::Primary,

@@ -22,7 +22,7 @@ pub use lab_contract::knobs::{Reads, Sessions};
 /// One PostgreSQL server the app talks to.
 #[derive(Debug, Clone)]
 pub struct DbTarget {
-    /// The name shown to users (`db-primary`, `db-replica-1`): the URL's host,
+    /// The name shown to users (`db-1`, `db-2`): the URL's host,
     /// or `host:port` when two configured databases share a host (tests).
     pub name: String,
     /// The URL as given, kept to build the connection options.
@@ -46,6 +46,9 @@ pub struct Config {
     pub primary: DbTarget,
     /// `REPLICA_URLS`: the streaming replicas, possibly none.
     pub replicas: Vec<DbTarget>,
+    /// `FOLLOW_PRIMARY=on`: the primary may move to another of the
+    /// configured databases (a failover); find it and follow it.
+    pub follow_primary: bool,
     /// `READS`.
     pub reads: Reads,
     /// `CACHE=on`: cache-aside for product reads.
@@ -136,9 +139,7 @@ impl Config {
         }
 
         let primary_url = get(env::DATABASE_URL).ok_or_else(|| {
-            ConfigError(
-                "DATABASE_URL is required (e.g. postgres://lab:lab@db-primary:5432/lab)".into(),
-            )
+            ConfigError("DATABASE_URL is required (e.g. postgres://lab:lab@db-1:5432/lab)".into())
         })?;
         let primary_host = db_host(env::DATABASE_URL, &primary_url)?;
         let mut replica_urls = Vec::new();
@@ -151,6 +152,8 @@ impl Config {
         }
         let (primary, replicas) = name_databases((primary_url, primary_host), replica_urls);
 
+        let follow_primary = knob(env::FOLLOW_PRIMARY, get(env::FOLLOW_PRIMARY), &Toggle::ALL)?
+            .is_some_and(Toggle::is_on);
         let reads = match knob(env::READS, get(env::READS), &Reads::ALL)? {
             None if replicas.is_empty() => Reads::Primary,
             None => Reads::Replicas,
@@ -211,6 +214,7 @@ impl Config {
             redis_url,
             primary,
             replicas,
+            follow_primary,
             reads,
             cache,
             cache_ttl,
@@ -271,7 +275,7 @@ fn parse_duration(var: &str, raw: &str, min: Duration) -> Result<Duration, Confi
 fn db_host(var: &str, url: &str) -> Result<(String, u16), ConfigError> {
     let bad = || {
         ConfigError(format!(
-            "{var} must hold postgres:// URLs like postgres://lab:lab@db-primary:5432/lab (got {url:?})"
+            "{var} must hold postgres:// URLs like postgres://lab:lab@db-1:5432/lab (got {url:?})"
         ))
     };
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -326,7 +330,7 @@ mod tests {
 
     const BASE: [(&str, &str); 2] = [
         ("SERVER_NAME", "server-1"),
-        ("DATABASE_URL", "postgres://lab:lab@db-primary:5432/lab"),
+        ("DATABASE_URL", "postgres://lab:lab@db-1:5432/lab"),
     ];
 
     fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
@@ -346,7 +350,7 @@ mod tests {
         assert_eq!(c.cache_ttl, Duration::from_secs(30));
         assert_eq!(c.product_query_ms, 50);
         assert_eq!(c.write_timeout, Duration::from_secs(5));
-        assert_eq!(c.primary.name, "db-primary");
+        assert_eq!(c.primary.name, "db-1");
         assert!(c.replicas.is_empty());
         assert!(!c.uses_redis());
     }
@@ -355,14 +359,14 @@ mod tests {
     fn replicas_default_reads_to_replicas_and_are_named_by_host() {
         let c = parse(&with(&[(
             "REPLICA_URLS",
-            "postgres://lab@db-replica-1/lab, postgres://lab@db-replica-2:5432/lab,",
+            "postgres://lab@db-2/lab, postgres://lab@db-3:5432/lab,",
         )]))
         .unwrap();
         assert_eq!(c.reads, Reads::Replicas);
         let names: Vec<_> = c.replicas.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["db-replica-1", "db-replica-2"]);
+        assert_eq!(names, ["db-2", "db-3"]);
         let c = parse(&with(&[
-            ("REPLICA_URLS", "postgres://lab@db-replica-1/lab"),
+            ("REPLICA_URLS", "postgres://lab@db-2/lab"),
             ("READS", "primary"),
         ]))
         .unwrap();
@@ -417,10 +421,7 @@ mod tests {
                 &with(&[("DATABASE_URL", "mysql://x/y")]),
                 "DATABASE_URL must",
             ),
-            (
-                &with(&[("REPLICA_URLS", "db-replica-1")]),
-                "REPLICA_URLS must",
-            ),
+            (&with(&[("REPLICA_URLS", "db-2")]), "REPLICA_URLS must"),
             (&with(&[("READS", "nearest")]), "READS must be"),
             (
                 &with(&[("PRODUCT_QUERY_MS", "-5")]),
@@ -464,6 +465,7 @@ mod tests {
                 "postgres://postgres:pw@db-2:5432/postgres".into(),
                 "postgres://postgres:pw@db-3:5432/postgres".into(),
             ],
+            follow_primary: Toggle::On,
             reads: Reads::Replicas,
             cache: Toggle::On,
             cache_ttl: Duration::from_millis(1500),
@@ -488,6 +490,7 @@ mod tests {
             written.replica_urls
         );
         assert_eq!(c.reads, written.reads);
+        assert!(c.follow_primary);
         assert!(c.cache);
         assert_eq!(c.cache_ttl, written.cache_ttl);
         assert_eq!(c.product_query_ms, written.product_query_ms);

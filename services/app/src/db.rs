@@ -10,7 +10,7 @@
 //!   be *stale*. `?consistency=primary` is the escape hatch.
 //! * **A dead dependency gives a fast, named error, not a hang.** Every
 //!   connection wait is bounded ([`ACQUIRE_TIMEOUT`]), every query too, and
-//!   failures become `503 {"error": "db-replica-1 is unavailable: ..."}`. The
+//!   failures become `503 {"error": "db-2 is unavailable: ..."}`. The
 //!   pools reconnect by themselves when the database comes back.
 //! * **A write whose outcome is unknown is reported as such.** With
 //!   synchronous replication the primary's `COMMIT` waits for a replica; if
@@ -21,13 +21,21 @@
 //! * **Start-up does not need the database.** The pools connect lazily; a
 //!   background task retries until the primary answers, then applies the
 //!   migrations (see [`Db::prepare`]).
+//! * **The primary can move** (`FOLLOW_PRIMARY=on`, when a failover manager
+//!   runs). Then no URL is "the primary": every half second, and at once
+//!   after a write fails, each node is asked `SELECT pg_is_in_recovery()`
+//!   (false: it takes writes), and writes go to the node that said so,
+//!   reads to those that replay its changes ([`Db::follow_primary`]). This
+//!   is what libpq's `target_session_attrs=read-write` does for one
+//!   connection, done for the whole pool. While no node takes writes (a
+//!   failover under way) a write gets a quick 503 that says so, never a 500.
 //!
 //! All SQL is parameterised (`$1`, `$2` with binds): no value is ever pasted
 //! into a query string.
 
 use std::{
     str::FromStr,
-    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
     time::{Duration, Instant},
 };
 
@@ -51,6 +59,17 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections per pool: enough for the lab's load, small enough that a few
 /// servers times a few pools stay far below PostgreSQL's `max_connections`.
 pub const POOL_SIZE: u32 = 10;
+/// How often each node is asked whether it takes writes, when the primary
+/// can move. Writes resume at most this long after a promotion.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one node may take to say what it is.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// `primary` while no node takes writes.
+const NO_PRIMARY: usize = usize::MAX;
+/// What the last probe heard from a node.
+const HEARD_NOTHING: u8 = 0;
+const HEARD_PRIMARY: u8 = 1;
+const HEARD_REPLICA: u8 = 2;
 
 /// The embedded migrations (`services/app/migrations/`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -92,11 +111,14 @@ pub enum Role {
 /// One database and its connection pool.
 #[derive(Debug)]
 pub struct DbNode {
-    /// Display name (`db-primary`).
+    /// Display name (`db-1`).
     pub name: String,
-    /// Primary or replica.
+    /// Primary or replica, as configured (the part it plays now may differ
+    /// when the primary can move).
     pub role: Role,
     pool: PgPool,
+    /// What it said at the last probe (HEARD_*).
+    heard: AtomicU8,
 }
 
 impl DbNode {
@@ -120,8 +142,14 @@ pub struct Product {
 /// The primary, the replicas and the read policy.
 #[derive(Debug)]
 pub struct Db {
-    primary: DbNode,
-    replicas: Vec<DbNode>,
+    /// Every database, the configured primary first.
+    nodes: Vec<DbNode>,
+    /// Index in `nodes` of the node that takes writes now (NO_PRIMARY: none
+    /// known). Always 0 unless the primary can move.
+    primary: AtomicUsize,
+    follow: bool,
+    /// Wakes the follower at once (a write just failed).
+    probe_now: tokio::sync::Notify,
     reads: Reads,
     next_replica: AtomicUsize,
     migrated: AtomicBool,
@@ -164,15 +192,19 @@ impl Db {
                 name: target.name.clone(),
                 role,
                 pool,
+                heard: AtomicU8::new(HEARD_NOTHING),
             })
         };
+        let mut nodes = vec![node(&config.primary, Role::Primary)?];
+        for r in &config.replicas {
+            nodes.push(node(r, Role::Replica)?);
+        }
         Ok(Self {
-            primary: node(&config.primary, Role::Primary)?,
-            replicas: config
-                .replicas
-                .iter()
-                .map(|r| node(r, Role::Replica))
-                .collect::<Result<_, _>>()?,
+            nodes,
+            // The configured primary until the first probe says otherwise.
+            primary: AtomicUsize::new(0),
+            follow: config.follow_primary,
+            probe_now: tokio::sync::Notify::new(),
             reads: config.reads,
             next_replica: AtomicUsize::new(0),
             migrated: AtomicBool::new(false),
@@ -182,14 +214,75 @@ impl Db {
         })
     }
 
-    /// The primary.
+    /// The primary now: the configured one, or, when the primary can move,
+    /// the node that last said it takes writes (the configured one while
+    /// none does).
     pub fn primary(&self) -> &DbNode {
-        &self.primary
+        self.nodes
+            .get(self.primary.load(Ordering::Acquire))
+            .unwrap_or(&self.nodes[0])
+    }
+
+    /// Where a write goes now; a quick 503 while no node takes writes.
+    fn write_node(&self) -> Result<&DbNode, AppError> {
+        self.nodes
+            .get(self.primary.load(Ordering::Acquire))
+            .ok_or_else(|| {
+                AppError::unavailable(
+                    "the primary",
+                    "no database node takes writes right now (a failover may be under way); retry in a few seconds",
+                )
+            })
+    }
+
+    /// The part `node` plays now, for the metrics.
+    fn role_now(&self, node: &DbNode) -> Role {
+        if std::ptr::eq(node, self.primary()) {
+            Role::Primary
+        } else {
+            Role::Replica
+        }
     }
 
     /// Every configured database, primary first.
     pub fn nodes(&self) -> impl Iterator<Item = &DbNode> {
-        std::iter::once(&self.primary).chain(self.replicas.iter())
+        self.nodes.iter()
+    }
+
+    /// Keeps `primary` on the node that takes writes, when the primary can
+    /// move (a failover manager runs): asks every node every
+    /// [`PROBE_INTERVAL`], and at once when a write fails. Runs forever, as a
+    /// background task; returns at once when the primary cannot move.
+    pub async fn follow_primary(&self) {
+        if !self.follow {
+            return;
+        }
+        loop {
+            let said = futures::future::join_all(self.nodes.iter().map(probe)).await;
+            for (node, s) in self.nodes.iter().zip(&said) {
+                node.heard.store(
+                    match s {
+                        Some(false) => HEARD_PRIMARY,
+                        Some(true) => HEARD_REPLICA,
+                        None => HEARD_NOTHING,
+                    },
+                    Ordering::Relaxed,
+                );
+            }
+            let before = self.primary.load(Ordering::Acquire);
+            let now = choose_primary(before, &said);
+            if now != before {
+                self.primary.store(now, Ordering::Release);
+                match self.nodes.get(now) {
+                    Some(n) => tracing::info!(db = %n.name, "the primary is now {}", n.name),
+                    None => tracing::warn!("no database node takes writes"),
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PROBE_INTERVAL) => {}
+                _ = self.probe_now.notified() => {}
+            }
+        }
     }
 
     /// Whether the migrations have been applied by this process.
@@ -206,11 +299,26 @@ impl Db {
     /// `READS=primary` or when there is no replica; otherwise the next
     /// replica in round-robin order.
     pub fn read_node(&self, force_primary: bool) -> &DbNode {
-        if force_primary || self.reads == Reads::Primary || self.replicas.is_empty() {
-            return &self.primary;
+        if force_primary || self.reads == Reads::Primary || self.nodes.len() == 1 {
+            return self.primary();
         }
-        let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % self.replicas.len();
-        &self.replicas[i]
+        if !self.follow {
+            let replicas = &self.nodes[1..];
+            let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % replicas.len();
+            return &replicas[i];
+        }
+        // The nodes that said they replay the primary's changes; reads go
+        // on there while the primary is down or being replaced.
+        let replicas: Vec<&DbNode> = self
+            .nodes
+            .iter()
+            .filter(|n| n.heard.load(Ordering::Relaxed) == HEARD_REPLICA)
+            .collect();
+        if replicas.is_empty() {
+            return self.primary();
+        }
+        let i = self.next_replica.fetch_add(1, Ordering::Relaxed) % replicas.len();
+        replicas[i]
     }
 
     /// Waits for the primary, applies the migrations, then measures how fast
@@ -221,20 +329,20 @@ impl Db {
         let mut delay = Duration::from_millis(250);
         let mut attempt = 1u32;
         loop {
-            match tokio::time::timeout(Duration::from_secs(60), MIGRATOR.run(&self.primary.pool))
+            match tokio::time::timeout(Duration::from_secs(60), MIGRATOR.run(&self.primary().pool))
                 .await
             {
                 Ok(Ok(())) => break,
                 Ok(Err(err)) => tracing::warn!(
                     attempt,
-                    db = %self.primary.name,
+                    db = %self.primary().name,
                     error = %err,
                     retry_in = ?delay,
                     "cannot apply migrations yet; retrying"
                 ),
                 Err(_) => tracing::warn!(
                     attempt,
-                    db = %self.primary.name,
+                    db = %self.primary().name,
                     retry_in = ?delay,
                     "migrations did not finish within 60s; retrying"
                 ),
@@ -244,7 +352,7 @@ impl Db {
             attempt += 1;
         }
         self.migrated.store(true, Ordering::Release);
-        tracing::info!(db = %self.primary.name, attempt, "migrations applied");
+        tracing::info!(db = %self.primary().name, attempt, "migrations applied");
 
         if self.product_query_ms > 0 {
             match self.calibrate().await {
@@ -273,7 +381,7 @@ impl Db {
     async fn calibrate(&self) -> Result<u64, sqlx::Error> {
         const SMALL: i64 = 100_000;
         const LARGE: i64 = 1_100_000;
-        let mut conn = self.primary.pool.acquire().await?;
+        let mut conn = self.primary().pool.acquire().await?;
         let small = fastest_run(&mut conn, SMALL).await?;
         let large = fastest_run(&mut conn, LARGE).await?;
         let ms = large.saturating_sub(small).as_secs_f64() * 1000.0;
@@ -291,7 +399,7 @@ impl Db {
         let rows = self.rows_per_ms().saturating_mul(self.product_query_ms);
         let rows = i64::try_from(rows).unwrap_or(i64::MAX);
         let limit = QUERY_TIMEOUT + Duration::from_millis(self.product_query_ms * 4);
-        metrics.db_query(node.role, &node.name);
+        metrics.db_query(self.role_now(node), &node.name);
         run(node, limit, move |conn| {
             Box::pin(async move {
                 sqlx::query_as::<_, Product>(PRODUCT_SQL)
@@ -314,7 +422,7 @@ impl Db {
         metrics: &Metrics,
     ) -> Result<(Option<i64>, &str), AppError> {
         let node = self.read_node(force_primary);
-        metrics.db_query(node.role, &node.name);
+        metrics.db_query(self.role_now(node), &node.name);
         let balance = run(node, QUERY_TIMEOUT, move |conn| {
             Box::pin(async move {
                 sqlx::query_scalar::<_, i64>("SELECT balance FROM accounts WHERE id = $1")
@@ -329,15 +437,15 @@ impl Db {
     }
 
     /// Adds `amount` cents to `account` (creating it) in one transaction on
-    /// the primary, and returns the new balance.
+    /// the primary, and returns the new balance and the node that took it.
     pub async fn deposit(
         &self,
         account: i64,
         amount: i64,
         metrics: &Metrics,
-    ) -> Result<i64, AppError> {
-        let node = &self.primary;
-        metrics.db_query(node.role, &node.name);
+    ) -> Result<(i64, &str), AppError> {
+        let node = self.write_node()?;
+        metrics.db_query(Role::Primary, &node.name);
         let result = run(node, self.write_timeout, move |conn| {
             Box::pin(async move {
                 let mut tx = conn.begin().await?;
@@ -357,8 +465,12 @@ impl Db {
             })
         })
         .await;
+        if self.follow && result.as_ref().is_err_and(Failure::may_be_a_failover) {
+            // The node may have died or been demoted: look again now.
+            self.probe_now.notify_one();
+        }
         match result {
-            Ok(balance) => Ok(balance),
+            Ok(balance) => Ok((balance, &node.name)),
             Err(Failure::TimedOut) => Err(AppError::WriteTimeout {
                 db: node.name.clone(),
                 timeout: humantime::format_duration(self.write_timeout).to_string(),
@@ -389,6 +501,33 @@ impl Db {
             Err(_) => Err("no answer within 3s".into()),
         }
     }
+}
+
+/// Asks one node whether it replays another's changes: `Some(false)` for a
+/// primary, `Some(true)` for a replica, `None` when it does not answer.
+async fn probe(node: &DbNode) -> Option<bool> {
+    run(node, PROBE_TIMEOUT, |conn| {
+        Box::pin(async move {
+            sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()")
+                .fetch_one(&mut *conn)
+                .await
+        })
+    })
+    .await
+    .ok()
+}
+
+/// The node to write to, given what each node said (`Some(false)`: it takes
+/// writes). The current one while it still says so; else the first that
+/// does; else none. Two nodes taking writes at once (a split brain, which a
+/// manager works to end) do not make the app hop between them.
+pub fn choose_primary(current: usize, said: &[Option<bool>]) -> usize {
+    if said.get(current) == Some(&Some(false)) {
+        return current;
+    }
+    said.iter()
+        .position(|s| *s == Some(false))
+        .unwrap_or(NO_PRIMARY)
 }
 
 /// The fastest of three runs of [`BURN_SQL`] counting `n` rows.
@@ -430,6 +569,18 @@ async fn run<T>(
 }
 
 impl Failure {
+    /// A failure that a change of primary explains: the node is gone, cut
+    /// off, shutting down, or read-only now.
+    fn may_be_a_failover(&self) -> bool {
+        match self {
+            Failure::TimedOut => true,
+            Failure::Sql(sqlx::Error::Database(e)) => e
+                .code()
+                .is_some_and(|c| c == "25006" || c.starts_with("08") || c.starts_with("57")),
+            Failure::Sql(_) => true,
+        }
+    }
+
     /// Turns a failure into the answer the client gets: 503 naming the
     /// database when it is unreachable or not ready, 500 for anything that
     /// can only be a bug of ours (a malformed query, a type mismatch).
@@ -487,4 +638,28 @@ pub(crate) fn short(err: &dyn std::fmt::Display) -> String {
     let text = err.to_string();
     let line = text.lines().next().unwrap_or_default();
     line.chars().take(200).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_follow_the_node_that_takes_them() {
+        // db-1 still primary: stay.
+        assert_eq!(choose_primary(0, &[Some(false), Some(true), Some(true)]), 0);
+        // db-1 gone, db-2 promoted: move.
+        assert_eq!(choose_primary(0, &[None, Some(false), Some(true)]), 1);
+        // Mid-failover: nobody takes writes.
+        assert_eq!(
+            choose_primary(0, &[None, Some(true), Some(true)]),
+            NO_PRIMARY
+        );
+        // Two say so (the old primary not yet demoted): no hopping.
+        assert_eq!(choose_primary(1, &[Some(false), Some(false), None]), 1);
+        assert_eq!(
+            choose_primary(NO_PRIMARY, &[Some(false), Some(false), None]),
+            0
+        );
+    }
 }

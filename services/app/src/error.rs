@@ -23,7 +23,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
+use lab_contract::app::ErrorBody;
 
 /// Everything that can go wrong in a request, from the client's point of view.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub enum AppError {
     /// A dependency is down or not ready (503), named in the message.
     #[error("{dependency} is unavailable: {reason}")]
     Unavailable {
-        /// `redis`, `db-primary`, `db-replica-1`, ...
+        /// `redis`, `db-1`, `db-2`, ...
         dependency: String,
         /// What we saw, short.
         reason: String,
@@ -116,9 +116,13 @@ impl IntoResponse for AppError {
             }
             _ => tracing::debug!(error = %self, %status, "client error"),
         }
-        let body = match &self {
-            Self::NoSuchAccount { db } => json!({ "error": self.to_string(), "db": db }),
-            _ => json!({ "error": self.to_string() }),
+        let body = ErrorBody {
+            error: self.to_string(),
+            db: match &self {
+                Self::NoSuchAccount { db } => Some(db.clone()),
+                _ => None,
+            },
+            outcome_unknown: matches!(self, Self::WriteTimeout { .. }),
         };
         (status, Json(body)).into_response()
     }
@@ -186,13 +190,13 @@ mod tests {
             "redis is unavailable: connection refused"
         );
         let timeout = AppError::WriteTimeout {
-            db: "db-primary".into(),
+            db: "db-1".into(),
             timeout: "5s".into(),
         };
         assert_eq!(timeout.status(), 504);
         assert_eq!(
             timeout.to_string(),
-            "db-primary did not confirm the write within 5s (a synchronous replica may be unreachable); the outcome is unknown"
+            "db-1 did not confirm the write within 5s (a synchronous replica may be unreachable); the outcome is unknown"
         );
     }
 }

@@ -213,7 +213,8 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
 
 /// Serves `state` on `listener` until `shutdown` resolves, then stops
 /// accepting and lets in-flight requests finish. Also runs the database
-/// preparation (wait, migrate, calibrate) in the background meanwhile.
+/// preparation (wait, migrate, calibrate) and, when the primary can move,
+/// the search for it, in the background meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -223,10 +224,17 @@ pub async fn serve(
         let state = state.clone();
         tokio::spawn(async move { state.db().prepare().await })
     };
+    // Finds the primary again after a failover (returns at once when the
+    // primary cannot move).
+    let follow = {
+        let state = state.clone();
+        tokio::spawn(async move { state.db().follow_primary().await })
+    };
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     prepare.abort();
+    follow.abort();
     result
 }
 

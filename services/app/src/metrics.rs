@@ -51,7 +51,7 @@ pub struct RouteLabels {
 pub struct DbLabels {
     /// `primary` or `replica`.
     pub target: &'static str,
-    /// The database's name (`db-replica-1`).
+    /// The database's name (`db-2`).
     pub db: String,
 }
 

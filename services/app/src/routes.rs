@@ -174,11 +174,11 @@ pub async fn deposit(
             "amount must be a whole number of cents between 1 and {MAX_DEPOSIT_CENTS}"
         )));
     }
-    let balance = state.db().deposit(id, body.amount, state.metrics()).await?;
+    let (balance, db) = state.db().deposit(id, body.amount, state.metrics()).await?;
     Ok(Json(Balance {
         account: id,
         balance,
-        db: state.db().primary().name.clone(),
+        db: db.to_owned(),
         server: state.server_name().to_owned(),
     }))
 }

@@ -33,7 +33,7 @@ fn run_with(vars: &[(&str, &str)]) -> std::process::Output {
 
 #[test]
 fn a_bad_variable_stops_the_start_with_one_line_naming_it() {
-    let db = "postgres://lab@db-primary/lab";
+    let db = "postgres://lab@db-1/lab";
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
             &[

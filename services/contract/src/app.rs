@@ -29,6 +29,9 @@ pub mod env {
     pub const DATABASE_URL: &str = "DATABASE_URL";
     /// The replicas' URLs, comma-separated.
     pub const REPLICA_URLS: &str = "REPLICA_URLS";
+    /// on: the primary can move (a failover manager runs); find it by
+    /// asking every database node, and follow it without a restart.
+    pub const FOLLOW_PRIMARY: &str = "FOLLOW_PRIMARY";
     /// primary or replicas.
     pub const READS: &str = "READS";
     /// on or off: cache-aside for product reads.
@@ -62,6 +65,8 @@ pub struct AppEnv {
     pub database_url: String,
     /// The replicas, possibly none.
     pub replica_urls: Vec<String>,
+    /// Whether the primary can move to one of the replicas.
+    pub follow_primary: Toggle,
     /// Where reads go.
     pub reads: Reads,
     /// Cache-aside for products.
@@ -85,6 +90,7 @@ impl AppEnv {
             (env::SESSION_STORE, self.session_store.to_string()),
             (env::DATABASE_URL, self.database_url.clone()),
             (env::REPLICA_URLS, self.replica_urls.join(",")),
+            (env::FOLLOW_PRIMARY, self.follow_primary.to_string()),
             (env::READS, self.reads.to_string()),
             (env::CACHE, self.cache.to_string()),
             (
@@ -210,4 +216,20 @@ pub struct Balance {
     pub db: String,
     /// Which server answered.
     pub server: String,
+}
+
+/// The body of every error answer: 4xx for the client's mistakes, 503 when
+/// a dependency is unavailable (named in `error`), 504 when a write was sent
+/// but its outcome is unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for a human.
+    pub error: String,
+    /// The database that answered, when one did (a 404 for an account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<String>,
+    /// True when a write may or may not have been applied (a 504, or a
+    /// connection cut during its commit): retrying may apply it twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outcome_unknown: bool,
 }

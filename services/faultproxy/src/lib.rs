@@ -220,11 +220,11 @@ mod tests {
     /// What `lab up` writes into FAULTPROXY_LINKS is what the proxy reads.
     #[test]
     fn the_links_lab_writes_read_back() {
-        let text = lab_contract::faultproxy::link("wal", "127.0.0.1:5499", "db-primary:5432");
+        let text = lab_contract::faultproxy::link("wal", "127.0.0.1:5499", "db-1:5432");
         let spec: LinkSpec = text.parse().unwrap();
         assert_eq!(spec.name, "wal");
         assert_eq!(spec.listen, "127.0.0.1:5499".parse().unwrap());
-        assert_eq!(spec.upstream, "db-primary:5432");
+        assert_eq!(spec.upstream, "db-1:5432");
     }
 
     #[test]
