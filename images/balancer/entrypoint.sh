@@ -34,7 +34,8 @@
 #                       the node's health (default 2 / 2)
 #   LAB_BALANCER_ADMIN  where the health check finds the admin API
 #                       (default 127.0.0.1:9000)
-# Arguments are lab-balancer's (the image's CMD: --config /etc/lab/balancer.toml).
+# Arguments are lab-balancer's (the image's CMD: --config /etc/lab/balancer.toml);
+# a first argument that is not an option is a command to run instead, as nobody.
 set -euo pipefail
 
 BALANCER=(/usr/local/bin/lab-balancer "$@")
@@ -46,6 +47,13 @@ DROP=(setpriv --reuid=nobody --regid=nogroup --clear-groups
 
 say() { printf 'lab-balancer-entrypoint: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+
+# A command instead of the balancer's options (the lab's `edge` runs
+# `lab-faultproxy ...` from this image): run it as nobody, like the balancer.
+if [[ $# -gt 0 && $1 != -* ]]; then
+  if (( EUID == 0 )); then exec "${DROP[@]}" "$@"; fi
+  exec "$@"
+fi
 
 if [[ -z ${VRRP_VIP:-} ]]; then
   if (( EUID == 0 )); then exec "${DROP[@]}" "${BALANCER[@]}"; fi

@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod down;
 pub mod error;
 pub mod faults;
+pub mod ha;
 pub mod images;
 pub mod lb_admin;
 pub mod lessons;

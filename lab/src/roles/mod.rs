@@ -21,6 +21,7 @@ use crate::topology::{HealthChecks, Resources, Role, Topology};
 
 pub mod balancer;
 pub mod database;
+pub mod edge;
 pub mod redis;
 pub mod server;
 
@@ -33,6 +34,15 @@ pub mod names {
     pub const PRIMARY: &str = "db-primary";
     /// The balancer (the lab's entry point).
     pub const BALANCER: &str = "lb-1";
+    /// The second balancer of an HA pair (`--balancers 2`).
+    pub const BALANCER_2: &str = "lb-2";
+    /// The internet in front of an HA pair: forwards to the floating address.
+    pub const EDGE: &str = "edge";
+
+    /// `lb-N`, counted from 1.
+    pub fn balancer(n: u8) -> String {
+        format!("lb-{n}")
+    }
 
     /// `server-N`, counted from 1.
     pub fn server(n: u8) -> String {
@@ -110,6 +120,12 @@ pub struct Parts {
     /// Settings kept in a file that still need a new container when they
     /// change: they count in the configuration hash.
     pub hashed_extra: Option<String>,
+    /// Capabilities beyond Docker's default set (never privileged).
+    pub cap_add: Vec<String>,
+    /// A fixed address on the lab network (None: Docker picks one).
+    pub ipv4: Option<String>,
+    /// Arguments for the image's entrypoint (None: the image's CMD).
+    pub cmd: Option<Vec<String>>,
 }
 
 /// What every role's spec is made from.
@@ -117,6 +133,9 @@ pub struct Ctx<'a> {
     pub lab: &'a str,
     pub topology: &'a Topology,
     pub secrets: &'a Secrets,
+    /// The HA pair's addresses on the lab network (None: the network
+    /// reserves none, or the caller has no network yet).
+    pub layout: Option<&'a crate::ha::Layout>,
 }
 
 /// One kind of service.
@@ -144,6 +163,7 @@ pub fn kind(role: Role) -> &'static dyn RoleKind {
         Role::Redis => &redis::Redis,
         Role::Primary => &database::Primary,
         Role::Replica => &database::Replica,
+        Role::Edge => &edge::Edge,
     }
 }
 
