@@ -160,6 +160,28 @@ pub fn verdicts(priority: u8, advert_int: Duration, m: &Measured) -> Vec<(String
     ]
 }
 
+/// A free port on 127.0.0.1 for the entry point. A fixed one, because a
+/// container published on "any free port" gets a new one when it starts
+/// again, and users (the load) would knock on the old one.
+fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| super::step("find a free port")(&e))
+}
+
+/// Brings the lesson's lab to `t` on the given entry port.
+async fn up_on(c: &Ctx<'_>, t: Topology, port: u16) -> Result<()> {
+    let opts = crate::up::UpOptions {
+        wait: true,
+        timeout: Duration::from_secs(180),
+        lb: c.lb.clone(),
+    };
+    crate::up::up(c.rt, &c.lab, &Topology { port, ..t }, &opts)
+        .await
+        .map(|_| ())
+}
+
 fn load(history: &Path, secs: u64) -> LoadArgs {
     LoadArgs {
         scenario: Scenario::Ping,
@@ -183,7 +205,8 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
 
     // 1. One balancer: crash it at 3 s, start it at 9 s, load for 14 s.
     c.say("one balancer, two servers; 20 requests/s for 14 s; lb-1 crashes at 3 s and is started at 9 s");
-    c.up(base.clone()).await?;
+    let port = free_port()?;
+    up_on(c, base.clone(), port).await?;
     let h1 = dir.path().join("single.jsonl");
     let cr = &*c;
     let crash_at = Duration::from_secs(3);
@@ -211,7 +234,8 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     };
     let advert = t.advert_int;
     c.say("two balancers, lb-1 and lb-2, keepalived between them; the edge forwards users to the floating address");
-    c.up(t).await?;
+    // The same entry port: the edge takes it over from lb-1.
+    up_on(c, t, port).await?;
     let lbs = [
         naming::container(&c.lab, names::BALANCER),
         naming::container(&c.lab, names::BALANCER_2),

@@ -27,8 +27,9 @@ pub struct Edge;
 
 impl RoleKind for Edge {
     fn start_order(&self) -> u8 {
-        // With the balancers: it forwards blindly and needs nothing up first.
-        3
+        // After the balancers: it takes over the entry port, which lb-1
+        // holds until it is made again as one of a pair.
+        4
     }
 
     fn parts(&self, ctx: &Ctx<'_>, _name: &str) -> Parts {
