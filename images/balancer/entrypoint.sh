@@ -34,7 +34,8 @@
 #                       the node's health (default 2 / 2)
 #   LAB_BALANCER_ADMIN  where the health check finds the admin API
 #                       (default 127.0.0.1:9000)
-# Arguments are lab-balancer's (the image's CMD: --config /etc/lab/balancer.toml).
+# Arguments are lab-balancer's (the image's CMD: --config /etc/lab/balancer.toml);
+# a first argument that is not an option is a command to run instead, as nobody.
 set -euo pipefail
 
 BALANCER=(/usr/local/bin/lab-balancer "$@")
@@ -46,6 +47,13 @@ DROP=(setpriv --reuid=nobody --regid=nogroup --clear-groups
 
 say() { printf 'lab-balancer-entrypoint: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+
+# A command instead of the balancer's options (the lab's `edge` runs
+# `lab-faultproxy ...` from this image): run it as nobody, like the balancer.
+if [[ $# -gt 0 && $1 != -* ]]; then
+  if (( EUID == 0 )); then exec "${DROP[@]}" "$@"; fi
+  exec "$@"
+fi
 
 if [[ -z ${VRRP_VIP:-} ]]; then
   if (( EUID == 0 )); then exec "${DROP[@]}" "${BALANCER[@]}"; fi
@@ -164,11 +172,36 @@ keepalived --dont-fork --log-console --log-detail --no-syslog --vrrp \
   --pid=/run/keepalived/keepalived.pid --vrrp_pid=/run/keepalived/vrrp.pid &
 keepalived=$!
 
+# `lab partition` and `lab heal` disconnect the container from the lab
+# network and connect it again with the same address, but Docker 20.10 names
+# the new interface eth1. keepalived (with dynamic_interfaces) waits for the
+# interface it was given, so once Docker has finished setting the new one up
+# (it has its address), give it the old name back (NET_ADMIN allows it) and
+# restore the default route the rename drops.
+gateway=$(ip -4 route show default | awk 'NR == 1 {print $3}')
+(
+  while sleep 1; do
+    [[ -e /sys/class/net/$iface ]] && continue
+    for dev in /sys/class/net/eth*; do
+      [[ -e $dev ]] || continue
+      new=${dev##*/}
+      [[ -n $(ip -4 -o addr show dev "$new" 2>/dev/null) ]] || continue
+      sleep 1
+      ip link set dev "$new" down && ip link set dev "$new" name "$iface" &&
+        ip link set dev "$iface" up && say "the lab network came back as $new: renamed it $iface for keepalived"
+      [[ -n $gateway ]] && ip route replace default via "$gateway" dev "$iface" 2>/dev/null
+      break
+    done
+  done
+) &
+renamer=$!
+
 # On `docker stop`: keepalived first, so it drops the address and sends a
 # priority-0 advert (the peer takes over within its skew time, well under a
 # second); then the balancer, which finishes its in-flight requests.
 stop() {
   say "stopping: keepalived first (hands the address over), then the balancer"
+  kill -TERM "$renamer" 2>/dev/null || true
   kill -TERM "$keepalived" 2>/dev/null || true
   wait "$keepalived" 2>/dev/null || true
   kill -TERM "$balancer" 2>/dev/null || true
@@ -183,6 +216,7 @@ while true; do
   if ! kill -0 "$keepalived" 2>/dev/null; then
     code=0; wait "$keepalived" || code=$?
     say "keepalived exited ($code): stopping the balancer; the container exits"
+    kill -TERM "$renamer" 2>/dev/null || true
     kill -TERM "$balancer" 2>/dev/null || true
     wait "$balancer" 2>/dev/null || true
     exit 1

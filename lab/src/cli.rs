@@ -61,7 +61,7 @@ pub enum Command {
 
     /// Create the lab, or bring a running lab in line with new settings.
     #[command(
-        after_help = "Examples:\n  lab up\n  lab up --servers 2 --sessions redis --port 0\n  lab up -f lab.toml --replicas 2   # flags win over the file\n  lab up --preset stateless         # redis sessions and retries\n  lab up --health-interval 1s --health-fall 3 --passive off   # the course's 3-second window\n  lab up --replicas 2               # 3 database nodes: automatic failover (--failover off to compare)\n\nPresets: naive (the default), single, sticky, stateless, cached, full."
+        after_help = "Examples:\n  lab up\n  lab up --servers 2 --sessions redis --port 0\n  lab up -f lab.toml --replicas 2   # flags win over the file\n  lab up --preset stateless         # redis sessions and retries\n  lab up --health-interval 1s --health-fall 3 --passive off   # the course's 3-second window\n  lab up --replicas 2               # 3 database nodes: automatic failover (--failover off to compare)\n  lab up --balancers 2              # two balancers share a floating address (VRRP); crash lb-1 and see\n\nPresets: naive (the default), single, sticky, stateless, cached, full."
     )]
     Up(UpArgs),
 
@@ -233,7 +233,7 @@ pub enum Command {
 
     /// Change settings of a running lab; servers are replaced one at a time.
     #[command(
-        after_help = "Examples:\n  lab set sessions=redis\n  lab set cache=on cache_ttl=10s\n  lab set lb=sticky retries=on\n\n  lab set health_interval=1s health_fall=3 passive=off\n\nKeys: sessions, cache, cache_ttl, reads, lb, retries, product_query_ms, health_interval, health_timeout, health_fall, health_rise, passive"
+        after_help = "Examples:\n  lab set sessions=redis\n  lab set cache=on cache_ttl=10s\n  lab set lb=sticky retries=on\n\n  lab set health_interval=1s health_fall=3 passive=off\n  lab set balancers=2               # add lb-2, keepalived and the edge\n\nKeys: sessions, cache, cache_ttl, reads, lb, retries, product_query_ms, health_interval, health_timeout, health_fall, health_rise, passive, balancers, advert_int"
     )]
     Set(SetArgs),
 }
@@ -330,6 +330,12 @@ pub struct UpArgs {
     /// The balancer's port on 127.0.0.1 (0 picks a free one).
     #[arg(long, value_name = "P")]
     pub port: Option<u16>,
+    /// 1 balancer, or 2: an HA pair (keepalived, a floating address) behind an edge.
+    #[arg(long, value_name = "1|2")]
+    pub balancers: Option<u32>,
+    /// With 2 balancers: VRRP's advert interval, whole seconds (failover takes about 3 x it).
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    pub advert_int: Option<std::time::Duration>,
     /// A bundle of settings for a stage of the course; lab.toml and flags win over it.
     #[arg(long, value_enum, value_name = "NAME")]
     pub preset: Option<crate::topology::Preset>,
@@ -366,6 +372,8 @@ impl UpArgs {
             health_fall: self.health_fall,
             health_rise: self.health_rise,
             passive: self.passive,
+            balancers: self.balancers,
+            advert_int: text(self.advert_int),
             ..Default::default()
         }
     }

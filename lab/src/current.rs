@@ -55,6 +55,8 @@ pub async fn current(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<To
         port: balancer.port,
         health: balancer.health,
         resources: server.resources.clone(),
+        balancers: of_role(&all, Role::Lb).len().clamp(1, 2) as u8,
+        advert_int: balancer.advert_int,
     };
     t.resources.db = primary.resources.db;
     t.resources.lb = balancer.resources.lb;

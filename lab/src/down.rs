@@ -76,6 +76,7 @@ mod tests {
             files: vec![],
             stop_timeout: None,
             hashed_extra: None,
+            ipv4: None,
         }
     }
 

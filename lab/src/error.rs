@@ -6,6 +6,7 @@ use thiserror::Error;
 
 use crate::bundle::BundleError;
 use crate::faults::FaultError;
+use crate::ha::HaError;
 use crate::images::ImageError;
 use crate::lessons::LessonError;
 use crate::live::SetError;
@@ -41,6 +42,8 @@ pub enum LabError {
     Proxy(#[from] ProxyError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    Ha(#[from] HaError),
     #[error("port {port} on 127.0.0.1 is already in use: stop what uses it, or pick another with --port (0 picks a free one)")]
     PortInUse { port: u16 },
     #[error(

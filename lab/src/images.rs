@@ -29,6 +29,12 @@ const PATRONI_CONFIG_TOOL: &str = include_str!("../../images/postgres/lab-patron
 const PATRONI_TEMPLATE: &str = include_str!("../../images/postgres/patroni.yml.tmpl");
 const REDIS_ENTRYPOINT: &str = include_str!("../../images/redis/entrypoint.sh");
 const APP_ENTRYPOINT: &str = include_str!("../../images/app/entrypoint.sh");
+/// The balancer image runs our balancer alone, or beside keepalived in an
+/// HA pair (images/balancer/, docs/ha-balancers-notes.md).
+const BALANCER_ENTRYPOINT: &str = include_str!("../../images/balancer/entrypoint.sh");
+const KEEPALIVED_CONF: &str = include_str!("../../images/balancer/keepalived.conf.in");
+const VRRP_CHECK: &str = include_str!("../../images/balancer/check-balancer.sh");
+const VRRP_NOTIFY: &str = include_str!("../../images/balancer/vrrp-notify.sh");
 /// Overrides the version part of every image tag (see [`Image::tag`]).
 pub const TAG_ENV: &str = "LAB_IMAGE_TAG";
 /// Our TCP fault proxy, in every image whose service it fronts.
@@ -308,10 +314,19 @@ fn context_for(image: Image, opts: &BuildOptions) -> Result<Context, ImageError>
         .add("lab-app", read_bin("lab-app")?, 0o755)
         .add(FAULTPROXY, read_bin(FAULTPROXY)?, 0o755)
         .add("entrypoint.sh", APP_ENTRYPOINT.as_bytes().to_vec(), 0o755),
+        // No `USER nobody`: keepalived needs root in a pair, and the
+        // entrypoint drops the balancer (and the edge's forwarder) to nobody
+        // itself, with no capability left. keepalived refuses hook scripts
+        // that anyone but root could change: root's, mode 0755.
         Image::Balancer => Context::new(format!(
-            "FROM {base}\nCOPY lab-balancer /usr/local/bin/lab-balancer\n#LABELS#\nUSER nobody\nEXPOSE 8080 9000\nENTRYPOINT [\"/usr/local/bin/lab-balancer\"]\nCMD [\"--config\", \"/etc/lab/balancer.toml\"]\n"
+            "FROM {base}\nCOPY lab-balancer {FAULTPROXY} /usr/local/bin/\nCOPY entrypoint.sh /usr/local/bin/lab-balancer-entrypoint\nCOPY keepalived.conf.in check-balancer notify /usr/local/lib/lab-vrrp/\n#LABELS#\nEXPOSE 8080 9000\nENTRYPOINT [\"/usr/local/bin/lab-balancer-entrypoint\"]\nCMD [\"--config\", \"/etc/lab/balancer.toml\"]\n"
         ))
-        .add("lab-balancer", read_bin("lab-balancer")?, 0o755),
+        .add("lab-balancer", read_bin("lab-balancer")?, 0o755)
+        .add(FAULTPROXY, read_bin(FAULTPROXY)?, 0o755)
+        .add("entrypoint.sh", BALANCER_ENTRYPOINT.as_bytes().to_vec(), 0o755)
+        .add("keepalived.conf.in", KEEPALIVED_CONF.as_bytes().to_vec(), 0o644)
+        .add("check-balancer", VRRP_CHECK.as_bytes().to_vec(), 0o755)
+        .add("notify", VRRP_NOTIFY.as_bytes().to_vec(), 0o755),
         Image::Redis => Context::new(format!(
             "FROM {base}\nCOPY {FAULTPROXY} /usr/local/bin/\nCOPY entrypoint.sh /usr/local/bin/lab-redis\n#LABELS#\nEXPOSE 6379\nENTRYPOINT [\"/usr/local/bin/lab-redis\"]\n"
         ))
@@ -462,6 +477,8 @@ mod tests {
         let p = packages();
         assert!(p.contains(&"postgresql-15"));
         assert!(p.contains(&"redis-server"));
+        // An HA pair runs keepalived in the balancer image.
+        assert!(p.contains(&"keepalived"));
         assert!(!p.iter().any(|l| l.starts_with('#')));
     }
 

@@ -165,6 +165,96 @@ impl LbControl for LbAdmin {
     }
 }
 
+/// One client for every running balancer: with an HA pair, every live
+/// change (servers, strategy, retries, a drain) must reach both, or the
+/// backup would take over with yesterday's view of the site. None when no
+/// balancer runs; the one client itself when there is one.
+pub fn fanout(addrs: Vec<String>, connect: &LbConnector) -> Option<Box<dyn LbControl>> {
+    let mut nodes: Vec<Box<dyn LbControl>> = addrs.iter().map(|a| connect(a)).collect();
+    match nodes.len() {
+        0 => None,
+        1 => nodes.pop(),
+        _ => Some(Box::new(Fanout { nodes })),
+    }
+}
+
+/// See [`fanout`].
+struct Fanout {
+    nodes: Vec<Box<dyn LbControl>>,
+}
+
+impl Fanout {
+    /// A change succeeds when it reached every balancer that answers; one
+    /// that does not answer (crashed, paused) reads its file when it starts
+    /// again, and `up` rewrites that file on both.
+    fn settle(results: Vec<Result<()>>) -> Result<()> {
+        let total = results.len();
+        let mut errors: Vec<LabError> = results.into_iter().filter_map(|r| r.err()).collect();
+        if errors.len() == total {
+            return Err(errors.remove(0));
+        }
+        for e in errors {
+            tracing::warn!("one balancer of the pair missed a live change: {e}");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl LbControl for Fanout {
+    /// The first balancer that answers: both hold the same settings.
+    async fn view(&self) -> Result<BalancerView> {
+        let mut last = None;
+        for n in &self.nodes {
+            match n.view().await {
+                Ok(v) => return Ok(v),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| LabError::Admin("no balancer".into())))
+    }
+
+    async fn set_servers(&self, servers: &[UpstreamConfig]) -> Result<()> {
+        let r = futures::future::join_all(self.nodes.iter().map(|n| n.set_servers(servers))).await;
+        Self::settle(r)
+    }
+
+    async fn set_settings(&self, strategy: Strategy, retries: bool) -> Result<()> {
+        let r =
+            futures::future::join_all(self.nodes.iter().map(|n| n.set_settings(strategy, retries)))
+                .await;
+        Self::settle(r)
+    }
+
+    async fn drain(&self, name: &str) -> Result<()> {
+        let r = futures::future::join_all(self.nodes.iter().map(|n| n.drain(name))).await;
+        Self::settle(r)
+    }
+
+    async fn undrain(&self, name: &str) -> Result<()> {
+        let r = futures::future::join_all(self.nodes.iter().map(|n| n.undrain(name))).await;
+        Self::settle(r)
+    }
+
+    /// Drained when every balancer that answers has nothing in flight to it.
+    async fn wait_drained(&self, name: &str, limit: Duration) -> Result<Drained> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut cut = 0;
+        for n in &self.nodes {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match n.wait_drained(name, left).await {
+                Ok(d) => cut += d.cut(),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+        Ok(if cut == 0 {
+            Drained::Empty
+        } else {
+            Drained::TimedOut { in_flight: cut }
+        })
+    }
+}
+
 async fn check(r: reqwest::Response) -> Result<reqwest::Response> {
     if r.status().is_success() {
         Ok(r)
@@ -253,5 +343,39 @@ mod fake {
             Self::lock(&self.calls).push(format!("undrain {name}"));
             Ok(())
         }
+    }
+
+    #[cfg(test)]
+    #[tokio::test]
+    async fn a_pair_gets_every_change_and_survives_one_silent_node() {
+        let a = FakeLb::default();
+        let b = FakeLb::default();
+        *a.state.lock().unwrap() = Some(BalancerView {
+            strategy: Strategy::RoundRobin,
+            retries: false,
+            servers: Vec::new(),
+        });
+        *b.state.lock().unwrap() = a.state.lock().unwrap().clone();
+        let (ca, cb) = (a.connector(), b.connector());
+        let connect: LbConnector = Arc::new(
+            move |addr: &str| {
+                if addr == "a" {
+                    ca(addr)
+                } else {
+                    cb(addr)
+                }
+            },
+        );
+        let pair = fanout(vec!["a".into(), "b".into()], &connect).unwrap();
+        pair.set_settings(Strategy::LeastConn, true).await.unwrap();
+        pair.drain("server-1").await.unwrap();
+        for lb in [&a, &b] {
+            assert_eq!(lb.calls(), ["settings least-conn true", "drain server-1"]);
+        }
+        // b is down: the change still reaches a, and the view comes from a.
+        *b.state.lock().unwrap() = None;
+        pair.set_servers(&[]).await.unwrap();
+        assert!(pair.view().await.unwrap().retries);
+        assert!(fanout(Vec::new(), &connect).is_none());
     }
 }

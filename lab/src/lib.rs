@@ -17,6 +17,7 @@ pub mod down;
 pub mod error;
 pub mod failover;
 pub mod faults;
+pub mod ha;
 pub mod images;
 pub mod lb_admin;
 pub mod lessons;

@@ -19,7 +19,7 @@ use crate::topology::{Reads, Sessions, Strategy, Toggle, Topology, MAX_SERVERS};
 use crate::up::{up, UpOptions, UpReport};
 
 /// The knobs `lab set` changes on a running lab.
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 14] = [
     "sessions",
     "cache",
     "cache_ttl",
@@ -32,6 +32,8 @@ pub const KEYS: [&str; 12] = [
     "health_fall",
     "health_rise",
     "passive",
+    "balancers",
+    "advert_int",
 ];
 
 #[derive(Error, Debug, PartialEq)]
@@ -111,6 +113,23 @@ pub fn apply(t: &mut Topology, pairs: &[String]) -> std::result::Result<(), SetE
             "health_fall" => t.health.fall = count_value(key, value)?,
             "health_rise" => t.health.rise = count_value(key, value)?,
             "passive" => t.health.passive = enum_value::<Toggle>(key, value)?,
+            // 2 adds lb-2 and the edge (lb-1 is made again with keepalived);
+            // 1 removes them.
+            "balancers" => {
+                t.balancers = match value {
+                    "1" => 1,
+                    "2" => 2,
+                    _ => {
+                        return Err(SetError::Value {
+                            key: key.into(),
+                            value: value.into(),
+                            hint: "1 (one balancer) or 2 (an HA pair with a floating address)"
+                                .into(),
+                        })
+                    }
+                }
+            }
+            "advert_int" => t.advert_int = duration_value(key, value)?,
             "product_query_ms" => {
                 t.product_query_ms =
                     value
@@ -181,6 +200,15 @@ mod tests {
         assert_eq!(t.cache, Toggle::On);
         assert_eq!(t.lb, Strategy::Sticky);
         assert_eq!(t.retries, Toggle::On);
+    }
+
+    #[test]
+    fn set_turns_the_pair_on_and_refuses_three() {
+        let mut t = Topology::default();
+        apply(&mut t, &["balancers=2".into(), "advert_int=2s".into()]).unwrap();
+        assert_eq!((t.balancers, t.advert_int), (2, Duration::from_secs(2)));
+        let e = apply(&mut t, &["balancers=3".into()]).unwrap_err();
+        assert!(e.to_string().contains("1 (one balancer) or 2"), "{e}");
     }
 
     #[test]

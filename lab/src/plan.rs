@@ -20,10 +20,22 @@ use crate::topology::{parse_memory, Role, Service, Topology};
 
 /// One spec per service of the topology.
 pub fn desired(lab: &str, t: &Topology, s: &Secrets) -> Vec<ContainerSpec> {
+    desired_on(lab, t, s, None)
+}
+
+/// One spec per service, on a network that reserves the HA pair's
+/// addresses (`layout`; an HA pair needs it).
+pub fn desired_on(
+    lab: &str,
+    t: &Topology,
+    s: &Secrets,
+    layout: Option<&crate::ha::Layout>,
+) -> Vec<ContainerSpec> {
     let ctx = Ctx {
         lab,
         topology: t,
         secrets: s,
+        layout,
     };
     t.services()
         .into_iter()
@@ -37,7 +49,7 @@ fn spec_for(ctx: &Ctx<'_>, svc: &Service) -> ContainerSpec {
         name: naming::container(ctx.lab, &svc.name),
         alias: svc.name.clone(),
         image: parts.image,
-        cmd: None,
+        cmd: parts.cmd,
         env: parts.env,
         labels: BTreeMap::new(),
         ports: parts
@@ -54,10 +66,11 @@ fn spec_for(ctx: &Ctx<'_>, svc: &Service) -> ContainerSpec {
         healthcheck: parts.healthcheck,
         cpus: parts.resources.cpus,
         memory: parts.resources.memory.as_deref().and_then(parse_memory),
-        cap_add: Vec::new(),
+        cap_add: parts.cap_add,
         files: parts.files,
         hashed_extra: parts.hashed_extra,
         stop_timeout: Some(10),
+        ipv4: parts.ipv4,
     };
     let hash = config_hash(&spec);
     spec.labels = BTreeMap::from([
@@ -101,6 +114,10 @@ pub fn config_hash(spec: &ContainerSpec) -> String {
         spec.cap_add,
         spec.hashed_extra
     ));
+    // Only when set, so a lab made before fixed addresses keeps its hashes.
+    if let Some(ip) = &spec.ipv4 {
+        h.update(ip);
+    }
     h.finalize()
         .iter()
         .take(8)
@@ -356,6 +373,62 @@ mod tests {
         assert!(cfg.contains("address = \"server-2:8000\""));
         assert!(!cfg.contains("server-3"));
         assert!(toml::from_str::<toml::Value>(&cfg).is_ok());
+    }
+
+    #[test]
+    fn one_balancer_is_unchanged_by_the_pair_knobs() {
+        let t = Topology::default();
+        let specs = desired("lab", &t, &secrets());
+        assert!(specs
+            .iter()
+            .all(|s| s.cap_add.is_empty() && s.ipv4.is_none()));
+        let lb = specs.iter().find(|s| s.alias == "lb-1").unwrap();
+        assert!(!lb.env.keys().any(|k| k.starts_with("VRRP_")));
+        assert!(!specs.iter().any(|s| s.alias == "edge" || s.alias == "lb-2"));
+    }
+
+    #[test]
+    fn a_pair_gets_capabilities_fixed_addresses_and_an_edge() {
+        use crate::ha::{reserved, Layout};
+        use crate::runtime::NetworkIpam;
+        let net = reserved(&NetworkIpam {
+            subnet: "172.29.0.0/16".into(),
+            gateway: Some("172.29.0.1".into()),
+            ip_range: None,
+        })
+        .unwrap();
+        let layout = Layout::of(&net).unwrap();
+        let t = Topology {
+            balancers: 2,
+            ..Topology::default()
+        };
+        let specs = desired_on("lab", &t, &secrets(), Some(&layout));
+        let by = |n: &str| specs.iter().find(|s| s.alias == n).unwrap();
+        let (lb1, lb2, edge) = (by("lb-1"), by("lb-2"), by("edge"));
+        // Only the balancers get capabilities, exactly keepalived's two.
+        for s in &specs {
+            if s.alias.starts_with("lb-") {
+                assert_eq!(s.cap_add, ["NET_ADMIN", "NET_RAW"]);
+            } else {
+                assert!(s.cap_add.is_empty(), "{}", s.alias);
+            }
+        }
+        assert_eq!(lb1.ipv4.as_deref(), Some("172.29.255.253"));
+        assert_eq!(lb2.ipv4.as_deref(), Some("172.29.255.252"));
+        assert_eq!(lb1.env["VRRP_VIP"], "172.29.255.254");
+        assert_eq!(lb1.env["VRRP_PEERS"], "172.29.255.252");
+        assert_eq!(lb2.env["VRRP_PEERS"], "172.29.255.253");
+        assert_eq!(lb1.env["VRRP_PRIORITY"], "150");
+        assert_eq!(lb2.env["VRRP_PRIORITY"], "100");
+        assert_eq!(lb1.env["VRRP_ADVERT_INT"], "1");
+        assert_eq!(lb1.env["VRRP_PASSWORD"], lb2.env["VRRP_PASSWORD"]);
+        // The edge owns the entry port and forwards to the floating address.
+        let http = |s: &ContainerSpec| s.ports.iter().find(|p| p.name == "http").unwrap().host_port;
+        assert_eq!(http(edge), 8080);
+        assert_eq!((http(lb1), http(lb2)), (0, 0));
+        assert!(edge.env["FAULTPROXY_LINKS"].ends_with("->172.29.255.254:8080"));
+        assert!(edge.cmd.as_ref().unwrap()[0] == "lab-faultproxy");
+        assert!(edge.ipv4.is_none());
     }
 
     #[test]

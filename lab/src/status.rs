@@ -16,7 +16,8 @@ use crate::naming::{self, natural_key};
 use crate::primary::DbRole;
 use crate::runtime::{labels, ContainerInfo, Health, Runtime, State};
 use crate::topology::{Role, Strategy};
-use crate::up::{admin_addr, containers, entrypoint};
+use crate::up::{containers, entrypoint};
+pub use lab_contract::vrrp::VipRole;
 
 /// A fault the CLI can see on a service.
 #[derive(Serialize, Debug, Clone, PartialEq)]
@@ -144,6 +145,15 @@ pub struct ServiceStatus {
     pub faults: Vec<Fault>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lb: Option<LbEntry>,
+    /// With an HA pair: each balancer's view of this server, by balancer.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lb_views: BTreeMap<String, LbEntry>,
+    /// A balancer of an HA pair: whether it holds the floating address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip: Option<VipRole>,
+    /// Since when it has that role (UTC, from keepalived's notify hook).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip_since: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replication: Option<ReplicationInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,10 +179,15 @@ pub struct StatusReport {
     pub entrypoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub balancer: Option<BalancerSettings>,
+    /// The services of the site.
     pub services: Vec<ServiceStatus>,
     /// Whether the database fails over by itself, and why (not).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<crate::failover::Availability>,
+    /// In front of an HA pair: the edge, which stands for the internet and
+    /// is not part of the site (never a single point of failure of it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge: Option<ServiceStatus>,
 }
 
 async fn psql(rt: &dyn Runtime, container: &str, sql: &str) -> Option<String> {
@@ -240,10 +255,49 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
             natural_key(c.label(labels::SERVICE).unwrap_or(&c.name)),
         )
     });
-    let view: Option<BalancerView> = match admin_addr(&all) {
-        Some(a) => lb(&a).view().await.ok(),
-        None => None,
-    };
+    // Every running balancer's view (two with an HA pair).
+    let mut views: Vec<(String, BalancerView)> = Vec::new();
+    for c in all
+        .iter()
+        .filter(|c| c.label(labels::ROLE) == Some(Role::Lb.as_str()) && c.state == State::Running)
+    {
+        if let Some(a) = c.ports.get(&crate::roles::balancer::ADMIN_PORT) {
+            if let Ok(v) = lb(a).view().await {
+                views.push((c.label(labels::SERVICE).unwrap_or(&c.name).to_string(), v));
+            }
+        }
+    }
+    let pair = all
+        .iter()
+        .filter(|c| c.label(labels::ROLE) == Some(Role::Lb.as_str()))
+        .count()
+        > 1;
+    let mut vips = BTreeMap::new();
+    if pair {
+        for c in all
+            .iter()
+            .filter(|c| c.label(labels::ROLE) == Some(Role::Lb.as_str()))
+        {
+            let name = c.label(labels::SERVICE).unwrap_or(&c.name).to_string();
+            // `docker exec` refuses a paused container: unknown, then.
+            let st = match c.state {
+                State::Running => crate::ha::vip_state(rt, &c.name).await,
+                _ => None,
+            };
+            vips.insert(name, st);
+        }
+    }
+    // The site as users see it: through the master's view when one is known.
+    let master = vips
+        .iter()
+        .find(|(_, s)| s.as_ref().map(|s| s.state) == Some(VipRole::Master))
+        .map(|(n, _)| n.clone());
+    let view: Option<BalancerView> = views
+        .iter()
+        .find(|(n, _)| Some(n) == master.as_ref())
+        .or_else(|| views.first())
+        .map(|(_, v)| v.clone());
+    let per_lb: Vec<(String, BalancerView)> = if pair { views } else { Vec::new() };
     let db = crate::primary::views(rt, &all).await;
     let primary_svc = crate::primary::choose(lab, &db).ok();
     let running_primary = primary_svc
@@ -254,7 +308,7 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
         None => BTreeMap::new(),
     };
     let network = naming::network(lab);
-    let services = futures::future::join_all(all.iter().map(|c| {
+    let mut services = futures::future::join_all(all.iter().map(|c| {
         service_status(
             rt,
             c,
@@ -266,6 +320,21 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
         )
     }))
     .await;
+    for s in &mut services {
+        for (lb_name, v) in &per_lb {
+            if let Some(e) = v.servers.iter().find(|x| x.name == s.name) {
+                s.lb_views.insert(lb_name.clone(), lb_entry(e));
+            }
+        }
+        if let Some(st) = vips.get(&s.name) {
+            s.vip = Some(st.as_ref().map_or(VipRole::Unknown, |x| x.state));
+            s.vip_since = st.as_ref().map(|x| x.since.clone());
+        }
+    }
+    let edge = services
+        .iter()
+        .position(|s| s.role == Role::Edge)
+        .map(|i| services.remove(i));
     let failover = crate::failover::availability_of(lab, &all).await;
     Ok(StatusReport {
         lab: lab.to_string(),
@@ -276,6 +345,7 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
         }),
         services,
         failover,
+        edge,
     })
 }
 
@@ -350,13 +420,7 @@ async fn service_status(
     }
     let lb = view
         .and_then(|v| v.servers.iter().find(|s| s.name == name))
-        .map(|s| LbEntry {
-            state: s.state,
-            requests: s.requests,
-            in_flight: s.in_flight,
-            failures: s.failures,
-            reason: s.reason.clone(),
-        });
+        .map(lb_entry);
     ServiceStatus {
         db_role: node.map(|n| n.role),
         timeline: node.and_then(|n| n.timeline),
@@ -371,6 +435,9 @@ async fn service_status(
             .collect(),
         faults,
         lb,
+        lb_views: BTreeMap::new(),
+        vip: None,
+        vip_since: None,
         replication,
         cpus: c.cpus,
         memory_bytes: c.memory,
@@ -382,6 +449,25 @@ async fn service_status(
             _ => serde_json::Value::Null,
         },
     }
+}
+
+fn lb_entry(s: &crate::lb_admin::ServerView) -> LbEntry {
+    LbEntry {
+        state: s.state,
+        requests: s.requests,
+        in_flight: s.in_flight,
+        failures: s.failures,
+        reason: s.reason.clone(),
+    }
+}
+
+/// "master since 11:25:00" for the table (the time of day of the ISO stamp).
+fn vip_cell(s: &ServiceStatus) -> Option<String> {
+    let role = s.vip?;
+    Some(match s.vip_since.as_deref().and_then(|t| t.get(11..19)) {
+        Some(hms) => format!("vip {role} since {hms}Z"),
+        None => format!("vip {role}"),
+    })
 }
 
 impl StatusReport {
@@ -402,10 +488,19 @@ impl StatusReport {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let lb =
+            let lb = if let Some(v) = vip_cell(s) {
+                v
+            } else if !s.lb_views.is_empty() {
+                s.lb_views
+                    .iter()
+                    .map(|(n, l)| format!("{n}: {} ({} req)", l.state, l.requests))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            } else {
                 s.lb.as_ref()
                     .map(|l| format!("{} ({} req)", l.state, l.requests))
-                    .unwrap_or_else(|| "-".into());
+                    .unwrap_or_else(|| "-".into())
+            };
             let mut notes: Vec<String> = s
                 .faults
                 .iter()
@@ -477,6 +572,14 @@ impl StatusReport {
                 ))
                 .unwrap_or_default()
         );
+        if let Some(e) = &self.edge {
+            out.push_str(&format!(
+                "outside the site: edge ({}, {}) stands for the internet and forwards to the floating address{}\n\n",
+                e.state,
+                e.health,
+                if e.faults.is_empty() { String::new() } else { format!("; {} fault(s) on it", e.faults.len()) }
+            ));
+        }
         for r in rows {
             let line: Vec<String> = r
                 .iter()

@@ -25,6 +25,9 @@ fn toggle_off() -> Toggle {
     Toggle::Off
 }
 
+/// One balancer, or an HA pair sharing a floating address (DESIGN §3).
+pub const MAX_BALANCERS: u8 = 2;
+
 /// The knobs the CLI shares with the balancer and the app: one spelling
 /// each, defined once in the contract crate.
 pub use lab_contract::knobs::{Reads, Replication, Sessions, Strategy, Toggle};
@@ -143,6 +146,10 @@ pub struct LabFile {
     pub health_fall: Option<u32>,
     pub health_rise: Option<u32>,
     pub passive: Option<Toggle>,
+    /// 1, or 2 for an HA pair (lb-1, lb-2, keepalived and a floating address).
+    pub balancers: Option<u32>,
+    /// VRRP's advertisement interval of an HA pair, whole seconds (`1s`).
+    pub advert_int: Option<String>,
     #[serde(default)]
     pub resources: ResourceSet,
 }
@@ -189,6 +196,7 @@ impl Preset {
                 f.retries = Some(Toggle::On);
                 f.cache = Some(Toggle::On);
                 f.replication = Some(Replication::Sync);
+                f.balancers = Some(2);
             }
         }
         f
@@ -215,6 +223,8 @@ pub fn layer(base: LabFile, top: LabFile) -> LabFile {
         health_fall: top.health_fall.or(base.health_fall),
         health_rise: top.health_rise.or(base.health_rise),
         passive: top.passive.or(base.passive),
+        balancers: top.balancers.or(base.balancers),
+        advert_int: top.advert_int.or(base.advert_int),
         resources: if top.resources == ResourceSet::default() {
             base.resources
         } else {
@@ -246,6 +256,22 @@ pub struct Topology {
     #[serde(default)]
     pub health: HealthChecks,
     pub resources: ResourceSet,
+    /// How many balancers: 1, or 2 for an HA pair. Older labs' labels have
+    /// none: they ran one.
+    #[serde(default = "one")]
+    pub balancers: u8,
+    /// VRRP's advertisement interval in an HA pair: the backup takes over
+    /// after 3 x advert_int + skew without an advert.
+    #[serde(default = "one_second", with = "lab_contract::human_duration")]
+    pub advert_int: Duration,
+}
+
+fn one() -> u8 {
+    1
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
 }
 
 impl Default for Topology {
@@ -268,6 +294,8 @@ impl Default for Topology {
             product_query_ms: 50,
             health: HealthChecks::default(),
             resources: ResourceSet::default(),
+            balancers: 1,
+            advert_int: one_second(),
         }
     }
 }
@@ -282,6 +310,8 @@ pub enum TopologyError {
     Servers(u32),
     #[error("--replicas {0} is out of range: use 0 to {MAX_REPLICAS}")]
     Replicas(u32),
+    #[error("--balancers {0} is out of range: use 1 (one balancer) or 2 (an HA pair with a floating address)")]
+    Balancers(u32),
     #[error(
         "--reads replicas needs at least one replica: add --replicas 1 or use --reads primary"
     )]
@@ -312,6 +342,10 @@ impl Topology {
         let replicas = f.replicas.unwrap_or(d.replicas.into());
         if replicas > MAX_REPLICAS.into() {
             return Err(TopologyError::Replicas(replicas));
+        }
+        let balancers = f.balancers.unwrap_or(d.balancers.into());
+        if !(1..=MAX_BALANCERS.into()).contains(&balancers) {
+            return Err(TopologyError::Balancers(balancers));
         }
         // Both fit in a u8 now that they are in range.
         let (servers, replicas) = (servers as u8, replicas as u8);
@@ -347,6 +381,8 @@ impl Topology {
                 passive: f.passive.unwrap_or(d.health.passive),
             },
             resources: f.resources.clone(),
+            balancers: balancers as u8,
+            advert_int: file_duration("advert_int", &f.advert_int)?.unwrap_or(d.advert_int),
         };
         t.validate()?;
         Ok(t)
@@ -358,6 +394,18 @@ impl Topology {
         }
         if self.replicas > MAX_REPLICAS {
             return Err(TopologyError::Replicas(self.replicas.into()));
+        }
+        if !(1..=MAX_BALANCERS).contains(&self.balancers) {
+            return Err(TopologyError::Balancers(self.balancers.into()));
+        }
+        // VRRPv2 (which has the password) counts adverts in whole seconds.
+        let a = self.advert_int;
+        if a.subsec_nanos() != 0 || !(1..=255).contains(&a.as_secs()) {
+            return Err(TopologyError::Value {
+                what: "advert_int",
+                value: humantime::format_duration(a).to_string(),
+                hint: "use whole seconds from 1s to 255s (VRRPv2 counts in seconds)",
+            });
         }
         if self.replicas == 0 && self.reads == Reads::Replicas {
             return Err(TopologyError::ReadsWithoutReplicas);
@@ -444,7 +492,16 @@ impl Topology {
         v.push(Service::new(names::REDIS, Role::Redis));
         v.extend((1..=self.servers).map(|i| Service::new(&names::server(i), Role::Server)));
         v.push(Service::new(names::BALANCER, Role::Lb));
+        if self.balancers >= 2 {
+            v.push(Service::new(names::BALANCER_2, Role::Lb));
+            v.push(Service::new(names::EDGE, Role::Edge));
+        }
         v
+    }
+
+    /// Whether the lab runs an HA pair of balancers behind an edge.
+    pub fn ha(&self) -> bool {
+        self.balancers >= 2
     }
 }
 
@@ -502,10 +559,18 @@ pub enum Role {
     /// A database node (db-N): primary or replica, which can change while
     /// it runs; `crate::primary` says which it is now.
     Database,
+    /// Stands for the internet in front of an HA pair: not part of the site.
+    Edge,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Lb, Role::Server, Role::Redis, Role::Database];
+    pub const ALL: [Role; 5] = [
+        Role::Lb,
+        Role::Server,
+        Role::Redis,
+        Role::Database,
+        Role::Edge,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -513,6 +578,7 @@ impl Role {
             Role::Server => "server",
             Role::Redis => "redis",
             Role::Database => "database",
+            Role::Edge => "edge",
         }
     }
 
@@ -661,6 +727,36 @@ mod tests {
         for (flags, want) in cases {
             assert_eq!(resolve_with(None, &flags).unwrap_err(), want);
         }
+    }
+
+    #[test]
+    fn two_balancers_add_lb_2_and_the_edge_and_three_are_refused() {
+        let file: LabFile = toml::from_str("balancers = 2\nadvert_int = \"2s\"").unwrap();
+        let t = resolve_with(Some(&file), &UpArgs::default()).unwrap();
+        assert_eq!((t.balancers, t.advert_int), (2, Duration::from_secs(2)));
+        let names: Vec<_> = t.services().into_iter().map(|s| s.name).collect();
+        assert!(names.ends_with(&["lb-1".into(), "lb-2".into(), "edge".into()]));
+        let one = resolve_with(None, &UpArgs::default()).unwrap();
+        assert!(!one
+            .services()
+            .iter()
+            .any(|s| s.name == "lb-2" || s.name == "edge"));
+        let three = UpArgs {
+            balancers: Some(3),
+            ..Default::default()
+        };
+        let e = resolve_with(None, &three).unwrap_err();
+        assert_eq!(e, TopologyError::Balancers(3));
+        assert!(e.to_string().contains("use 1") && !e.to_string().contains('\n'));
+        let half: LabFile = toml::from_str("advert_int = \"500ms\"").unwrap();
+        let e = resolve_with(Some(&half), &UpArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("whole seconds"), "{e}");
+        // A label written before the knob existed reads as one balancer.
+        let mut v = serde_json::to_value(Topology::default()).unwrap();
+        v.as_object_mut().unwrap().remove("balancers");
+        v.as_object_mut().unwrap().remove("advert_int");
+        let old: Topology = serde_json::from_value(v).unwrap();
+        assert_eq!((old.balancers, old.advert_int), (1, Duration::from_secs(1)));
     }
 
     #[test]

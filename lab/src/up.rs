@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures::future::try_join_all;
 
 use crate::error::{LabError, Result};
+use crate::ha::{self, HaError, Layout};
 use crate::images;
 use crate::lb_admin::{LbConnector, LbControl};
 use crate::naming;
@@ -144,8 +145,9 @@ pub async fn containers(rt: &dyn Runtime, lab: &str) -> Result<Vec<ContainerInfo
     Ok(rt.list_containers(&[(labels::LAB, lab)]).await?)
 }
 
-/// The network carries the secrets; make both on the first `up`.
-async fn ensure_network(rt: &dyn Runtime, lab: &str) -> Result<Secrets> {
+/// The network carries the secrets; make both on the first `up`. Also
+/// says where an HA pair's addresses are on it (see [`crate::ha`]).
+async fn ensure_network(rt: &dyn Runtime, lab: &str) -> Result<(Secrets, Option<Layout>)> {
     let nets = rt.list_networks(&[(labels::LAB, lab)]).await?;
     if let Some(n) = nets.iter().find(|n| n.name == naming::network(lab)) {
         if let Some(s) = n
@@ -153,15 +155,47 @@ async fn ensure_network(rt: &dyn Runtime, lab: &str) -> Result<Secrets> {
             .get(labels::SECRETS)
             .and_then(|s| Secrets::from_label(s))
         {
-            return Ok(s);
+            let layout = rt.network_ipam(&n.name).await?.and_then(|i| Layout::of(&i));
+            return Ok((s, layout));
         }
         return Err(LabError::NoSecrets(n.name.clone()));
     }
     let secrets = Secrets::generate();
     let mut l = lab_labels(lab);
     l.insert(labels::SECRETS.to_string(), secrets.to_label());
-    rt.create_network(&naming::network(lab), &l).await?;
-    Ok(secrets)
+    let layout = make_network(rt, &naming::network(lab), &l).await?;
+    Ok((secrets, layout))
+}
+
+/// Docker picks a subnet no other network uses (from its own pools, which
+/// respects a user's `default-address-pools`); the network is then made
+/// again with that subnet and an allocation range of its lower half, so
+/// the upper half is free for an HA pair's fixed addresses.
+async fn make_network(
+    rt: &dyn Runtime,
+    name: &str,
+    l: &BTreeMap<String, String>,
+) -> Result<Option<Layout>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        rt.create_network(name, l).await?;
+        let chosen = rt.network_ipam(name).await?;
+        let Some(want) = chosen.as_ref().and_then(ha::reserved) else {
+            // A subnet too small to split: keep Docker's network (one
+            // balancer works on it; a pair will say why not).
+            return Ok(None);
+        };
+        rt.remove_network(name).await?;
+        match rt.create_network_ipam(name, l, &want).await {
+            Ok(()) => return Ok(Layout::of(&want)),
+            // Another program took the subnet between the two calls.
+            Err(e) if attempt < 3 => {
+                tracing::warn!("making {name} on {} again: {e}", want.subnet)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// The lab's secrets, for commands that need them (none are made here).
@@ -182,11 +216,25 @@ pub fn admin_addr(containers: &[ContainerInfo]) -> Option<String> {
         .and_then(|c| c.ports.get(&LB_ADMIN_PORT).cloned())
 }
 
-/// `http://127.0.0.1:PORT` of the balancer.
-pub fn entrypoint(containers: &[ContainerInfo]) -> Option<String> {
+/// Every running balancer's published admin address (two in an HA pair).
+pub fn admin_addrs(containers: &[ContainerInfo]) -> Vec<String> {
     containers
         .iter()
-        .find(|c| c.label(labels::SERVICE) == Some(names::BALANCER))
+        .filter(|c| c.label(labels::ROLE) == Some(Role::Lb.as_str()) && c.state == State::Running)
+        .filter_map(|c| c.ports.get(&LB_ADMIN_PORT).cloned())
+        .collect()
+}
+
+/// `http://127.0.0.1:PORT` of the balancer, or of the edge in front of an
+/// HA pair.
+pub fn entrypoint(containers: &[ContainerInfo]) -> Option<String> {
+    let by_name = |n: &str| {
+        containers
+            .iter()
+            .find(move |c| c.label(labels::SERVICE) == Some(n))
+    };
+    by_name(names::EDGE)
+        .or_else(|| by_name(names::BALANCER))
         .and_then(|c| c.ports.get(&LB_PORT))
         .map(|a| format!("http://{a}"))
 }
@@ -194,16 +242,15 @@ pub fn entrypoint(containers: &[ContainerInfo]) -> Option<String> {
 /// Port 0 asks for any free port. Docker would pick a new one each time the
 /// balancer's container starts, so after `lab crash lb-1` and `lab start
 /// lb-1` the site would move to another address and its users with it. 0 is
-/// therefore turned into a real port once: the one the balancer already
-/// publishes, or one free now.
+/// therefore turned into a real port once: the one the lab's entry point
+/// (the balancer, or the edge of an HA pair) already publishes, or one free
+/// now.
 pub fn pin_port(t: &Topology, existing: &[ContainerInfo]) -> Topology {
     if t.port != 0 {
         return t.clone();
     }
-    let published = existing
-        .iter()
-        .find(|c| c.label(labels::SERVICE) == Some(names::BALANCER))
-        .and_then(|c| c.ports.get(&LB_PORT))
+    let published = entrypoint(existing)
+        .as_deref()
         .and_then(|a| a.rsplit(':').next())
         .and_then(|p| p.parse::<u16>().ok())
         .filter(|p| *p != 0);
@@ -304,10 +351,17 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
     let t = &pin_port(t, &existing);
     check_port(t.port, &existing)?;
     images::check_present(rt).await?;
-    let secrets = ensure_network(rt, lab).await?;
-    let desired = plan::desired(lab, t, &secrets);
+    let (secrets, layout) = ensure_network(rt, lab).await?;
+    if t.ha() && layout.is_none() {
+        return Err(HaError::NoReservedRange {
+            lab: lab.to_string(),
+        }
+        .into());
+    }
+    let desired = plan::desired_on(lab, t, &secrets, layout.as_ref());
     let actions = plan::diff(&desired, &existing);
-    let admin = admin_addr(&existing).map(|a| (opts.lb)(&a));
+    // Every running balancer: a live change must reach both of a pair.
+    let admin = crate::lb_admin::fanout(admin_addrs(&existing), &opts.lb);
     let mut changes = Vec::new();
     let kept = actions.iter().filter(|a| !a.changes_something()).count();
 
@@ -353,7 +407,14 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
     let rolling = |a: &Action| {
         matches!(a, Action::Recreate { spec } if role_of(spec) == Role::Server) && admin.is_some()
     };
-    for g in 0..=3u8 {
+    let last_group = t
+        .services()
+        .iter()
+        .map(|s| group(s.role))
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    for g in 0..=last_group {
         let mut jobs = Vec::new();
         for a in actions.iter().filter(|a| !rolling(a)) {
             match a {
@@ -454,18 +515,38 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
                 touched = true;
             }
             if touched {
-                // So a restart of the balancer keeps what was changed live.
-                rt.write_files(
-                    &naming::container(lab, names::BALANCER),
-                    &[(LB_CONFIG_PATH.to_string(), balancer::config(t).to_toml())],
-                )
-                .await?;
+                // So a restart of a balancer keeps what was changed live.
+                for spec in desired.iter().filter(|s| role_of(s) == Role::Lb) {
+                    rt.write_files(
+                        &spec.name,
+                        &[(LB_CONFIG_PATH.to_string(), balancer::config(t).to_toml())],
+                    )
+                    .await?;
+                }
             }
         }
     }
 
     if opts.wait {
-        wait_healthy(rt, lab, &desired, opts.timeout, opts.progress.as_ref()).await?;
+        if let Err(e) = wait_healthy(rt, lab, &desired, opts.timeout, opts.progress.as_ref()).await
+        {
+            return Err(why_not_pair(rt, lab, t, e).await);
+        }
+        if t.ha() {
+            let pair: Vec<String> = desired
+                .iter()
+                .filter(|s| role_of(s) == Role::Lb)
+                .map(|s| s.name.clone())
+                .collect();
+            // The first election takes one master-down interval.
+            let limit = t.advert_int * 4 + Duration::from_secs(15);
+            if ha::wait_master(rt, &pair, limit).await.is_none() {
+                return Err(HaError::NoMaster {
+                    secs: limit.as_secs(),
+                }
+                .into());
+            }
+        }
     }
     let now = containers(rt, lab).await?;
     Ok(UpReport {
@@ -474,6 +555,39 @@ pub async fn up(rt: &dyn Runtime, lab: &str, t: &Topology, opts: &UpOptions) -> 
         changes,
         kept,
     })
+}
+
+/// A balancer of a pair that stopped while starting most likely could not
+/// run keepalived (no NET_ADMIN, say, on some Docker Desktop): its
+/// entrypoint names the reason in one line, which becomes the error.
+async fn why_not_pair(rt: &dyn Runtime, lab: &str, t: &Topology, e: LabError) -> LabError {
+    let service = match &e {
+        LabError::Exited { service, .. } => service.clone(),
+        LabError::NotHealthy { first, .. } => first.clone(),
+        _ => return e,
+    };
+    if !t.ha() || !service.starts_with("lb-") {
+        return e;
+    }
+    let Ok(mut lines) = rt
+        .logs(&naming::container(lab, &service), false, Some(30))
+        .await
+    else {
+        return e;
+    };
+    use futures::StreamExt;
+    let mut reason = None;
+    while let Some(Ok(chunk)) = lines.next().await {
+        for line in chunk.lines() {
+            if let Some((_, r)) = line.split_once("lab-balancer-entrypoint: error: ") {
+                reason = Some(r.trim().to_string());
+            }
+        }
+    }
+    match reason {
+        Some(reason) => HaError::Keepalived { service, reason }.into(),
+        None => e,
+    }
 }
 
 /// Replace one server without dropping a request: drain it in the balancer,
@@ -723,6 +837,59 @@ mod tests {
             .iter()
             .any(|c| c.starts_with("create") || c.starts_with("remove")));
         assert!(rt.calls().contains(&"write t6-lb-1 1".to_string()));
+    }
+
+    #[tokio::test]
+    async fn every_new_network_reserves_its_upper_half() {
+        let rt = runtime();
+        up(&rt, "t7", &topo(), &opts()).await.unwrap();
+        let ipam = rt.network_ipam("t7-net").await.unwrap().unwrap();
+        let layout = Layout::of(&ipam).expect("the upper half is reserved");
+        assert!(layout.vip.to_string().ends_with(".255.254"), "{layout:?}");
+    }
+
+    #[tokio::test]
+    async fn a_pair_waits_for_a_master_and_the_edge_is_the_entry_point() {
+        let rt = runtime();
+        let t = Topology {
+            balancers: 2,
+            ..topo()
+        };
+        let master = r#"{"state": "master", "since": "2026-11-30T11:25:00.653Z", "since_unix_ms": 1, "priority": 150}"#;
+        rt.set_exec_stdout("t8-lb-1", master);
+        let r = up(&rt, "t8", &t, &opts()).await.unwrap();
+        let names: Vec<&str> = r.changes.iter().map(|(s, _)| s.as_str()).collect();
+        assert!(
+            names.contains(&"lb-2") && names.contains(&"edge"),
+            "{names:?}"
+        );
+        let all = containers(&rt, "t8").await.unwrap();
+        let edge = all.iter().find(|c| c.name == "t8-edge").unwrap();
+        assert_eq!(
+            entrypoint(&all).unwrap(),
+            format!("http://{}", edge.ports[&LB_PORT])
+        );
+        assert!(rt.calls().iter().any(|c| c.starts_with("exec t8-lb-1 cat")));
+    }
+
+    #[tokio::test]
+    async fn a_pair_on_an_old_network_names_the_fix() {
+        let rt = runtime();
+        // A network made before the upper half was reserved.
+        let mut l = lab_labels("t9");
+        l.insert(labels::SECRETS.to_string(), Secrets::generate().to_label());
+        rt.create_network("t9-net", &l).await.unwrap();
+        let t = Topology {
+            balancers: 2,
+            ..topo()
+        };
+        let err = up(&rt, "t9", &t, &opts()).await.unwrap_err().to_string();
+        assert!(
+            err.contains("lab down") && err.contains("--balancers 2"),
+            "{err}"
+        );
+        // One balancer still runs on it.
+        up(&rt, "t9", &topo(), &opts()).await.unwrap();
     }
 
     #[test]

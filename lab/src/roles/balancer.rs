@@ -3,10 +3,21 @@
 //! its server list, strategy and retries then change live through its admin
 //! API, so they are left out of the configuration hash and never cost a
 //! restart. The health-check knobs are in the hash: they are read once.
+//!
+//! With `--balancers 2` there are two, lb-1 and lb-2, with the same file.
+//! Each also runs keepalived (see images/balancer/entrypoint.sh), which
+//! moves a floating address between them by VRRP; the `edge` sends users to
+//! that address. For that each gets a fixed address on the lab network and
+//! the two capabilities keepalived needs, NET_ADMIN (put the address on its
+//! interface) and NET_RAW (send VRRP and gratuitous ARP), nothing more and
+//! never privileged; the balancer process itself drops to `nobody` with no
+//! capability at all. Alone, lb-1 is exactly what it was before.
 
 use lab_contract::balancer::{Config, HealthConfig, PassiveConfig, TimeoutConfig, UpstreamConfig};
+use lab_contract::vrrp::env as vrrp;
 
 use super::{http_health, names, server, Ctx, Parts, RoleKind};
+use crate::ha;
 use crate::images::Image;
 use crate::topology::{HealthChecks, Topology};
 
@@ -66,12 +77,41 @@ pub fn config(t: &Topology) -> Config {
     }
 }
 
+/// lb-1 or lb-2 of an HA pair: the edge owns the entry port, and keepalived
+/// gets its settings, its capabilities and a fixed address.
+fn pair(ctx: &Ctx<'_>, name: &str, p: &mut Parts) {
+    let t = ctx.topology;
+    // The entry port is the edge's now; a balancer's own port is still
+    // published (on any free loopback port) to look at one node alone.
+    p.ports = vec![("http", PORT, 0), ("admin", ADMIN_PORT, 0)];
+    let Some(layout) = ctx.layout else {
+        return;
+    };
+    let me = usize::from(name == names::BALANCER_2);
+    let (own, peer) = (layout.lb[me], layout.lb[1 - me]);
+    p.env.extend([
+        (vrrp::VIP.to_string(), layout.vip.to_string()),
+        (vrrp::SRC_IP.to_string(), own.to_string()),
+        (vrrp::PEERS.to_string(), peer.to_string()),
+        (vrrp::PRIORITY.to_string(), ha::PRIORITIES[me].to_string()),
+        (
+            vrrp::ADVERT_INT.to_string(),
+            t.advert_int.as_secs().to_string(),
+        ),
+        // A node that comes back stays backup: one move per failure.
+        (vrrp::PREEMPT.to_string(), "off".to_string()),
+        (vrrp::PASSWORD.to_string(), ha::vrrp_password(ctx.secrets)),
+    ]);
+    p.cap_add = vec!["NET_ADMIN".into(), "NET_RAW".into()];
+    p.ipv4 = Some(own.to_string());
+}
+
 impl RoleKind for Balancer {
     fn start_order(&self) -> u8 {
         3
     }
 
-    fn parts(&self, ctx: &Ctx<'_>, _name: &str) -> Parts {
+    fn parts(&self, ctx: &Ctx<'_>, name: &str) -> Parts {
         let t = ctx.topology;
         let cfg = config(t);
         // What cannot change live: the file without the live parts.
@@ -81,7 +121,7 @@ impl RoleKind for Balancer {
             retries: false,
             ..cfg.clone()
         };
-        Parts {
+        let mut p = Parts {
             image: Image::Balancer.tag(),
             env: [("RUST_LOG".to_string(), "info".to_string())].into(),
             ports: vec![("http", PORT, t.port), ("admin", ADMIN_PORT, 0)],
@@ -90,7 +130,11 @@ impl RoleKind for Balancer {
             resources: t.resources.lb.clone(),
             hashed_extra: Some(fixed.to_toml()),
             ..Parts::default()
+        };
+        if t.ha() {
+            pair(ctx, name, &mut p);
         }
+        p
     }
 
     fn port_name(&self, port: u16) -> &'static str {
@@ -101,7 +145,19 @@ impl RoleKind for Balancer {
         }
     }
 
-    fn after_loss(&self, _name: &str, _health: &HealthChecks) -> String {
-        "the entry point itself is gone: every request fails. One balancer is a single point of failure.".into()
+    fn after_loss(&self, name: &str, _health: &HealthChecks) -> String {
+        // Default advert_int; `lab status` shows who holds the address.
+        let one = std::time::Duration::from_secs(1);
+        let takeover = |backup: u8| ha::master_down(ha::PRIORITIES[usize::from(backup)], one);
+        if name == names::BALANCER_2 {
+            return format!(
+                "if lb-2 held the floating address, lb-1 takes it after about {:.1} s (3 x advert_int + skew) and requests fail until then; if it was the backup, users notice nothing. See `lab status`.",
+                takeover(0).as_secs_f64()
+            );
+        }
+        format!(
+            "alone, lb-1 is the entry point and every request fails until it is started again: a single point of failure. In an HA pair (--balancers 2) lb-2 takes the floating address after about {:.1} s (3 x advert_int + skew).",
+            takeover(1).as_secs_f64()
+        )
     }
 }

@@ -22,6 +22,7 @@ use crate::topology::{HealthChecks, Resources, Role, Topology};
 
 pub mod balancer;
 pub mod database;
+pub mod edge;
 pub mod redis;
 pub mod server;
 
@@ -35,6 +36,16 @@ pub mod names {
     /// Not a service: the word every command accepts for "the database
     /// node that is primary now" (`lab crash primary`).
     pub const PRIMARY_ALIAS: &str = "primary";
+
+    /// The second balancer of an HA pair (`--balancers 2`).
+    pub const BALANCER_2: &str = "lb-2";
+    /// The internet in front of an HA pair: forwards to the floating address.
+    pub const EDGE: &str = "edge";
+
+    /// `lb-N`, counted from 1.
+    pub fn balancer(n: u8) -> String {
+        format!("lb-{n}")
+    }
 
     /// `server-N`, counted from 1.
     pub fn server(n: u8) -> String {
@@ -119,6 +130,12 @@ pub struct Parts {
     /// Settings kept in a file that still need a new container when they
     /// change: they count in the configuration hash.
     pub hashed_extra: Option<String>,
+    /// Capabilities beyond Docker's default set (never privileged).
+    pub cap_add: Vec<String>,
+    /// A fixed address on the lab network (None: Docker picks one).
+    pub ipv4: Option<String>,
+    /// Arguments for the image's entrypoint (None: the image's CMD).
+    pub cmd: Option<Vec<String>>,
 }
 
 /// What every role's spec is made from.
@@ -126,6 +143,9 @@ pub struct Ctx<'a> {
     pub lab: &'a str,
     pub topology: &'a Topology,
     pub secrets: &'a Secrets,
+    /// The HA pair's addresses on the lab network (None: the network
+    /// reserves none, or the caller has no network yet).
+    pub layout: Option<&'a crate::ha::Layout>,
 }
 
 /// One kind of service.
@@ -152,6 +172,7 @@ pub fn kind(role: Role) -> &'static dyn RoleKind {
         Role::Server => &server::Server,
         Role::Redis => &redis::Redis,
         Role::Database => &database::Database,
+        Role::Edge => &edge::Edge,
     }
 }
 

@@ -13,9 +13,9 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, ContainerUpdateBody, EndpointSettings, HealthConfig, HealthStatusEnum,
-    HostConfig, NetworkConnectRequest, NetworkCreateRequest, NetworkDisconnectRequest,
-    NetworkingConfig, PortBinding, VolumeCreateOptions,
+    ContainerCreateBody, ContainerUpdateBody, EndpointIpamConfig, EndpointSettings, HealthConfig,
+    HealthStatusEnum, HostConfig, Ipam, IpamConfig, NetworkConnectRequest, NetworkCreateRequest,
+    NetworkDisconnectRequest, NetworkingConfig, PortBinding, VolumeCreateOptions,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ImportImageOptionsBuilder,
@@ -29,8 +29,8 @@ use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    BuildLog, ContainerInfo, ContainerSpec, DaemonInfo, ExecOutput, Health, ImageInfo, ObjectInfo,
-    Result, Runtime, RuntimeError, State, TarStream, Usage,
+    labels, BuildLog, ContainerInfo, ContainerSpec, DaemonInfo, ExecOutput, Health, ImageInfo,
+    NetworkIpam, ObjectInfo, Result, Runtime, RuntimeError, State, TarStream, Usage,
 };
 
 /// A connection to the local Docker daemon.
@@ -90,6 +90,14 @@ fn map_err(e: BollardError, what: &str) -> RuntimeError {
 fn label_filter(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
     let v = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     HashMap::from([("label".to_string(), v)])
+}
+
+/// The endpoint settings that pin a container's address, when it has one.
+fn fixed_address(ipv4: Option<&str>) -> Option<EndpointIpamConfig> {
+    ipv4.map(|ip| EndpointIpamConfig {
+        ipv4_address: Some(ip.to_string()),
+        ..Default::default()
+    })
 }
 
 fn to_hash(m: &BTreeMap<String, String>) -> HashMap<String, String> {
@@ -234,12 +242,17 @@ impl Runtime for DockerRuntime {
             start_period: Some(h.start_period.as_nanos() as i64),
             start_interval: None,
         });
+        let mut container_labels = to_hash(&spec.labels);
+        if let Some(ip) = &spec.ipv4 {
+            // Remembered so that healing a partition reconnects with it.
+            container_labels.insert(labels::IPV4.to_string(), ip.clone());
+        }
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             hostname: Some(spec.alias.clone()),
             cmd: spec.cmd.clone(),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(to_hash(&spec.labels)),
+            labels: Some(container_labels),
             exposed_ports: Some(exposed),
             healthcheck,
             stop_timeout: spec.stop_timeout,
@@ -263,6 +276,7 @@ impl Runtime for DockerRuntime {
                     spec.network.clone(),
                     EndpointSettings {
                         aliases: Some(vec![spec.alias.clone()]),
+                        ipam_config: fixed_address(spec.ipv4.as_deref()),
                         ..Default::default()
                     },
                 )])),
@@ -600,6 +614,60 @@ impl Runtime for DockerRuntime {
             .map_err(|e| map_err(e, name))
     }
 
+    async fn create_network_ipam(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        ipam: &NetworkIpam,
+    ) -> Result<()> {
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(to_hash(labels)),
+            ipam: Some(Ipam {
+                driver: Some("default".into()),
+                config: Some(vec![IpamConfig {
+                    subnet: Some(ipam.subnet.clone()),
+                    gateway: ipam.gateway.clone(),
+                    ip_range: ipam.ip_range.clone(),
+                    ..Default::default()
+                }]),
+                options: None,
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .create_network(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(e, name))
+    }
+
+    async fn network_ipam(&self, name: &str) -> Result<Option<NetworkIpam>> {
+        let n = self
+            .docker
+            .inspect_network(
+                name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(|e| map_err(e, name))?;
+        Ok(n.ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| {
+                let subnet = c.subnet?;
+                // IPv4 only: keepalived's floating address is IPv4.
+                (!subnet.contains(':')).then_some(NetworkIpam {
+                    subnet,
+                    gateway: c.gateway.filter(|g| !g.is_empty()),
+                    ip_range: c.ip_range.filter(|r| !r.is_empty()),
+                })
+            })
+            .next())
+    }
+
     async fn remove_network(&self, name: &str) -> Result<()> {
         match self.docker.remove_network(name).await {
             Err(BollardError::DockerResponseServerError {
@@ -610,10 +678,23 @@ impl Runtime for DockerRuntime {
     }
 
     async fn connect_network(&self, network: &str, container: &str, alias: &str) -> Result<()> {
+        // A container made with a fixed address gets it back.
+        let ipv4 = self
+            .docker
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .ok()
+            .and_then(|i| i.config)
+            .and_then(|c| c.labels)
+            .and_then(|l| l.get(labels::IPV4).cloned());
         let req = NetworkConnectRequest {
             container: Some(container.to_string()),
             endpoint_config: Some(EndpointSettings {
                 aliases: Some(vec![alias.to_string()]),
+                ipam_config: fixed_address(ipv4.as_deref()),
                 ..Default::default()
             }),
         };

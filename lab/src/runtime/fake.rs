@@ -12,14 +12,18 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 
 use super::{
-    BuildLog, ContainerInfo, ContainerSpec, DaemonInfo, ExecOutput, Health, ImageInfo, ObjectInfo,
-    Result, Runtime, RuntimeError, State, TarStream, Usage,
+    BuildLog, ContainerInfo, ContainerSpec, DaemonInfo, ExecOutput, Health, ImageInfo, NetworkIpam,
+    ObjectInfo, Result, Runtime, RuntimeError, State, TarStream, Usage,
 };
 
 #[derive(Default, Debug)]
 struct Inner {
     containers: BTreeMap<String, (ContainerSpec, ContainerInfo)>,
     networks: BTreeMap<String, BTreeMap<String, String>>,
+    ipams: BTreeMap<String, NetworkIpam>,
+    next_subnet: u8,
+    /// What `exec` answers on stdout, per container name.
+    exec_stdout: BTreeMap<String, String>,
     volumes: BTreeMap<String, BTreeMap<String, String>>,
     images: BTreeMap<String, ImageInfo>,
     calls: Vec<String>,
@@ -101,6 +105,13 @@ impl FakeRuntime {
     }
 
     /// Force a container's state, as a crash or Docker itself would.
+    /// What `exec` in the container `name` prints from now on.
+    pub fn set_exec_stdout(&self, name: &str, stdout: &str) {
+        self.lock()
+            .exec_stdout
+            .insert(name.to_string(), stdout.to_string());
+    }
+
     pub fn set_state(&self, name: &str, state: State) {
         if let Some((_, i)) = self.lock().containers.get_mut(name) {
             i.state = state;
@@ -228,7 +239,16 @@ impl Runtime for FakeRuntime {
 
     async fn exec(&self, name: &str, cmd: &[&str]) -> Result<ExecOutput> {
         self.record(format!("exec {name} {}", cmd.join(" ")));
-        self.with(name, |_| ExecOutput::default())
+        let stdout = self
+            .lock()
+            .exec_stdout
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        self.with(name, |_| ExecOutput {
+            stdout,
+            ..ExecOutput::default()
+        })
     }
 
     async fn run_in_netns(
@@ -276,9 +296,49 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    async fn create_network_ipam(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        ipam: &NetworkIpam,
+    ) -> Result<()> {
+        self.record(format!(
+            "create network {name} {} {}",
+            ipam.subnet,
+            ipam.ip_range.as_deref().unwrap_or("-")
+        ));
+        let mut inner = self.lock();
+        inner.networks.insert(name.to_string(), labels.clone());
+        inner.ipams.insert(name.to_string(), ipam.clone());
+        Ok(())
+    }
+
+    async fn network_ipam(&self, name: &str) -> Result<Option<NetworkIpam>> {
+        let mut inner = self.lock();
+        if !inner.networks.contains_key(name) {
+            return Err(RuntimeError::NotFound(name.to_string()));
+        }
+        // Like Docker's default pools: each network its own /16.
+        if !inner.ipams.contains_key(name) {
+            inner.next_subnet = inner.next_subnet.wrapping_add(1);
+            let n = 17 + inner.next_subnet % 14;
+            inner.ipams.insert(
+                name.to_string(),
+                NetworkIpam {
+                    subnet: format!("172.{n}.0.0/16"),
+                    gateway: Some(format!("172.{n}.0.1")),
+                    ip_range: None,
+                },
+            );
+        }
+        Ok(inner.ipams.get(name).cloned())
+    }
+
     async fn remove_network(&self, name: &str) -> Result<()> {
         self.record(format!("remove network {name}"));
-        self.lock().networks.remove(name);
+        let mut inner = self.lock();
+        inner.networks.remove(name);
+        inner.ipams.remove(name);
         Ok(())
     }
 

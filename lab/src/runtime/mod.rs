@@ -36,6 +36,22 @@ pub mod labels {
     /// On containers: the settings a service runs with, as JSON, so
     /// `lab status` can report them without asking the service.
     pub const SETTINGS: &str = "scaling-lab.settings";
+    /// On containers with a fixed address on the lab network (an HA pair's
+    /// balancers): the address, so a partition healed later reconnects the
+    /// container with it (keepalived's peers are addresses, not names).
+    pub const IPV4: &str = "scaling-lab.ipv4";
+}
+
+/// How a network hands out addresses: its subnet, its gateway, and the
+/// range Docker allocates containers from (the rest of the subnet is ours
+/// to give by hand, e.g. to a floating address).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkIpam {
+    /// e.g. 172.29.0.0/16
+    pub subnet: String,
+    pub gateway: Option<String>,
+    /// e.g. 172.29.0.0/17; None: the whole subnet.
+    pub ip_range: Option<String>,
 }
 
 #[derive(Error, Debug)]
@@ -109,6 +125,9 @@ pub struct ContainerSpec {
     /// Settings kept in `files` that still need a new container when they
     /// change; only the configuration hash reads it.
     pub hashed_extra: Option<String>,
+    /// A fixed IPv4 address on the lab network, outside the range Docker
+    /// allocates from (None: Docker picks one).
+    pub ipv4: Option<String>,
 }
 
 /// A container's state as Docker reports it.
@@ -292,6 +311,15 @@ pub trait Runtime: Send + Sync {
 
     async fn list_networks(&self, labels: &[(&str, &str)]) -> Result<Vec<ObjectInfo>>;
     async fn create_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()>;
+    /// Creates a network with the given subnet, gateway and allocation range.
+    async fn create_network_ipam(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        ipam: &NetworkIpam,
+    ) -> Result<()>;
+    /// A network's first IPv4 subnet, as Docker allocated or was told it.
+    async fn network_ipam(&self, name: &str) -> Result<Option<NetworkIpam>>;
     async fn remove_network(&self, name: &str) -> Result<()>;
     async fn connect_network(&self, network: &str, container: &str, alias: &str) -> Result<()>;
     async fn disconnect_network(&self, network: &str, container: &str) -> Result<()>;

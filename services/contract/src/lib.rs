@@ -13,13 +13,15 @@
 //! * [`balancer`]: the balancer's configuration file;
 //! * [`admin`]: the balancer's admin API;
 //! * [`app`]: the app's environment and its JSON answers;
-//! * [`faultproxy`]: the fault proxy's admin API.
+//! * [`faultproxy`]: the fault proxy's admin API;
+//! * [`vrrp`]: an HA pair's settings and the state file `lab status` reads.
 
 pub mod admin;
 pub mod app;
 pub mod balancer;
 pub mod faultproxy;
 pub mod knobs;
+pub mod vrrp;
 
 /// Durations as people write them, `"500ms"` or `"2s"`, in TOML and JSON
 /// (`#[serde(with = "lab_contract::human_duration")]`).
