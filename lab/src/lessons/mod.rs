@@ -26,6 +26,7 @@ mod cache;
 mod failover;
 mod health_checks;
 mod more_servers;
+mod ops;
 mod replication;
 mod sessions;
 mod sizing;
