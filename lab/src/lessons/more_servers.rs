@@ -887,7 +887,10 @@ mod tests {
             db(2, 34.0, 18.0, 19.5),
             db(4, 68.0, 25.0, 19.5),
         ];
-        assert_eq!(passed(&db_verdicts(&DB, &cap(), &runs)), [true, false, false]);
+        assert_eq!(
+            passed(&db_verdicts(&DB, &cap(), &runs)),
+            [true, false, false]
+        );
         // A database measured idle even with product reads alone.
         let idle = db(4, 0.0, 0.0, 0.0);
         assert!(!db_verdicts(&DB, &idle, &runs)[1].2);
@@ -901,7 +904,10 @@ mod tests {
             db(2, 39.0, 39.5, 10.0),
             db(4, 39.0, 39.5, 5.0),
         ];
-        assert_eq!(passed(&db_verdicts(&DB, &cap(), &runs)), [false, true, true]);
+        assert_eq!(
+            passed(&db_verdicts(&DB, &cap(), &runs)),
+            [false, true, true]
+        );
         // A run that lost requests, or a missing run.
         let mut runs = runs;
         runs[0].failed = 2;
