@@ -290,6 +290,16 @@ async fn balance(
     )
 }
 
+/// `GET /work?ms=N`: answers at once (the fake burns nothing), echoing N.
+async fn work(State(f): St, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    let s = match route(&f, &h).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let ms: u64 = q.get("ms").and_then(|m| m.parse().ok()).unwrap_or(0);
+    answer(s, StatusCode::OK, json!({"ms": ms}))
+}
+
 async fn start_fake() -> (Arc<Fake>, String) {
     let fake = Arc::new(Fake::default());
     let app = Router::new()
@@ -298,6 +308,7 @@ async fn start_fake() -> (Arc<Fake>, String) {
         .route("/me", get(me))
         .route("/cart/items", post(cart))
         .route("/products/{id}", get(product))
+        .route("/work", get(work))
         .route("/accounts/{id}/deposit", post(deposit))
         .route("/accounts/{id}", get(balance))
         .with_state(Arc::clone(&fake));
@@ -434,6 +445,76 @@ async fn counts_add_up_and_match_the_history() {
         assert!(j.get(key).is_some(), "--json lacks {key}");
     }
     assert!(j["timeline"][0].get("t").is_some());
+}
+
+/// The history's lines, parsed.
+fn history_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("history written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_mixes_heavy_requests_in_at_the_asked_share() {
+    let (fake, url) = start_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = dir.path().join("ops.jsonl");
+    let mut a = args(Scenario::Work, 30.0);
+    a.users = Some(4);
+    a.requests = Some(2000);
+    a.work_ms = 2;
+    a.heavy_ms = 90;
+    a.heavy_share = Some(0.25);
+    a.history = Some(history.clone());
+    let r = drive(&fake, &url, &a).await;
+    assert_eq!(r.ok, 2000, "{r:#?}");
+    let lines = history_lines(&history);
+    let heavy = lines.iter().filter(|l| l["value"] == 90).count();
+    let cheap = lines.iter().filter(|l| l["value"] == 2).count();
+    assert_eq!(heavy + cheap, 2000, "every request is cheap or heavy");
+    // 500 expected; 5 standard deviations (19 each) either side.
+    assert!((400..=600).contains(&heavy), "{heavy} heavy of 2000");
+    assert!(lines.iter().all(|l| l["kind"] == "work"));
+
+    // Without --heavy-share every request costs --work-ms.
+    a.heavy_share = None;
+    a.requests = Some(200);
+    let r = drive(&fake, &url, &a).await;
+    assert_eq!(r.ok, 200);
+    assert!(history_lines(&history).iter().all(|l| l["value"] == 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_is_server_work_then_a_product_read() {
+    let (fake, url) = start_fake().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = dir.path().join("ops.jsonl");
+    let mut a = args(Scenario::Page, 30.0);
+    a.users = Some(3);
+    a.requests = Some(300);
+    a.work_ms = 7;
+    a.history = Some(history.clone());
+    let r = drive(&fake, &url, &a).await;
+    assert_eq!(r.ok, 300, "{r:#?}");
+    let lines = history_lines(&history);
+    for user in 0..3 {
+        let kinds: Vec<&str> = lines
+            .iter()
+            .filter(|l| l["user"] == user)
+            .filter_map(|l| l["kind"].as_str())
+            .collect();
+        assert!(kinds.len() > 10, "user {user}: {kinds:?}");
+        for (i, k) in kinds.iter().enumerate() {
+            let want = if i % 2 == 0 { "work" } else { "product" };
+            assert_eq!(*k, want, "user {user}, request {i}: {kinds:?}");
+        }
+    }
+    assert!(lines
+        .iter()
+        .filter(|l| l["kind"] == "work")
+        .all(|l| l["value"] == 7));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,7 @@ mod failover;
 mod ha_balancers;
 mod health_checks;
 mod more_servers;
+mod ops;
 mod replication;
 mod sessions;
 mod sizing;

@@ -7,7 +7,8 @@
 //!
 //! Each line: `t_ms` (when the operation finished, milliseconds since the
 //! start), `user`, `kind` (login, me, cart_add, product, deposit, balance,
-//! audit, ping), `value` (product id, deposit amount or balance read),
+//! audit, ping, work), `value` (product id, deposit amount, balance read,
+//! or the CPU ms a work request asked for),
 //! `outcome` (`ok`, `fail`, or `unknown` for a write whose answer never came),
 //! `status`, `error` (connect, broken, timeout), `check` (session_loss,
 //! stale_read), `server` (X-Served-By) and `latency_ms`.

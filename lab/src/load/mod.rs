@@ -87,6 +87,8 @@ Examples:
   lab load --scenario bank --rate 200 --duration 1m --json > run.json
   lab load --scenario bank --history ops.jsonl    every operation as a JSON line
   lab load --scenario ping --users 64 --target http://127.0.0.1:18080   (measure the driver)
+  lab load --scenario work --work-ms 2 --heavy-share 0.05 --heavy-ms 100 --rate 60   (uneven costs)
+  lab load --scenario page --work-ms 10 --users 24    (each page: server work, then a database read)
 
 Closed model (--users): each user sends its next request when the last one is
 answered. Open model (--rate): requests are due on a fixed schedule and latency
@@ -97,8 +99,9 @@ counts from the due time, so a stall cannot hide (coordinated omission).";
 #[command(after_help = LOAD_EXAMPLES)]
 pub struct LoadArgs {
     /// What the users do: browse (product pages, hot set), sessions (login
-    /// then GET /me), bank (deposit, read back, audit), mixed (all three), or
-    /// ping (GET / only, to measure the driver)
+    /// then GET /me), bank (deposit, read back, audit), mixed (all three),
+    /// ping (GET / only, to measure the driver), work (GET /work, server CPU),
+    /// or page (server work, then a product read from the database, in turn)
     #[arg(long, value_enum, default_value = "browse")]
     pub scenario: Scenario,
 
@@ -153,6 +156,15 @@ pub struct LoadArgs {
     #[arg(long, value_name = "SHARE", value_parser = parse_share)]
     pub hot_share: Option<f64>,
 
+    /// `work`: share of requests, 0 to 1, that are heavy and burn --heavy-ms
+    /// instead of --work-ms (requests of uneven cost) [default: 0]
+    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    pub heavy_share: Option<f64>,
+
+    /// `work`: CPU milliseconds a heavy request burns (1..=5000)
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub heavy_ms: u32,
+
     /// Advanced: drive this URL instead of the lab's balancer, e.g. a
     /// benchmark server; loopback addresses only (127.0.0.1, ::1, localhost)
     #[arg(long, value_name = "URL")]
@@ -174,6 +186,8 @@ impl Default for LoadArgs {
             max_in_flight: 1000,
             work_ms: 10,
             hot_share: None,
+            heavy_share: None,
+            heavy_ms: 200,
             target: None,
         }
     }
@@ -227,6 +241,16 @@ impl LoadArgs {
         }
         if self.max_in_flight == 0 || self.max_in_flight > MAX_USERS {
             return bad(format!("--max-in-flight must be between 1 and {MAX_USERS}"));
+        }
+        if let Some(share) = self.heavy_share {
+            if !(0.0..=1.0).contains(&share) {
+                return bad(format!(
+                    "--heavy-share is a share between 0 and 1 (e.g. 0.05), not {share}"
+                ));
+            }
+        }
+        if !(1..=5000).contains(&self.work_ms) || !(1..=5000).contains(&self.heavy_ms) {
+            return bad("--work-ms and --heavy-ms are between 1 and 5000 ms".into());
         }
         if let Some(t) = &self.target {
             Target::parse(t)?;
@@ -413,6 +437,10 @@ pub async fn run_until(
         bank: BankBook::default(),
         work_ms: args.work_ms,
         hot_share: args.hot_share.unwrap_or(DEFAULT_HOT_SHARE),
+        heavy: match args.heavy_share {
+            Some(share) if share > 0.0 => Some((args.heavy_ms, share)),
+            _ => None,
+        },
     });
     let model = args.model();
     let header = match model {

@@ -21,7 +21,13 @@
 //! - `ping`: `GET /` and nothing else; the cheapest request there is, used to
 //!   measure the driver itself (`bench/load/run.sh`).
 //! - `work`: `GET /work?ms=N`, each request burning N ms of a server's CPU:
-//!   the way to fill a server up on purpose (the sizing lessons).
+//!   the way to fill a server up on purpose (the sizing lessons). With
+//!   `--heavy-share P` a share P of the requests are heavy (`--heavy-ms`):
+//!   requests of uneven cost, where the balancer's strategy matters.
+//! - `page`: a page as most sites make one: the server works on it
+//!   (`GET /work`, `--work-ms`), then reads its data from the database
+//!   (`GET /products/ID`), one request after the other. Every page served is
+//!   one more database query, so adding servers adds database load.
 //!
 //! A user is a state machine: `step` sends exactly one request and updates the
 //! user's memory from the answer. The load models (closed and open, see
@@ -57,6 +63,8 @@ pub enum Scenario {
     Ping,
     /// `GET /work?ms=N` (see --work-ms): CPU-bound requests that fill a server.
     Work,
+    /// Server work, then a product read from the database, in turn.
+    Page,
 }
 
 impl Scenario {
@@ -68,6 +76,7 @@ impl Scenario {
             Scenario::Mixed => "mixed",
             Scenario::Ping => "ping",
             Scenario::Work => "work",
+            Scenario::Page => "page",
         }
     }
 }
@@ -152,6 +161,8 @@ pub struct RunCtx {
     pub work_ms: u32,
     /// `browse`: the share of reads that go to the 20 hot products.
     pub hot_share: f64,
+    /// `work`: heavy requests, as (CPU ms, share of requests).
+    pub heavy: Option<(u32, f64)>,
 }
 
 /// The ledgers of every bank user, kept outside the users so that the final
@@ -170,7 +181,13 @@ pub struct BankEntry {
 enum Role {
     Ping,
     Work {
-        path: String,
+        ms: u32,
+        heavy: Option<(u32, f64)>,
+    },
+    Page {
+        ms: u32,
+        hot_share: f64,
+        work_next: bool,
     },
     Browse {
         hot_share: f64,
@@ -227,7 +244,13 @@ impl User {
         let role = match part {
             Scenario::Ping => Role::Ping,
             Scenario::Work => Role::Work {
-                path: format!("/work?ms={}", ctx.work_ms),
+                ms: ctx.work_ms,
+                heavy: ctx.heavy,
+            },
+            Scenario::Page => Role::Page {
+                ms: ctx.work_ms,
+                hot_share: ctx.hot_share,
+                work_next: true,
             },
             Scenario::Sessions => Role::Sessions {
                 logged_in: false,
@@ -276,33 +299,31 @@ impl User {
                 let r = self.conn.request(Method::GET, "/", None).await;
                 simple(OpKind::Ping, r.as_ref().map_err(|f| *f), started, None)
             }
-            Role::Work { path } => {
-                let r = self.conn.request(Method::GET, path, None).await;
-                simple(OpKind::Work, r.as_ref().map_err(|f| *f), started, None)
+            Role::Work { ms, heavy } => {
+                let ms = match *heavy {
+                    Some((heavy_ms, share)) if self.rng.random_bool(share) => heavy_ms,
+                    _ => *ms,
+                };
+                self.work(ms, started).await
+            }
+            Role::Page {
+                ms,
+                hot_share,
+                work_next,
+            } => {
+                let work = *work_next;
+                *work_next = !work;
+                if work {
+                    let ms = *ms;
+                    self.work(ms, started).await
+                } else {
+                    let hot_share = *hot_share;
+                    self.product(hot_share, started).await
+                }
             }
             Role::Browse { hot_share } => {
-                // Most reads (80% unless --hot-share says otherwise) hit the 20 hot products.
-                let id: i64 = if self.rng.random_bool(*hot_share) {
-                    self.rng.random_range(1..=20)
-                } else {
-                    self.rng.random_range(1..=1000)
-                };
-                let path = format!("/products/{id}");
-                let r = self.conn.request(Method::GET, &path, None).await;
-                let mut res = simple(
-                    OpKind::Product,
-                    r.as_ref().map_err(|f| *f),
-                    started,
-                    Some(id),
-                );
-                if let Ok(answer) = &r {
-                    if res.class == Class::Ok {
-                        res.cache_hit = serde_json::from_slice::<app::Product>(&answer.body)
-                            .ok()
-                            .map(|b| b.source == app::Source::Cache);
-                    }
-                }
-                res
+                let hot_share = *hot_share;
+                self.product(hot_share, started).await
             }
             Role::Sessions {
                 logged_in,
@@ -423,6 +444,47 @@ impl User {
                 }
             }
         }
+    }
+}
+
+impl User {
+    /// `GET /work?ms=N`; the history's value is N, so cheap and heavy
+    /// requests can be told apart afterwards.
+    async fn work(&mut self, ms: u32, started: Instant) -> OpResult {
+        let path = format!("/work?ms={ms}");
+        let r = self.conn.request(Method::GET, &path, None).await;
+        simple(
+            OpKind::Work,
+            r.as_ref().map_err(|f| *f),
+            started,
+            Some(i64::from(ms)),
+        )
+    }
+
+    /// `GET /products/ID`: most reads (80% unless --hot-share says
+    /// otherwise) hit the 20 hot products.
+    async fn product(&mut self, hot_share: f64, started: Instant) -> OpResult {
+        let id: i64 = if self.rng.random_bool(hot_share) {
+            self.rng.random_range(1..=20)
+        } else {
+            self.rng.random_range(1..=1000)
+        };
+        let path = format!("/products/{id}");
+        let r = self.conn.request(Method::GET, &path, None).await;
+        let mut res = simple(
+            OpKind::Product,
+            r.as_ref().map_err(|f| *f),
+            started,
+            Some(id),
+        );
+        if let Ok(answer) = &r {
+            if res.class == Class::Ok {
+                res.cache_hit = serde_json::from_slice::<app::Product>(&answer.body)
+                    .ok()
+                    .map(|b| b.source == app::Source::Cache);
+            }
+        }
+        res
     }
 }
 
