@@ -98,7 +98,8 @@ counts from the due time, so a stall cannot hide (coordinated omission).";
 pub struct LoadArgs {
     /// What the users do: browse (product pages, hot set), sessions (login
     /// then GET /me), bank (deposit, read back, audit), mixed (all three), or
-    /// ping (GET / only, to measure the driver)
+    /// ping (GET / only, to measure the driver); work (CPU-bound); pages
+    /// (whole product pages, Zipf-popular, cached in the server's memory)
     #[arg(long, value_enum, default_value = "browse")]
     pub scenario: Scenario,
 

@@ -22,6 +22,11 @@
 //!   measure the driver itself (`bench/load/run.sh`).
 //! - `work`: `GET /work?ms=N`, each request burning N ms of a server's CPU:
 //!   the way to fill a server up on purpose (the sizing lessons).
+//! - `pages`: whole product pages (`GET /pages/{id}`), the product drawn from
+//!   a Zipf law over the catalogue: the k-th most popular product is asked
+//!   for about k^-1.2 as often as the first, so a few pages are everywhere
+//!   and a long tail is rare. The server keeps as many pages in its memory as its
+//!   memory allows (lesson `bigger-server`).
 //!
 //! A user is a state machine: `step` sends exactly one request and updates the
 //! user's memory from the answer. The load models (closed and open, see
@@ -57,6 +62,8 @@ pub enum Scenario {
     Ping,
     /// `GET /work?ms=N` (see --work-ms): CPU-bound requests that fill a server.
     Work,
+    /// Whole product pages, Zipf-distributed: served from the server's memory when it holds them.
+    Pages,
 }
 
 impl Scenario {
@@ -68,6 +75,7 @@ impl Scenario {
             Scenario::Mixed => "mixed",
             Scenario::Ping => "ping",
             Scenario::Work => "work",
+            Scenario::Pages => "pages",
         }
     }
 }
@@ -78,6 +86,7 @@ pub enum OpKind {
     Ping,
     Work,
     Product,
+    Page,
     Login,
     Me,
     AddToCart,
@@ -92,6 +101,7 @@ impl OpKind {
             OpKind::Ping => "ping",
             OpKind::Work => "work",
             OpKind::Product => "product",
+            OpKind::Page => "page",
             OpKind::Login => "login",
             OpKind::Me => "me",
             OpKind::AddToCart => "cart_add",
@@ -167,8 +177,17 @@ pub struct BankEntry {
     pub ledger: Arc<Mutex<Ledger>>,
 }
 
+/// `pages`: the Zipf exponent. Above 1 the head of the catalogue takes
+/// most reads, as measured for web pages and shop items (often 1 to 1.5).
+pub const PAGES_ZIPF_EXPONENT: f64 = 1.2;
+/// `pages`: the catalogue the pages are drawn from (the seeded products).
+pub const PAGES_CATALOGUE: u64 = 1000;
+
 enum Role {
     Ping,
+    Pages {
+        popularity: rand_distr::Zipf<f64>,
+    },
     Work {
         path: String,
     },
@@ -226,6 +245,10 @@ impl User {
         };
         let role = match part {
             Scenario::Ping => Role::Ping,
+            Scenario::Pages => Role::Pages {
+                popularity: rand_distr::Zipf::new(PAGES_CATALOGUE as f64, PAGES_ZIPF_EXPONENT)
+                    .expect("a Zipf law over a non-empty catalogue"),
+            },
             Scenario::Work => Role::Work {
                 path: format!("/work?ms={}", ctx.work_ms),
             },
@@ -279,6 +302,13 @@ impl User {
             Role::Work { path } => {
                 let r = self.conn.request(Method::GET, path, None).await;
                 simple(OpKind::Work, r.as_ref().map_err(|f| *f), started, None)
+            }
+            Role::Pages { popularity } => {
+                // Rank k is product k: product 1 is the most popular.
+                let id = self.rng.sample(&*popularity) as i64;
+                let path = format!("/pages/{id}");
+                let r = self.conn.request(Method::GET, &path, None).await;
+                simple(OpKind::Page, r.as_ref().map_err(|f| *f), started, Some(id))
             }
             Role::Browse { hot_share } => {
                 // Most reads (80% unless --hot-share says otherwise) hit the 20 hot products.
