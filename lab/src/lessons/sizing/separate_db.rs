@@ -1,4 +1,4 @@
-//! Lesson 3: the web server and the database on one machine, then on two.
+//! Lesson 3: the web server and the database on one machine, and on two.
 //!
 //! One machine is one container (`box`): its entrypoint starts a PostgreSQL
 //! beside the app (`LOCAL_DATABASE=on`), so the two share the container's
@@ -7,12 +7,14 @@
 //! threads. Two machines are the lab's usual `server-1` and `db-primary`,
 //! each with the same CPU limit as the box.
 //!
-//! Web traffic rises past what one CPU can do (CPU-bound pages), and the
-//! database's own time for one query (psql's `\timing`, measured inside the
-//! machine the database runs on) is taken at each step. On one machine the
-//! database starves as the web server fills the CPU; on its own it stays
-//! about as fast as when idle. Nothing is stopped or killed by the lesson:
-//! the only difference is what shares the CPU.
+//! Both layouts run side by side. Web traffic rises past what a machine's
+//! CPU can do (CPU-bound pages), the same on both web servers at the same
+//! time, and each database's own time for one query (psql's `\timing`,
+//! measured inside the machine the database runs on) is taken in turns at
+//! the same moments, so the other programs of a busy laptop weigh on both
+//! alike. On one machine the database starves as the web server fills the
+//! CPU; on its own it stays about as fast as when idle. Nothing is stopped
+//! or killed by the lesson: the only difference is what shares the CPU.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
