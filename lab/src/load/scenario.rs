@@ -305,7 +305,7 @@ impl User {
             }
             Role::Pages { popularity } => {
                 // Rank k is product k: product 1 is the most popular.
-                let id = self.rng.sample(&*popularity) as i64;
+                let id = self.rng.sample(*popularity) as i64;
                 let path = format!("/pages/{id}");
                 let r = self.conn.request(Method::GET, &path, None).await;
                 simple(OpKind::Page, r.as_ref().map_err(|f| *f), started, Some(id))
