@@ -11,4 +11,15 @@ set -euo pipefail
 if [ -n "${FAULTPROXY_LINKS:-}" ]; then
   /usr/local/bin/lab-faultproxy &
 fi
+# LOCAL_DATABASE=on makes this container a whole machine (lesson 3,
+# separate-db): a PostgreSQL of its own starts beside the app, on loopback,
+# so both share the container's CPU and memory limits as they would share
+# one box. The app then reaches it at 127.0.0.1:5432.
+if [ "${LOCAL_DATABASE:-}" = on ]; then
+  PGBIN=/usr/lib/postgresql/15/bin
+  export PGDATA=/tmp/pgdata
+  "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C >/dev/null
+  "$PGBIN/pg_ctl" -D "$PGDATA" -l /tmp/postgres.log -w start \
+    -o "-c listen_addresses=127.0.0.1 -c unix_socket_directories=/tmp -c shared_buffers=32MB" >/dev/null
+fi
 exec /usr/local/bin/lab-app

@@ -491,7 +491,7 @@ async fn a_page_is_server_work_then_a_product_read() {
     let (fake, url) = start_fake().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let history = dir.path().join("ops.jsonl");
-    let mut a = args(Scenario::Page, 30.0);
+    let mut a = args(Scenario::Render, 30.0);
     a.users = Some(3);
     a.requests = Some(300);
     a.work_ms = 7;

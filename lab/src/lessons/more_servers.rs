@@ -649,7 +649,7 @@ async fn database(c: &mut Ctx<'_>) -> Result<()> {
         let (r, cpu) = load_with_cpu(
             c,
             LoadArgs {
-                scenario: Scenario::Page,
+                scenario: Scenario::Render,
                 work_ms: k.work_ms,
                 users: Some(PAGE_USERS),
                 duration: Duration::from_secs(PAGE_SECS),

@@ -88,7 +88,7 @@ Examples:
   lab load --scenario bank --history ops.jsonl    every operation as a JSON line
   lab load --scenario ping --users 64 --target http://127.0.0.1:18080   (measure the driver)
   lab load --scenario work --work-ms 2 --heavy-share 0.05 --heavy-ms 100 --rate 60   (uneven costs)
-  lab load --scenario page --work-ms 10 --users 24    (each page: server work, then a database read)
+  lab load --scenario render --work-ms 10 --users 24  (each page: server work, then a database read)
 
 Closed model (--users): each user sends its next request when the last one is
 answered. Open model (--rate): requests are due on a fixed schedule and latency
@@ -101,7 +101,9 @@ pub struct LoadArgs {
     /// What the users do: browse (product pages, hot set), sessions (login
     /// then GET /me), bank (deposit, read back, audit), mixed (all three),
     /// ping (GET / only, to measure the driver), work (GET /work, server CPU),
-    /// or page (server work, then a product read from the database, in turn)
+    /// render (server work, then a product read from the database, in turn),
+    /// or pages (whole product pages, Zipf-popular, cached in the server's
+    /// memory)
     #[arg(long, value_enum, default_value = "browse")]
     pub scenario: Scenario,
 

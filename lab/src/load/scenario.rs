@@ -24,10 +24,15 @@
 //!   the way to fill a server up on purpose (the sizing lessons). With
 //!   `--heavy-share P` a share P of the requests are heavy (`--heavy-ms`):
 //!   requests of uneven cost, where the balancer's strategy matters.
-//! - `page`: a page as most sites make one: the server works on it
+//! - `render`: a page as most sites make one: the server works on it
 //!   (`GET /work`, `--work-ms`), then reads its data from the database
 //!   (`GET /products/ID`), one request after the other. Every page served is
 //!   one more database query, so adding servers adds database load.
+//! - `pages`: whole product pages (`GET /pages/{id}`), the product drawn from
+//!   a Zipf law over the catalogue: the k-th most popular product is asked
+//!   for about k^-1.2 as often as the first, so a few pages are everywhere
+//!   and a long tail is rare. The server keeps as many pages in its memory as its
+//!   memory allows (lesson `bigger-server`).
 //!
 //! A user is a state machine: `step` sends exactly one request and updates the
 //! user's memory from the answer. The load models (closed and open, see
@@ -64,7 +69,9 @@ pub enum Scenario {
     /// `GET /work?ms=N` (see --work-ms): CPU-bound requests that fill a server.
     Work,
     /// Server work, then a product read from the database, in turn.
-    Page,
+    Render,
+    /// Whole product pages, Zipf-distributed: served from the server's memory when it holds them.
+    Pages,
 }
 
 impl Scenario {
@@ -76,7 +83,8 @@ impl Scenario {
             Scenario::Mixed => "mixed",
             Scenario::Ping => "ping",
             Scenario::Work => "work",
-            Scenario::Page => "page",
+            Scenario::Render => "render",
+            Scenario::Pages => "pages",
         }
     }
 }
@@ -87,6 +95,7 @@ pub enum OpKind {
     Ping,
     Work,
     Product,
+    Page,
     Login,
     Me,
     AddToCart,
@@ -101,6 +110,7 @@ impl OpKind {
             OpKind::Ping => "ping",
             OpKind::Work => "work",
             OpKind::Product => "product",
+            OpKind::Page => "page",
             OpKind::Login => "login",
             OpKind::Me => "me",
             OpKind::AddToCart => "cart_add",
@@ -178,13 +188,22 @@ pub struct BankEntry {
     pub ledger: Arc<Mutex<Ledger>>,
 }
 
+/// `pages`: the Zipf exponent. Above 1 the head of the catalogue takes
+/// most reads, as measured for web pages and shop items (often 1 to 1.5).
+pub const PAGES_ZIPF_EXPONENT: f64 = 1.2;
+/// `pages`: the catalogue the pages are drawn from (the seeded products).
+pub const PAGES_CATALOGUE: u64 = 1000;
+
 enum Role {
     Ping,
+    Pages {
+        popularity: rand_distr::Zipf<f64>,
+    },
     Work {
         ms: u32,
         heavy: Option<(u32, f64)>,
     },
-    Page {
+    Render {
         ms: u32,
         hot_share: f64,
         work_next: bool,
@@ -243,11 +262,15 @@ impl User {
         };
         let role = match part {
             Scenario::Ping => Role::Ping,
+            Scenario::Pages => Role::Pages {
+                popularity: rand_distr::Zipf::new(PAGES_CATALOGUE as f64, PAGES_ZIPF_EXPONENT)
+                    .expect("a Zipf law over a non-empty catalogue"),
+            },
             Scenario::Work => Role::Work {
                 ms: ctx.work_ms,
                 heavy: ctx.heavy,
             },
-            Scenario::Page => Role::Page {
+            Scenario::Render => Role::Render {
                 ms: ctx.work_ms,
                 hot_share: ctx.hot_share,
                 work_next: true,
@@ -306,7 +329,7 @@ impl User {
                 };
                 self.work(ms, started).await
             }
-            Role::Page {
+            Role::Render {
                 ms,
                 hot_share,
                 work_next,
@@ -320,6 +343,13 @@ impl User {
                     let hot_share = *hot_share;
                     self.product(hot_share, started).await
                 }
+            }
+            Role::Pages { popularity } => {
+                // Rank k is product k: product 1 is the most popular.
+                let id = self.rng.sample(*popularity) as i64;
+                let path = format!("/pages/{id}");
+                let r = self.conn.request(Method::GET, &path, None).await;
+                simple(OpKind::Page, r.as_ref().map_err(|f| *f), started, Some(id))
             }
             Role::Browse { hot_share } => {
                 let hot_share = *hot_share;

@@ -20,6 +20,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod page_cache;
 pub mod redis;
 pub mod routes;
 pub mod sessions;
@@ -71,6 +72,8 @@ struct Inner {
     metrics: Metrics,
     /// Turns for `/work`: see `Config::work_threads`.
     work_slots: tokio::sync::Semaphore,
+    /// Rendered product pages, as many as the memory allows.
+    pages: page_cache::PageCache,
 }
 
 impl AppState {
@@ -107,6 +110,7 @@ impl AppState {
                 redis,
                 sessions,
                 metrics,
+                pages: page_cache::PageCache::from_env()?,
                 config,
             }),
         })
@@ -169,6 +173,11 @@ impl AppState {
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
+
+    /// The in-process page cache.
+    pub fn pages(&self) -> &page_cache::PageCache {
+        &self.inner.pages
+    }
 }
 
 /// The whole HTTP application for `state`.
@@ -183,6 +192,8 @@ pub fn app(state: AppState) -> Router {
         .route("/accounts/{id}", get(routes::account))
         .route("/accounts/{id}/deposit", post(routes::deposit))
         .route("/work", get(routes::work))
+        .route("/pages/{id}", get(page_cache::page))
+        .route("/page-cache", get(page_cache::stats))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))

@@ -48,6 +48,40 @@ pub mod env {
     pub const WORK_THREADS: &str = "WORK_THREADS";
     /// The log filter, as `tracing` reads it.
     pub const RUST_LOG: &str = "RUST_LOG";
+    /// The memory the page cache sizes itself from, e.g. `64m`; unset: the
+    /// container's own memory limit (cgroup), read again every second so a
+    /// live `lab resize --memory` is seen.
+    pub const PAGE_CACHE_MEMORY: &str = "PAGE_CACHE_MEMORY";
+    /// `on`: the container is a whole machine: its entrypoint starts a
+    /// PostgreSQL beside the app, sharing the container's CPU and memory
+    /// limits (the one-machine layout of lesson 3, `separate-db`).
+    pub const LOCAL_DATABASE: &str = "LOCAL_DATABASE";
+}
+
+/// The size of one rendered product page (`GET /pages/{id}`), in bytes: what
+/// one entry of the app's in-process page cache holds (a page with its
+/// pictures inlined).
+pub const PAGE_BYTES: usize = 512 * 1024;
+
+/// The page cache takes this share of the memory it is given (1/4): the
+/// rest is for the process itself, its connections and the kernel, much as
+/// a database is told to take a quarter of a machine's memory for its buffers.
+pub const PAGE_CACHE_SHARE: u64 = 4;
+
+/// `GET /page-cache`: what the in-process page cache holds and has done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageCacheStats {
+    /// The memory it sized itself from, in bytes (None: no limit found,
+    /// the default size is used).
+    pub memory_bytes: Option<u64>,
+    /// How many pages it may hold.
+    pub capacity_pages: u64,
+    /// How many it holds now.
+    pub pages: u64,
+    /// Page reads answered from memory.
+    pub hits: u64,
+    /// Page reads that queried the database.
+    pub misses: u64,
 }
 
 /// Everything `lab` tells one app server.

@@ -1,0 +1,385 @@
+//! Lesson 2: a bigger server (vertical scaling), in two parts.
+//!
+//! CPUs: the same server with 0.5, 1 and 2 CPUs under CPU-bound requests.
+//! It serves more, but on a machine whose cores it shares with the balancer
+//! and the load driver, each added CPU buys less than the one before.
+//!
+//! Memory: the server keeps rendered product pages in its memory (a quarter
+//! of its memory limit, see `services/app/src/page_cache.rs`), and users ask
+//! for pages by popularity (a Zipf law: a few pages are everywhere, a long
+//! tail is rare). A page in memory costs a copy; one that is not costs a
+//! product read in the database, whose CPU is the bottleneck. Doubling the
+//! memory keeps twice the pages, but each new slice is less popular than the
+//! last, and the part of a request memory cannot remove (the network, the
+//! balancer, the app) stays: capacity rises by less with each doubling. The
+//! course puts it at about 1.4x for 2x the memory, 2x for 4x, 2.5x for 8x.
+
+use std::time::Duration;
+
+use lab_contract::app::{PageCacheStats, PAGE_BYTES};
+
+use super::{one_server_topology, served, WORK_MS};
+use crate::error::Result;
+use crate::lessons::{step, Ctx, Lesson, Table};
+use crate::load::{LoadArgs, Scenario};
+use crate::topology::{ResourceSet, Resources, Topology};
+
+pub const LESSON: Lesson = Lesson {
+    name: "bigger-server",
+    number: 2,
+    summary: "one server with 0.5, 1, 2 CPUs, then 1x to 8x memory: capacity grows, each doubling by less",
+    hypothesis: "a bigger server (more CPUs, more memory) serves more, but each doubling buys less than the one before (diminishing returns): about 1.4x the capacity for 2x the memory, 2x for 4x, 2.5x for 8x",
+    body: |c| Box::pin(body(c)),
+};
+
+/// The server's CPU limits, smallest first.
+const CPU_STEPS: [f64; 3] = [0.5, 1.0, 2.0];
+/// The server's memory, in MiB: 1x, 2x, 4x, 8x.
+const MEMORY_MIB: [u64; 4] = [32, 64, 128, 256];
+/// The server's CPU limit while memory is measured.
+const MEMORY_PART_CPUS: f64 = 1.0;
+/// The database's CPU limit: what a page read from it costs is what memory saves.
+const DB_CPUS: f64 = 0.5;
+/// The database work of one product read, in ms of its CPU.
+const PRODUCT_QUERY_MS: u32 = 10;
+/// Users asking for pages at once (closed model: each waits for its answer).
+const PAGE_USERS: u32 = 16;
+/// The course's capacity for 2x, 4x and 8x the memory.
+pub const COURSE: [f64; 3] = [1.4, 2.0, 2.5];
+
+/// What `y` gains per unit of `x` between each point and the next.
+pub fn marginal_gains(points: &[(f64, f64)]) -> Vec<f64> {
+    points
+        .windows(2)
+        .map(|w| (w[1].1 - w[0].1) / (w[1].0 - w[0].0))
+        .collect()
+}
+
+/// Whether each step's gain per unit is smaller than the step before's:
+/// diminishing returns, whatever the size of the steps.
+pub fn diminishing(points: &[(f64, f64)]) -> bool {
+    let g = marginal_gains(points);
+    g.len() >= 2 && g.windows(2).all(|w| w[1] < w[0])
+}
+
+/// The CPU part's verdicts: `caps` is (CPUs, requests/s), smallest first.
+pub fn cpu_verdicts(caps: &[(f64, f64)]) -> Vec<(String, String, bool)> {
+    let [(x0, c0), (x1, c1), (x2, c2)] = caps else {
+        return vec![(
+            "three CPU sizes were measured".into(),
+            format!("{} were", caps.len()),
+            false,
+        )];
+    };
+    let g = marginal_gains(caps);
+    vec![
+        (
+            format!("a bigger server serves more ({x1} CPU at least 1.5x {x0} CPU)"),
+            format!("{c0:.0} -> {c1:.0} requests/s ({:.2}x)", c1 / c0.max(0.001)),
+            *c1 >= 1.5 * c0,
+        ),
+        (
+            format!(
+                "each added CPU buys less: requests/s gained per CPU added from {x1} to {x2} is below that from {x0} to {x1}"
+            ),
+            format!(
+                "+{:.0}/s per CPU, then +{:.0}/s per CPU ({x0} -> {x2} CPUs gave {:.2}x for {:.0}x the CPUs)",
+                g[0],
+                g[1],
+                c2 / c0.max(0.001),
+                x2 / x0
+            ),
+            diminishing(caps),
+        ),
+    ]
+}
+
+/// One memory size and what it gave.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryStep {
+    pub memory_mib: f64,
+    /// Requests per second served.
+    pub capacity: f64,
+    /// Share of page reads answered from memory.
+    pub hit_ratio: f64,
+}
+
+/// The memory part's verdicts, a pure function of what each size gave
+/// (smallest first, each twice the one before).
+pub fn memory_verdicts(steps: &[MemoryStep]) -> Vec<(String, String, bool)> {
+    let (Some(first), Some(last)) = (steps.first(), steps.last()) else {
+        return vec![(
+            "memory sizes were measured".into(),
+            "none were".into(),
+            false,
+        )];
+    };
+    let hits: Vec<String> = steps
+        .iter()
+        .map(|s| format!("{:.0}%", s.hit_ratio * 100.0))
+        .collect();
+    let ratios: Vec<String> = steps
+        .iter()
+        .skip(1)
+        .zip(COURSE.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(s, course)| {
+            format!(
+                "{:.0}x -> {:.2}x{}",
+                s.memory_mib / first.memory_mib,
+                s.capacity / first.capacity.max(0.001),
+                course
+                    .map(|c| format!(" (course {c}x)"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    let points: Vec<(f64, f64)> = steps.iter().map(|s| (s.memory_mib, s.capacity)).collect();
+    let gains: Vec<String> = marginal_gains(&points)
+        .iter()
+        .map(|g| format!("{g:+.2}"))
+        .collect();
+    vec![
+        (
+            "more memory keeps more pages: the share of reads served from memory rises with each doubling".into(),
+            hits.join(" -> "),
+            steps.windows(2).all(|w| w[1].hit_ratio > w[0].hit_ratio),
+        ),
+        (
+            format!(
+                "more memory serves more: {:.0}x the memory serves at least 1.3x the requests",
+                last.memory_mib / first.memory_mib
+            ),
+            ratios.join(", "),
+            last.capacity >= 1.3 * first.capacity,
+        ),
+        (
+            "each doubling buys less than the one before: requests/s gained per MiB added shrinks".into(),
+            format!("{} requests/s per MiB", gains.join(", ")),
+            diminishing(&points),
+        ),
+    ]
+}
+
+/// The most requests per second the server completes with plenty of users.
+async fn cpu_capacity(c: &Ctx<'_>) -> Result<f64> {
+    let r = c
+        .load(LoadArgs {
+            scenario: Scenario::Work,
+            work_ms: WORK_MS,
+            users: Some(16),
+            duration: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            ..LoadArgs::default()
+        })
+        .await?;
+    Ok(served(&r))
+}
+
+/// The server's page cache, asked directly on its published port.
+async fn page_cache(c: &Ctx<'_>, http: &reqwest::Client) -> Result<PageCacheStats> {
+    let addr = c.address("server-1", crate::roles::server::PORT).await?;
+    let r = http
+        .get(format!("http://{addr}/page-cache"))
+        .send()
+        .await
+        .map_err(|e| step("ask server-1 for its page cache")(&e))?;
+    r.json()
+        .await
+        .map_err(|e| step("read server-1's page cache")(&e))
+}
+
+fn pages(args_duration: Duration) -> LoadArgs {
+    LoadArgs {
+        scenario: Scenario::Pages,
+        users: Some(PAGE_USERS),
+        duration: args_duration,
+        timeout: Duration::from_secs(5),
+        ..LoadArgs::default()
+    }
+}
+
+async fn body(c: &mut Ctx<'_>) -> Result<()> {
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    c.say(&format!("one server; its CPU limit is raised live: 0.5, 1, then 2 CPUs (this machine has {host_cpus}, shared with the balancer and the load driver)"));
+    let first_memory = format!("{}m", MEMORY_MIB[0]);
+    c.up(Topology {
+        resources: ResourceSet {
+            server: Resources {
+                cpus: Some(CPU_STEPS[0]),
+                memory: Some(first_memory),
+            },
+            db: Resources {
+                cpus: Some(DB_CPUS),
+                memory: None,
+            },
+            ..ResourceSet::default()
+        },
+        product_query_ms: PRODUCT_QUERY_MS,
+        ..one_server_topology(CPU_STEPS[0])
+    })
+    .await?;
+    let mut table = Table::new(
+        "Capacity of one server by CPU",
+        &["CPUs", "requests/s", "x of 0.5 CPU", "requests/s per CPU"],
+    );
+    let mut caps = Vec::new();
+    for cpus in CPU_STEPS {
+        if cpus != CPU_STEPS[0] {
+            c.faults()
+                .resize("server-1", Some(cpus), None, None)
+                .await?;
+        }
+        let cap = cpu_capacity(c).await?;
+        caps.push((cpus, cap));
+        table.row(vec![
+            format!("{cpus}"),
+            format!("{cap:.0}"),
+            format!("{:.2}", cap / caps[0].1.max(0.001)),
+            format!("{:.0}", cap / cpus),
+        ]);
+    }
+    c.table(table);
+    for (expectation, measured, passed) in cpu_verdicts(&caps) {
+        c.expect(&expectation, measured, passed);
+    }
+
+    c.say(&format!(
+        "now memory: {MEMORY_PART_CPUS} CPU, {PAGE_USERS} users asking for {} KiB product pages by popularity; the server keeps a quarter of its memory as pages, a page it lacks costs a {PRODUCT_QUERY_MS} ms read in a database of {DB_CPUS} CPU",
+        PAGE_BYTES / 1024
+    ));
+    c.faults()
+        .resize("server-1", Some(MEMORY_PART_CPUS), None, None)
+        .await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| step("make an HTTP client")(&e))?;
+    let mut table = Table::new(
+        "Capacity of one server by memory (product pages, Zipf popularity)",
+        &[
+            "memory",
+            "pages kept",
+            "from memory",
+            "db reads/s",
+            "requests/s",
+            "x of 1x",
+            "course",
+        ],
+    );
+    let mut steps: Vec<MemoryStep> = Vec::new();
+    for (i, mib) in MEMORY_MIB.into_iter().enumerate() {
+        if i > 0 {
+            c.faults()
+                .resize("server-1", None, Some(&format!("{mib}m")), None)
+                .await?;
+        }
+        // Warm up: the server sees its new limit within a second, and the
+        // popular pages settle in before anything is counted.
+        c.load(pages(Duration::from_secs(3))).await?;
+        let before = page_cache(c, &http).await?;
+        let r = c.load(pages(Duration::from_secs(5))).await?;
+        let after = page_cache(c, &http).await?;
+        let hits = after.hits.saturating_sub(before.hits);
+        let misses = after.misses.saturating_sub(before.misses);
+        let s = MemoryStep {
+            memory_mib: mib as f64,
+            capacity: served(&r),
+            hit_ratio: hits as f64 / (hits + misses).max(1) as f64,
+        };
+        steps.push(s);
+        table.row(vec![
+            format!("{mib} MiB"),
+            after.capacity_pages.to_string(),
+            crate::lessons::pct(s.hit_ratio),
+            format!("{:.0}", misses as f64 / r.duration_s.max(0.001)),
+            format!("{:.0}", s.capacity),
+            format!("{:.2}", s.capacity / steps[0].capacity.max(0.001)),
+            if i == 0 {
+                "1".into()
+            } else {
+                COURSE.get(i - 1).map(|c| c.to_string()).unwrap_or_default()
+            },
+        ]);
+    }
+    c.table(table);
+    for (expectation, measured, passed) in memory_verdicts(&steps) {
+        c.expect(&expectation, measured, passed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passed(v: Vec<(String, String, bool)>) -> Vec<bool> {
+        v.into_iter().map(|v| v.2).collect()
+    }
+
+    #[test]
+    fn cpus_with_shrinking_gains_pass() {
+        assert_eq!(
+            passed(cpu_verdicts(&[(0.5, 48.0), (1.0, 95.0), (2.0, 120.0)])),
+            [true, true]
+        );
+    }
+
+    #[test]
+    fn cpus_whose_gains_do_not_shrink_fail() {
+        // Linear: 2 CPUs did give twice 1 CPU; nothing diminished.
+        assert_eq!(
+            passed(cpu_verdicts(&[(0.5, 50.0), (1.0, 100.0), (2.0, 200.0)])),
+            [true, false]
+        );
+        // The old check (below 4x from 0.5 to 2) passed this; the gain per
+        // CPU grew from 1 to 2 CPUs (+40 per CPU, then +60).
+        assert_eq!(
+            passed(cpu_verdicts(&[(0.5, 50.0), (1.0, 70.0), (2.0, 130.0)])),
+            [false, false]
+        );
+        assert_eq!(passed(cpu_verdicts(&[(0.5, 50.0)])), [false]);
+    }
+
+    fn memory(caps: [f64; 4], hits: [f64; 4]) -> Vec<MemoryStep> {
+        [32.0, 64.0, 128.0, 256.0]
+            .into_iter()
+            .zip(caps)
+            .zip(hits)
+            .map(|((memory_mib, capacity), hit_ratio)| MemoryStep {
+                memory_mib,
+                capacity,
+                hit_ratio,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_course_figures_pass() {
+        // 1.4x, 2x, 2.5x: +0.4 per unit, then +0.3, then +0.125. (Per
+        // doubling they are 1.4x, 1.43x and 1.25x: not each smaller, which
+        // is why the verdict counts the gain per MiB added.)
+        let s = memory([100.0, 140.0, 200.0, 250.0], [0.5, 0.65, 0.8, 0.9]);
+        assert_eq!(passed(memory_verdicts(&s)), [true, true, true]);
+        let text = &memory_verdicts(&s)[1].1;
+        assert!(text.contains("2x -> 1.40x (course 1.4x)"), "{text}");
+    }
+
+    #[test]
+    fn proportional_or_growing_returns_fail() {
+        // Twice the memory, twice the capacity: no diminishing return.
+        let s = memory([100.0, 200.0, 400.0, 800.0], [0.5, 0.65, 0.8, 0.9]);
+        assert_eq!(passed(memory_verdicts(&s)), [true, true, false]);
+        // A database-bound server whose misses halve: returns grow.
+        let s = memory([100.0, 130.0, 200.0, 400.0], [0.5, 0.65, 0.8, 0.9]);
+        assert_eq!(passed(memory_verdicts(&s)), [true, true, false]);
+    }
+
+    #[test]
+    fn memory_that_buys_nothing_fails() {
+        let s = memory([100.0, 101.0, 100.0, 102.0], [0.5, 0.5, 0.5, 0.5]);
+        assert_eq!(passed(memory_verdicts(&s)), [false, false, false]);
+        assert_eq!(passed(memory_verdicts(&[])), [false]);
+    }
+}
