@@ -29,6 +29,7 @@ mod more_servers;
 mod replication;
 mod sessions;
 mod sizing;
+mod slow_db;
 
 /// A lesson's body: it drives the lab through the context.
 type Body = for<'a> fn(&'a mut Ctx<'_>) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 'a>>;
@@ -55,6 +56,7 @@ pub fn all() -> Vec<Lesson> {
         cache::LESSON,
         replication::LESSON,
         failover::LESSON,
+        slow_db::LESSON,
     ]
 }
 
