@@ -9,14 +9,11 @@
 //! db-primary --latency D`), which delays every chunk of bytes by D each
 //! way, so each round trip to the database takes 2D longer.
 
-use std::time::Duration;
-
 use lab_contract::app::Source;
 
-use super::cache::{db_queries, median, timed_reads};
+use super::cache::{db_queries, median, timed_reads, wait_for_pages};
 use super::{Ctx, Lesson, Table};
 use crate::error::Result;
-use crate::faults::Slow;
 use crate::roles::names;
 use crate::topology::{Reads, Toggle, Topology};
 
@@ -29,23 +26,28 @@ pub const LESSON: Lesson = Lesson {
 };
 
 /// The delays the lesson adds, one way.
-const DELAYS_MS: [u64; 2] = [10, 30];
-/// Pages read per measurement.
-const READS: i64 = 15;
+const DELAYS_MS: [u64; 2] = [20, 50];
+/// Pairs of reads per delay.
+const PAIRS: i64 = 15;
 /// Round trips a page makes besides its queries: the pool checks an idle
 /// connection before handing it out (`test_before_acquire` in
 /// services/app/src/db.rs).
 pub const CHECKS_PER_PAGE: f64 = 1.0;
 
-/// One measurement at one delay: medians of pages read one at a time.
+/// One delay's measurement: medians of pages read one at a time, in pairs
+/// (the link healthy, then slowed), so that both halves of each pair find
+/// the machine as busy as the other: an uncached page's own query time
+/// varies with everything else the machine runs.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Level {
+pub struct Step {
     /// The delay added each way, in ms.
     pub delay_ms: u64,
+    pub base_uncached_ms: f64,
     pub uncached_ms: f64,
-    pub uncached_reads: usize,
+    pub base_cached_ms: f64,
     pub cached_ms: f64,
-    pub cached_reads: usize,
+    /// The fewest reads behind any of the four medians.
+    pub reads: usize,
 }
 
 /// What the verdicts look at.
@@ -53,10 +55,7 @@ pub struct Level {
 pub struct Measured {
     /// Database queries per uncached page, counted by the app.
     pub queries_per_page: f64,
-    /// Without a delay.
-    pub base: Level,
-    /// With each delay.
-    pub slowed: Vec<Level>,
+    pub steps: Vec<Step>,
 }
 
 /// How far an uncached page's slowdown may be from the computed one.
@@ -70,13 +69,13 @@ pub fn expected_slowdown_ms(delay_ms: u64, queries_per_page: f64) -> f64 {
 /// The verdicts, as (expectation, measured, passed): a pure function of the
 /// figures.
 pub fn verdicts(m: &Measured) -> Vec<(String, String, bool)> {
-    let enough = |n: usize| n as i64 >= READS * 2 / 3;
+    let enough = |n: usize| n as i64 >= PAIRS * 2 / 3;
     let mut out = Vec::new();
-    for l in &m.slowed {
+    for l in &m.steps {
         let d = l.delay_ms as f64;
         let expected = expected_slowdown_ms(l.delay_ms, m.queries_per_page);
-        let uncached = l.uncached_ms - m.base.uncached_ms;
-        let cached = l.cached_ms - m.base.cached_ms;
+        let uncached = l.uncached_ms - l.base_uncached_ms;
+        let cached = l.cached_ms - l.base_cached_ms;
         out.push((
             format!(
                 "database {d:.0} ms slower each way: an uncached page is about 2 x {d:.0} ms x ({:.0} queries + {CHECKS_PER_PAGE:.0} check) = {expected:.0} ms slower (within {:.0}%)",
@@ -85,11 +84,10 @@ pub fn verdicts(m: &Measured) -> Vec<(String, String, bool)> {
             ),
             format!(
                 "{:.1} -> {:.1} ms: {uncached:+.1} ms",
-                m.base.uncached_ms, l.uncached_ms
+                l.base_uncached_ms, l.uncached_ms
             ),
             m.queries_per_page >= 1.0
-                && enough(m.base.uncached_reads)
-                && enough(l.uncached_reads)
+                && enough(l.reads)
                 && (uncached - expected).abs() <= TOLERANCE * expected,
         ));
         // One database round trip would add 2D: a quarter of that is room
@@ -101,31 +99,63 @@ pub fn verdicts(m: &Measured) -> Vec<(String, String, bool)> {
             ),
             format!(
                 "{:.1} -> {:.1} ms: {cached:+.1} ms",
-                m.base.cached_ms, l.cached_ms
+                l.base_cached_ms, l.cached_ms
             ),
-            enough(m.base.cached_reads) && enough(l.cached_reads) && cached < bound,
+            enough(l.reads) && cached < bound,
         ));
     }
     out
 }
 
-/// Medians of READS uncached pages (products `first..`, read by no one
-/// before) and READS cached ones (the warmed products, in turn).
-async fn measure(c: &Ctx<'_>, base: &str, delay_ms: u64, first: i64) -> Result<Level> {
-    let uncached = timed_reads(base, first..first + READS, Source::Db).await?;
-    let cached = timed_reads(base, (0..READS).map(|i| 1 + i % 5), Source::Cache).await?;
-    c.say(&format!(
-        "+{delay_ms} ms: uncached {:.1} ms, cached {:.1} ms (medians)",
-        median(&uncached),
-        median(&cached)
-    ));
-    Ok(Level {
+/// [`PAIRS`] pairs of reads: an uncached page (a product read by no one
+/// before, from `first` on) and a cached one (the warmed products, in turn)
+/// with the link healthy, then the same kinds with it slowed by `delay_ms`
+/// each way. The delay is set and lifted through db-primary's fault proxy,
+/// as `lab slow` and `lab heal` do.
+async fn measure(c: &Ctx<'_>, base: &str, delay_ms: u64, first: i64) -> Result<Step> {
+    let admin = crate::proxy_admin::ProxyAdmin::new(
+        names::PRIMARY,
+        &c.address(names::PRIMARY, crate::roles::proxy::ADMIN_PORT)
+            .await?,
+    );
+    let fault = lab_contract::faultproxy::Fault {
+        latency_ms: delay_ms,
+        ..Default::default()
+    };
+    let [mut bu, mut bc, mut su, mut sc] = [(); 4].map(|_| Vec::new());
+    for i in 0..PAIRS {
+        let cached = [1 + i % 5];
+        bu.extend(timed_reads(base, [first + 2 * i], Source::Db).await?);
+        bc.extend(timed_reads(base, cached, Source::Cache).await?);
+        admin.set(crate::roles::proxy::SERVICE, &fault).await?;
+        let slowed = async {
+            let u = timed_reads(base, [first + 2 * i + 1], Source::Db).await?;
+            let k = timed_reads(base, cached, Source::Cache).await?;
+            Ok::<_, crate::error::LabError>((u, k))
+        }
+        .await;
+        admin.heal().await?;
+        let (u, k) = slowed?;
+        su.extend(u);
+        sc.extend(k);
+    }
+    let step = Step {
         delay_ms,
-        uncached_ms: median(&uncached),
-        uncached_reads: uncached.len(),
-        cached_ms: median(&cached),
-        cached_reads: cached.len(),
-    })
+        base_uncached_ms: median(&bu),
+        uncached_ms: median(&su),
+        base_cached_ms: median(&bc),
+        cached_ms: median(&sc),
+        reads: [&bu, &bc, &su, &sc]
+            .iter()
+            .map(|v| v.len())
+            .min()
+            .unwrap_or(0),
+    };
+    c.say(&format!(
+        "+{delay_ms} ms each way: uncached {:.1} -> {:.1} ms, cached {:.1} -> {:.1} ms (medians)",
+        step.base_uncached_ms, step.uncached_ms, step.base_cached_ms, step.cached_ms
+    ));
+    Ok(step)
 }
 
 async fn body(c: &mut Ctx<'_>) -> Result<()> {
@@ -142,20 +172,21 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     })
     .await?;
     let base = c.entrypoint().await?;
+    wait_for_pages(&base).await?;
     // Warm up: the pool's connection and its prepared statements (a first
     // query on a connection prepares it, one more round trip), and the five
     // pages the cached reads use.
     timed_reads(&base, 990..=999, Source::Db).await?;
-    timed_reads(&base, 1..=5, Source::Db).await?;
-
-    let mut m = Measured::default();
     let before = db_queries(c, 1).await?;
-    m.base = measure(c, &base, 0, 100).await?;
+    let warmed = timed_reads(&base, 1..=5, Source::Db).await?;
     let queries = db_queries(c, 1).await? - before;
-    m.queries_per_page = queries / m.base.uncached_reads.max(1) as f64;
+    let mut m = Measured {
+        queries_per_page: queries / warmed.len().max(1) as f64,
+        ..Measured::default()
+    };
 
     let mut table = Table::new(
-        "Product pages read one at a time (medians)",
+        "Product pages read one at a time, in pairs: link healthy, then slowed (medians)",
         &[
             "database delay",
             "uncached ms",
@@ -164,36 +195,30 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
             "measured +ms",
         ],
     );
-    table.row(vec![
-        "none".into(),
-        format!("{:.1}", m.base.uncached_ms),
-        format!("{:.1}", m.base.cached_ms),
-        "-".into(),
-        "-".into(),
-    ]);
     for (i, delay) in DELAYS_MS.into_iter().enumerate() {
-        c.say(&format!("lab slow {} --latency {delay}ms", names::PRIMARY));
-        c.faults()
-            .slow(
-                names::PRIMARY,
-                &Slow {
-                    latency: Duration::from_millis(delay),
-                    ..Slow::default()
-                },
-            )
-            .await?;
-        let first = 100 + READS * (i as i64 + 1);
-        let l = measure(c, &base, delay, first).await;
+        c.say(&format!(
+            "{PAIRS} pairs of reads, {} slowed by {delay} ms each way in the second half of each",
+            names::PRIMARY
+        ));
+        let first = 100 + 2 * PAIRS * i as i64;
+        let step = measure(c, &base, delay, first).await;
         c.faults().heal(names::PRIMARY).await?;
-        let l = l?;
+        let step = step?;
+        table.row(vec![
+            "none".into(),
+            format!("{:.1}", step.base_uncached_ms),
+            format!("{:.1}", step.base_cached_ms),
+            "-".into(),
+            "-".into(),
+        ]);
         table.row(vec![
             format!("{delay} ms each way"),
-            format!("{:.1}", l.uncached_ms),
-            format!("{:.1}", l.cached_ms),
+            format!("{:.1}", step.uncached_ms),
+            format!("{:.1}", step.cached_ms),
             format!("{:.0}", expected_slowdown_ms(delay, m.queries_per_page)),
-            format!("{:+.1}", l.uncached_ms - m.base.uncached_ms),
+            format!("{:+.1}", step.uncached_ms - step.base_uncached_ms),
         ]);
-        m.slowed.push(l);
+        m.steps.push(step);
     }
     c.table(table);
     for (expectation, measured, passed) in verdicts(&m) {
@@ -206,22 +231,22 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn level(delay_ms: u64, uncached_ms: f64, cached_ms: f64) -> Level {
-        Level {
+    fn step(delay_ms: u64, uncached_ms: f64, cached_ms: f64) -> Step {
+        Step {
             delay_ms,
+            base_uncached_ms: 30.0,
             uncached_ms,
-            uncached_reads: 15,
+            base_cached_ms: 1.5,
             cached_ms,
-            cached_reads: 15,
+            reads: 15,
         }
     }
 
-    /// A page of 2 queries: 3 round trips, +60 ms at 10 ms, +180 ms at 30.
+    /// A page of 2 queries: 3 round trips, +120 ms at 20 ms, +300 ms at 50.
     fn measured() -> Measured {
         Measured {
             queries_per_page: 2.0,
-            base: level(0, 14.0, 1.5),
-            slowed: vec![level(10, 76.0, 1.6), level(30, 198.0, 1.9)],
+            steps: vec![step(20, 152.0, 1.6), step(50, 318.0, 1.9)],
         }
     }
 
@@ -243,30 +268,30 @@ mod tests {
     #[test]
     fn an_uncached_page_that_did_not_slow_down_fails() {
         let mut m = measured();
-        m.slowed[1].uncached_ms = 20.0;
+        m.steps[1].uncached_ms = 40.0;
         assert_eq!(passed(&m), [true, true, false, true]);
         // Slowed once per query only (no check counted): 2 of 3 round trips.
         let mut m = measured();
-        m.slowed[1].uncached_ms = 14.0 + 120.0;
+        m.steps[1].uncached_ms = 30.0 + 200.0;
         assert!(!passed(&m)[2]);
         // Far slower than the delay explains.
         let mut m = measured();
-        m.slowed[0].uncached_ms = 200.0;
+        m.steps[0].uncached_ms = 300.0;
         assert!(!passed(&m)[0]);
     }
 
     #[test]
     fn a_cached_page_that_slowed_down_fails() {
         let mut m = measured();
-        m.slowed[0].cached_ms = 1.5 + 20.0;
+        m.steps[0].cached_ms = 1.5 + 40.0;
         assert_eq!(passed(&m), [true, false, true, true]);
     }
 
     #[test]
     fn too_few_reads_or_no_queries_fail() {
         let mut m = measured();
-        m.slowed[0].cached_reads = 2;
-        assert!(!passed(&m)[1]);
+        m.steps[0].reads = 2;
+        assert_eq!(passed(&m), [false, false, true, true]);
         let m = Measured {
             queries_per_page: 0.0,
             ..measured()
