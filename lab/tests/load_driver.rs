@@ -200,6 +200,8 @@ async fn product(State(f): St, h: HeaderMap, Path(id): Path<u64>) -> Response {
         id: id as i64,
         name: "thing".into(),
         price_cents: 100,
+        sales_rank: Some(id as i64),
+        units_sold: 1,
         source,
         server: format!("server-{s}"),
     };

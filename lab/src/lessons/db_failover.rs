@@ -1,4 +1,4 @@
-//! Lesson 10: database failover. The last row of the course's architecture
+//! Lesson 11: database failover. The last row of the course's architecture
 //! table adds replication so that the database is no longer a single point
 //! of failure: when the primary dies, a replica takes its place. Something
 //! must decide that, and everyone must agree; here Patroni does, with etcd
@@ -26,7 +26,7 @@ use crate::topology::{Replication, Toggle, Topology};
 
 pub const LESSON: Lesson = Lesson {
     name: "db-failover",
-    number: 10,
+    number: 11,
     summary: "crash the primary: a replica takes over in seconds; async loses confirmed writes, sync does not",
     hypothesis: "with 3 database nodes and a failover manager, writes succeed again within 10 s of the primary's crash while reads go on; with asynchronous replication and the replicas cut off from the primary's changes, a crash either loses confirmed writes or leaves the site unable to write; with synchronous replication it loses none",
     body: |c| Box::pin(body(c)),

@@ -1,4 +1,4 @@
-//! Lesson 11: the balancer itself is a single point of failure, and two
+//! Lesson 12: the balancer itself is a single point of failure, and two
 //! balancers with a floating address remove it.
 //!
 //! With one balancer, crashing it takes the whole site down until someone
@@ -27,7 +27,7 @@ use crate::topology::{Reads, Toggle, Topology};
 
 pub const LESSON: Lesson = Lesson {
     name: "ha-balancers",
-    number: 11,
+    number: 12,
     summary: "the balancer is a single point of failure; two with a floating address (VRRP) fail over in about 3 s",
     hypothesis: "with one balancer, a crash of it leaves the site at 0% availability until it is started again; with two sharing a floating address, a crash of the holder costs failed requests for about 3 x advert_int + skew (3.6 s with advert_int 1 s), then full service",
     body: |c| Box::pin(body(c)),

@@ -52,6 +52,13 @@ use super::checkers::{self, Ledger, SessionVerdict, WriteOutcome, DEPOSIT_CENTS}
 use super::http::{Answer, Conn, Failure, Target};
 use super::stats::Class;
 
+/// `browse`: the products of the app's seeded catalogue, 1 to this.
+pub const CATALOGUE: i64 = 1000;
+/// `browse`: the hot set, products 1 to this, which get `hot_share` of the
+/// reads (the rest go anywhere in the catalogue, hot set included). With
+/// `--hot-share 0` reads spread evenly over the whole catalogue.
+pub const HOT_PRODUCTS: i64 = 20;
+
 /// What the virtual users do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -494,10 +501,11 @@ impl User {
     /// `GET /products/ID`: most reads (80% unless --hot-share says
     /// otherwise) hit the 20 hot products.
     async fn product(&mut self, hot_share: f64, started: Instant) -> OpResult {
+        // Most reads (80% unless --hot-share says otherwise) hit the hot products.
         let id: i64 = if self.rng.random_bool(hot_share) {
-            self.rng.random_range(1..=20)
+            self.rng.random_range(1..=HOT_PRODUCTS)
         } else {
-            self.rng.random_range(1..=1000)
+            self.rng.random_range(1..=CATALOGUE)
         };
         let path = format!("/products/{id}");
         let r = self.conn.request(Method::GET, &path, None).await;

@@ -86,6 +86,16 @@ const PRODUCT_SQL: &str = "SELECT p.id, p.name, p.price_cents \
      CROSS JOIN (SELECT count(*) FROM (SELECT generate_series(1, $2::bigint)) AS g) AS work \
      WHERE p.id = $1";
 
+/// A product page's second query: where the product ranks among the best
+/// sellers. Ranking one product needs every product's total, so PostgreSQL
+/// reads and sums every order line each time: the real, measurable cost of
+/// an uncached product page (`migrations/..._order_lines.sql` seeds them).
+const SALES_RANK_SQL: &str = "SELECT rank, sold FROM ( \
+         SELECT product_id, sum(quantity)::bigint AS sold, \
+                rank() OVER (ORDER BY sum(quantity) DESC) AS rank \
+         FROM order_lines GROUP BY product_id \
+     ) AS ranked WHERE product_id = $1";
+
 /// A deposit: create the account on first use, otherwise add to it.
 /// `bigint + bigint` raises SQLSTATE 22003 on overflow, which we answer as 409.
 const DEPOSIT_SQL: &str = "INSERT INTO accounts (id, balance) VALUES ($1, $2) \
@@ -137,6 +147,16 @@ pub struct Product {
     pub name: String,
     /// Price in cents (integers: money is never a float).
     pub price_cents: i64,
+    /// Its place among the best sellers (1 sold the most); None if it never
+    /// sold. Filled by the page's second query; `serde(default)` lets a
+    /// cache entry written before this field existed still decode.
+    #[sqlx(skip)]
+    #[serde(default)]
+    pub sales_rank: Option<i64>,
+    /// Units sold, every order together.
+    #[sqlx(skip)]
+    #[serde(default)]
+    pub units_sold: i64,
 }
 
 /// The primary, the replicas and the read policy.
@@ -393,20 +413,38 @@ impl Db {
         Ok(rate.clamp(1_000, 1_000_000_000))
     }
 
-    /// Reads product `id` with its deliberate cost. `Ok(None)`: no such product.
+    /// Reads product `id`'s page: its row (with the deliberate cost of
+    /// `PRODUCT_QUERY_MS`, 0 for none), then its sales rank. Two queries on
+    /// one connection, each counted, like a page an ORM would build; the
+    /// pool's liveness check before them is a third round trip to the
+    /// database (`test_before_acquire`). `Ok(None)`: no such product.
     pub async fn product(&self, id: i64, metrics: &Metrics) -> Result<Option<Product>, AppError> {
         let node = self.read_node(false);
         let rows = self.rows_per_ms().saturating_mul(self.product_query_ms);
         let rows = i64::try_from(rows).unwrap_or(i64::MAX);
         let limit = QUERY_TIMEOUT + Duration::from_millis(self.product_query_ms * 4);
-        metrics.db_query(self.role_now(node), &node.name);
+        let queries = metrics.db_queries_series(self.role_now(node), &node.name);
+        queries.inc();
         run(node, limit, move |conn| {
             Box::pin(async move {
-                sqlx::query_as::<_, Product>(PRODUCT_SQL)
+                let Some(mut product) = sqlx::query_as::<_, Product>(PRODUCT_SQL)
                     .bind(id)
                     .bind(rows)
                     .fetch_optional(&mut *conn)
-                    .await
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                queries.inc();
+                let sales = sqlx::query_as::<_, (i64, i64)>(SALES_RANK_SQL)
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if let Some((rank, sold)) = sales {
+                    product.sales_rank = Some(rank);
+                    product.units_sold = sold;
+                }
+                Ok(Some(product))
             })
         })
         .await

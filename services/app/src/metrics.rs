@@ -109,7 +109,7 @@ impl Metrics {
         );
         registry.register(
             "db_queries",
-            "Database operations made for requests (a deposit transaction counts once), by target",
+            "Database queries made for requests (a product page makes two, its row and its sales rank; a deposit transaction counts once), by target",
             db_queries.clone(),
         );
         registry.register(

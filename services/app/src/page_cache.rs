@@ -281,6 +281,8 @@ mod tests {
             id: 7,
             name: "Quiet Lamp #7".into(),
             price_cents: 1299,
+            sales_rank: Some(3),
+            units_sold: 640,
         };
         let page = render(&p);
         assert_eq!(page.len(), PAGE_BYTES);

@@ -111,7 +111,8 @@ pub async fn add_item(
     Ok((cookie, Json(Cart { cart })).into_response())
 }
 
-/// `GET /products/{id}`: a product, through the cache when `CACHE=on`.
+/// `GET /products/{id}`: a product page (its row and its sales rank, two
+/// queries), through the cache when `CACHE=on`.
 pub async fn product(
     State(state): State<AppState>,
     AppPath(id): AppPath<i64>,
@@ -126,6 +127,8 @@ pub async fn product(
             id: p.id,
             name: p.name,
             price_cents: p.price_cents,
+            sales_rank: p.sales_rank,
+            units_sold: p.units_sold,
             source,
             server: state.server_name().to_owned(),
         })

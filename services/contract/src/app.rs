@@ -226,6 +226,14 @@ pub struct Product {
     pub name: String,
     /// Its price.
     pub price_cents: i64,
+    /// Its place among the best sellers (1 sold the most), worked out from
+    /// every order line: the costly part of an uncached page. None if it
+    /// never sold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sales_rank: Option<i64>,
+    /// Units sold, every order together.
+    #[serde(default)]
+    pub units_sold: i64,
     /// Cache or database.
     pub source: Source,
     /// Which server answered.
