@@ -18,7 +18,8 @@
 #
 # Memory comes from `docker stats` (the Docker API, not the containers'
 # addresses); the load goes through the balancer's loopback port. The raw
-# output (chaos report, memory samples, summary) goes to bench/soak/results/.
+# output (chaos report, memory samples, each service's last log lines,
+# summary) goes to bench/soak/results/.
 #
 # Needs: Docker, python3, the lab's binaries and images (make images).
 set -euo pipefail
@@ -71,6 +72,11 @@ set -e
 kill "$SAMPLER" 2>/dev/null || true
 SAMPLER=
 lab status --json >"$OUT/status-after.json"
+# The last lines each service wrote, to find out why anything misbehaved.
+mkdir -p "$OUT/logs"
+for svc in $(python3 -c 'import json,sys; print(" ".join(s["name"] for s in json.load(open(sys.argv[1]))["services"]))' "$OUT/status-after.json"); do
+    lab logs "$svc" 2>&1 | tail -n 300 >"$OUT/logs/$svc.txt" || true
+done
 lab down >/dev/null
 left=$( { docker ps -aq --filter "label=scaling-lab.lab=$NAME"; docker network ls -q --filter "label=scaling-lab.lab=$NAME"; docker volume ls -q --filter "label=scaling-lab.lab=$NAME"; } | wc -l)
 
