@@ -16,7 +16,7 @@ use clap::Parser;
 #[command(name = "load_cli")]
 struct Cli {
     #[command(flatten)]
-    load: lab::load::LoadArgs,
+    load: lab::cli::LoadArgs,
 }
 
 fn main() {
@@ -28,7 +28,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    match runtime.block_on(lab::load::run(&cli.load, "http://127.0.0.1:8080")) {
+    match runtime.block_on(lab::load::run(&cli.load.plan(), "http://127.0.0.1:8080")) {
         Ok(report) => {
             if cli.load.json {
                 println!("{}", report.to_json());

@@ -274,7 +274,7 @@ pub struct ChaosPlan {
     pub faults: Vec<ChaosFault>,
     pub seed: u64,
     pub pace: Pace,
-    pub load: crate::load::LoadArgs,
+    pub load: crate::load::LoadPlan,
 }
 
 /// Applies one fault.

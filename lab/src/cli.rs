@@ -88,7 +88,7 @@ pub enum Command {
     Logs(LogsArgs),
 
     /// Drive load through the balancer and show what users suffer.
-    Load(crate::load::LoadArgs),
+    Load(LoadArgs),
 
     /// Kill a service with SIGKILL, the way a machine dies.
     #[command(
@@ -471,6 +471,113 @@ pub struct SlowArgs {
     /// Pass each connection's close on this much later, e.g. 2s (the proxy only).
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration, conflicts_with = "netem")]
     pub slow_close: Option<std::time::Duration>,
+}
+
+/// Drive the lab with virtual users and watch what they suffer.
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+#[command(after_help = crate::load::LOAD_EXAMPLES)]
+pub struct LoadArgs {
+    /// What the users do: browse (product pages, hot set), sessions (login
+    /// then GET /me), bank (deposit, read back, audit), mixed (all three),
+    /// ping (GET / only, to measure the driver), work (GET /work, server CPU),
+    /// render (server work, then a product read from the database, in turn),
+    /// or pages (whole product pages, Zipf-popular, cached in the server's
+    /// memory)
+    #[arg(long, value_enum, default_value = "browse")]
+    pub scenario: crate::load::Scenario,
+
+    /// Open model: start R requests per second on a fixed schedule, whatever
+    /// the answers; latency counts from the scheduled time
+    #[arg(long, value_name = "R", value_parser = crate::load::parse_rate, conflicts_with = "users")]
+    pub rate: Option<f64>,
+
+    /// Closed model: U users, each sending its next request as soon as the
+    /// last one is answered [default: 20]
+    #[arg(long, value_name = "U", value_parser = clap::value_parser!(u32).range(1..=crate::load::MAX_USERS as i64))]
+    pub users: Option<u32>,
+
+    /// How long to send load (e.g. 30s, 2m; at most 1h)
+    #[arg(long, value_name = "D", default_value = "30s", value_parser = crate::load::parse_duration, allow_hyphen_values = true)]
+    pub duration: std::time::Duration,
+
+    /// Give up on a request after this long (counted as a timeout); also the
+    /// grace period for requests still in flight at the end
+    #[arg(long, value_name = "D", default_value = "2s", value_parser = crate::load::parse_timeout, allow_hyphen_values = true)]
+    pub timeout: std::time::Duration,
+
+    /// Stop after N requests even if --duration has not passed
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub requests: Option<u64>,
+
+    /// Print the report as one JSON document on stdout (the live view goes to
+    /// stderr)
+    #[arg(long)]
+    pub json: bool,
+
+    /// Write every operation as a JSON line to FILE (time, user, kind, value,
+    /// outcome ok/fail/unknown, status, server, latency)
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<std::path::PathBuf>,
+
+    /// No live view, only the report
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+
+    /// Open model: at most this many requests in flight (one connection each);
+    /// beyond it requests start late and the report says so
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=crate::load::MAX_USERS as i64))]
+    pub max_in_flight: u32,
+
+    /// `work`: CPU milliseconds each request burns on the server (1..=5000)
+    #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub work_ms: u32,
+
+    /// `browse`: share of reads that go to the 20 hot products, 0 to 1
+    /// [default: 0.8]
+    #[arg(long, value_name = "SHARE", value_parser = crate::load::parse_share)]
+    pub hot_share: Option<f64>,
+
+    /// `work`: share of requests, 0 to 1, that are heavy and burn --heavy-ms
+    /// instead of --work-ms (requests of uneven cost) [default: 0]
+    #[arg(long, value_name = "SHARE", value_parser = crate::load::parse_share)]
+    pub heavy_share: Option<f64>,
+
+    /// `work`: CPU milliseconds a heavy request burns (1..=5000)
+    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub heavy_ms: u32,
+
+    /// Advanced: drive this URL instead of the lab's balancer, e.g. a
+    /// benchmark server; loopback addresses only (127.0.0.1, ::1, localhost)
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+}
+
+impl LoadArgs {
+    /// The plan the load engine runs: everything but how the report is
+    /// printed; the live view goes to stderr when stdout carries JSON.
+    pub fn plan(&self) -> crate::load::LoadPlan {
+        use crate::load::LiveView;
+        crate::load::LoadPlan {
+            scenario: self.scenario,
+            rate: self.rate,
+            users: self.users,
+            duration: self.duration,
+            timeout: self.timeout,
+            requests: self.requests,
+            history: self.history.clone(),
+            max_in_flight: self.max_in_flight,
+            work_ms: self.work_ms,
+            hot_share: self.hot_share,
+            heavy_share: self.heavy_share,
+            heavy_ms: self.heavy_ms,
+            target: self.target.clone(),
+            live: match (self.quiet, self.json) {
+                (true, _) => LiveView::Off,
+                (false, true) => LiveView::Stderr,
+                (false, false) => LiveView::Stdout,
+            },
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]

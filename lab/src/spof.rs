@@ -183,14 +183,13 @@ async fn probe_one(
 ) -> Result<PartResult> {
     let service = service_of(c).unwrap_or_else(|| c.name.clone());
     let total = s.before_s + s.window_s + s.measure_s;
-    let args = crate::load::LoadArgs {
+    let args = crate::load::LoadPlan {
         scenario: crate::load::Scenario::Mixed,
         users: Some(s.users),
         duration: Duration::from_secs(total),
         timeout: Duration::from_secs(2),
-        quiet: true,
-        json: true,
-        ..crate::load::LoadArgs::default()
+        live: crate::load::LiveView::Off,
+        ..crate::load::LoadPlan::default()
     };
     let base = base_url.to_string();
     let load = tokio::spawn(async move {

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lab::load::{self, LoadArgs, Report, Scenario};
+use lab::load::{self, LiveView, LoadPlan, Report, Scenario};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -324,17 +324,17 @@ async fn start_fake() -> (Arc<Fake>, String) {
     (fake, format!("http://{addr}"))
 }
 
-fn args(scenario: Scenario, secs: f64) -> LoadArgs {
-    LoadArgs {
+fn args(scenario: Scenario, secs: f64) -> LoadPlan {
+    LoadPlan {
         scenario,
         duration: Duration::from_secs_f64(secs),
         timeout: Duration::from_secs(2),
-        quiet: true,
-        ..LoadArgs::default()
+        live: LiveView::Off,
+        ..LoadPlan::default()
     }
 }
 
-async fn drive(fake: &Fake, url: &str, a: &LoadArgs) -> Report {
+async fn drive(fake: &Fake, url: &str, a: &LoadPlan) -> Report {
     fake.start_clock();
     load::run_until(a, url, CancellationToken::new())
         .await
@@ -809,17 +809,17 @@ async fn runs_stop_at_a_request_budget_or_when_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_arguments_and_targets_are_refused_before_any_load() {
     let bad = [
-        LoadArgs {
+        LoadPlan {
             rate: Some(0.0),
-            ..LoadArgs::default()
+            ..LoadPlan::default()
         },
-        LoadArgs {
+        LoadPlan {
             duration: Duration::from_secs(4000),
-            ..LoadArgs::default()
+            ..LoadPlan::default()
         },
-        LoadArgs {
+        LoadPlan {
             target: Some("http://10.1.2.3:8080".into()),
-            ..LoadArgs::default()
+            ..LoadPlan::default()
         },
     ];
     for a in bad {

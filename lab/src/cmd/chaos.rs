@@ -6,7 +6,7 @@ use crate::cli::ChaosArgs;
 use crate::error::Result;
 use crate::faults::{FaultError, Faults};
 use crate::lb_admin::http_connector;
-use crate::load::{LoadArgs, MAX_DURATION};
+use crate::load::{LiveView, LoadPlan, MAX_DURATION};
 use crate::naming::NameError;
 use crate::runtime::DockerRuntime;
 use crate::up;
@@ -37,12 +37,17 @@ pub async fn run(lab: &str, a: ChaosArgs) -> Result<Report> {
             hold: a.hold,
             ..Pace::default()
         },
-        load: LoadArgs {
+        load: LoadPlan {
             scenario: a.scenario,
             users: Some(a.users),
             duration: a.duration,
-            json: a.json,
-            ..LoadArgs::default()
+            // Stdout carries the JSON report when asked for.
+            live: if a.json {
+                LiveView::Stderr
+            } else {
+                LiveView::Stdout
+            },
+            ..LoadPlan::default()
         },
     };
     let victims = chaos::victims(&all, &faults);

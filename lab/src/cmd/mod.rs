@@ -12,12 +12,18 @@ use crate::cli::{Cli, Command};
 use crate::error::Result;
 
 pub mod chaos;
+pub mod down;
 pub mod fault;
 pub mod images;
-pub mod lab;
 pub mod lesson;
 pub mod load;
+pub mod logs;
+pub mod scale;
+pub mod set;
 pub mod spof;
+pub mod status;
+pub mod up;
+pub mod watch;
 
 /// What a command did.
 pub enum Report {
@@ -118,6 +124,16 @@ impl Report {
     }
 }
 
+/// How a live change (`lab scale`, `lab set`) waits for the lab.
+fn live_options(timeout: std::time::Duration) -> crate::up::UpOptions {
+    crate::up::UpOptions {
+        wait: true,
+        timeout,
+        lb: crate::lb_admin::http_connector(),
+        progress: std::sync::Arc::new(crate::progress::Terminal),
+    }
+}
+
 /// Runs one parsed command.
 pub async fn execute(cli: Cli) -> Result<Report> {
     let lab = cli.lab.as_str();
@@ -127,13 +143,13 @@ pub async fn execute(cli: Cli) -> Result<Report> {
             report: crate::doctor::diagnose(lab, a.port).await,
             json: a.json,
         }),
-        Command::Up(a) => lab::up(lab, a).await,
-        Command::Status(a) => lab::status(lab, a.json).await,
-        Command::Watch(a) => lab::watch(lab, a).await,
-        Command::Down => lab::down(lab).await,
-        Command::Logs(a) => lab::logs(lab, a).await,
-        Command::Scale(c) => lab::scale(lab, c).await,
-        Command::Set(a) => lab::set(lab, a).await,
+        Command::Up(a) => up::run(lab, a).await,
+        Command::Status(a) => status::run(lab, a.json).await,
+        Command::Watch(a) => watch::run(lab, a).await,
+        Command::Down => down::run(lab).await,
+        Command::Logs(a) => logs::run(lab, a).await,
+        Command::Scale(c) => scale::run(lab, c).await,
+        Command::Set(a) => set::run(lab, a).await,
         Command::Load(a) => load::run(lab, a).await,
         Command::Lesson(c) => lesson::run(lab, c).await,
         Command::Crash(t) => fault::run(lab, fault::Fault::Crash(t.name)).await,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use super::{pct, Ctx, Lesson, Table};
 use crate::error::Result;
 use crate::load::scenario::{CATALOGUE, HOT_PRODUCTS};
-use crate::load::{LoadArgs, Scenario};
+use crate::load::{LoadPlan, Scenario};
 use crate::roles::server::PORT as APP_PORT;
 use crate::topology::{Reads, Toggle, Topology};
 
@@ -223,8 +223,8 @@ pub fn verdicts(skewed: &Knobs, uniform: &Knobs, m: &Measured) -> Vec<(String, S
 
 /// Browse at [`RATE`] views a second for `secs`, `hot_share` of them on the
 /// hot set.
-fn browse(hot_share: f64, run: Duration) -> LoadArgs {
-    LoadArgs {
+fn browse(hot_share: f64, run: Duration) -> LoadPlan {
+    LoadPlan {
         scenario: Scenario::Browse,
         rate: Some(RATE),
         duration: run,
@@ -232,7 +232,7 @@ fn browse(hot_share: f64, run: Duration) -> LoadArgs {
         // for them rather than count them as failures.
         timeout: Duration::from_secs(10),
         hot_share: Some(hot_share),
-        ..LoadArgs::default()
+        ..LoadPlan::default()
     }
 }
 

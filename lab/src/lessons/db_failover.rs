@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use super::{Ctx, Lesson, Table};
 use crate::error::Result;
 use crate::faults::Slow;
-use crate::load::{LoadArgs, Report, Scenario};
+use crate::load::{LoadPlan, Report, Scenario};
 use crate::primary::DbRole;
 use crate::roles::names::PRIMARY_ALIAS;
 use crate::topology::{Replication, Toggle, Topology};
@@ -109,13 +109,13 @@ pub fn sync_keeps_confirmed_writes(lost_writes: u64, acknowledged: u64) -> bool 
     lost_writes == 0 && acknowledged > 0
 }
 
-fn bank(seconds: u64, history: &Path) -> LoadArgs {
-    LoadArgs {
+fn bank(seconds: u64, history: &Path) -> LoadPlan {
+    LoadPlan {
         scenario: Scenario::Bank,
         users: Some(8),
         duration: Duration::from_secs(seconds),
         history: Some(history.to_path_buf()),
-        ..LoadArgs::default()
+        ..LoadPlan::default()
     }
 }
 

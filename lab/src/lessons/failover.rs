@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::ops;
 use super::{Ctx, Lesson, Table};
 use crate::error::Result;
-use crate::load::{LoadArgs, Scenario};
+use crate::load::{LoadPlan, Scenario};
 use crate::roles::names;
 use crate::topology::{HealthChecks, Sessions, Toggle, Topology};
 
@@ -132,12 +132,12 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         "mixed traffic (browse, sessions, bank) at {RATE:.0} requests/s for {SECS} s; {victim} crashes at {} s",
         CRASH_AT.as_secs()
     ));
-    let args = LoadArgs {
+    let args = LoadPlan {
         scenario: Scenario::Mixed,
         rate: Some(RATE),
         duration: Duration::from_secs(SECS),
         history: Some(hist.clone()),
-        ..LoadArgs::default()
+        ..LoadPlan::default()
     };
     let cr = &*c;
     let noticed = std::sync::Mutex::new(None::<Duration>);

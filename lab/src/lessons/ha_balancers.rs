@@ -20,7 +20,7 @@ use lab_contract::vrrp::VipRole;
 use super::{pct, Ctx, Lesson, Table};
 use crate::error::Result;
 use crate::ha;
-use crate::load::{LoadArgs, Scenario};
+use crate::load::{LoadPlan, Scenario};
 use crate::naming;
 use crate::roles::names;
 use crate::topology::{Reads, Toggle, Topology};
@@ -160,13 +160,13 @@ pub fn verdicts(priority: u8, advert_int: Duration, m: &Measured) -> Vec<(String
     ]
 }
 
-fn load(history: &Path, secs: u64) -> LoadArgs {
-    LoadArgs {
+fn load(history: &Path, secs: u64) -> LoadPlan {
+    LoadPlan {
         scenario: Scenario::Ping,
         rate: Some(RATE),
         duration: Duration::from_secs(secs),
         history: Some(history.to_path_buf()),
-        ..LoadArgs::default()
+        ..LoadPlan::default()
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::{Ctx, Lesson, Table};
 use crate::error::Result;
-use crate::load::{LoadArgs, Scenario};
+use crate::load::{LoadPlan, Scenario};
 use crate::topology::{HealthChecks, Reads, Toggle, Topology};
 
 pub const LESSON: Lesson = Lesson {
@@ -267,12 +267,12 @@ async fn fault_under_load(
     fault: Fault,
     when: When,
 ) -> Result<(crate::load::Report, u64, Option<f64>)> {
-    let args = LoadArgs {
+    let args = LoadPlan {
         scenario: Scenario::Ping,
         rate: Some(100.0),
         duration: Duration::from_secs(10),
         history: Some(history.to_path_buf()),
-        ..LoadArgs::default()
+        ..LoadPlan::default()
     };
     let (report, at) = c
         .load_with(args, Duration::from_secs(3), || async {

@@ -17,7 +17,7 @@ use thiserror::Error;
 use crate::error::{LabError, Result};
 use crate::faults::Faults;
 use crate::lb_admin::{http_connector, LbConnector};
-use crate::load::{self, LoadArgs, Report};
+use crate::load::{self, LoadPlan, Report};
 use crate::runtime::{ContainerInfo, Runtime};
 use crate::topology::Topology;
 use crate::up::{self, UpOptions};
@@ -327,8 +327,8 @@ impl Ctx<'_> {
     }
 
     /// Runs the load driver against the lesson's balancer, quietly.
-    pub async fn load(&self, mut args: LoadArgs) -> Result<Report> {
-        args.quiet = true;
+    pub async fn load(&self, mut args: LoadPlan) -> Result<Report> {
+        args.live = crate::load::LiveView::Off;
         args.validate()?;
         let base = self.entrypoint().await?;
         Ok(load::run(&args, &base).await?)
@@ -338,7 +338,7 @@ impl Ctx<'_> {
     /// and when the fault happened, counted from the start of the load.
     pub async fn load_with<F, Fut>(
         &self,
-        args: LoadArgs,
+        args: LoadPlan,
         after: Duration,
         fault: F,
     ) -> Result<(Report, Duration)>

@@ -23,7 +23,7 @@ use std::time::Duration;
 use super::ops::{self, Op};
 use super::{pct, Ctx, Lesson, Table};
 use crate::error::Result;
-use crate::load::{LoadArgs, Report, Scenario};
+use crate::load::{LoadPlan, Report, Scenario};
 use crate::roles::names;
 use crate::topology::{Reads, ResourceSet, Resources, Toggle, Topology};
 
@@ -389,7 +389,7 @@ pub(super) async fn cpu_of(c: &Ctx<'_>, services: &[String]) -> Result<Vec<f64>>
 /// Runs a load and, `after` into it, samples the CPU of `services`.
 pub(super) async fn load_with_cpu(
     c: &Ctx<'_>,
-    args: LoadArgs,
+    args: LoadPlan,
     after: Duration,
     services: &[String],
 ) -> Result<(Report, Vec<f64>)> {
@@ -479,13 +479,13 @@ async fn spread(c: &mut Ctx<'_>) -> Result<()> {
             c.scale(n).await?;
         }
         let r = c
-            .load(LoadArgs {
+            .load(LoadPlan {
                 scenario: Scenario::Work,
                 work_ms: WORK_MS,
                 users: Some(24),
                 duration: Duration::from_secs(5),
                 timeout: Duration::from_secs(5),
-                ..LoadArgs::default()
+                ..LoadPlan::default()
             })
             .await?;
         let step = Step {
@@ -555,7 +555,7 @@ async fn uneven(c: &mut Ctx<'_>) -> Result<()> {
         c.say(&format!("balancer: {strategy}"));
         c.set(&[&format!("lb={strategy}")]).await?;
         let history = dir.path().join(format!("{strategy}.jsonl"));
-        c.load(LoadArgs {
+        c.load(LoadPlan {
             scenario: Scenario::Work,
             work_ms: k.cheap_ms,
             heavy_ms: k.heavy_ms,
@@ -564,7 +564,7 @@ async fn uneven(c: &mut Ctx<'_>) -> Result<()> {
             duration: Duration::from_secs(MIX_SECS),
             timeout: Duration::from_secs(5),
             history: Some(history.clone()),
-            ..LoadArgs::default()
+            ..LoadPlan::default()
         })
         .await?;
         let run = mix_run(&ops::read(&history), k.heavy_ms);
@@ -615,12 +615,12 @@ async fn database(c: &mut Ctx<'_>) -> Result<()> {
     let before = db_queries(c, 4).await?;
     let (r, cpu) = load_with_cpu(
         c,
-        LoadArgs {
+        LoadPlan {
             scenario: Scenario::Browse,
             users: Some(PAGE_USERS),
             duration: Duration::from_secs(PAGE_SECS),
             timeout: Duration::from_secs(5),
-            ..LoadArgs::default()
+            ..LoadPlan::default()
         },
         Duration::from_secs(2),
         &watch,
@@ -648,14 +648,14 @@ async fn database(c: &mut Ctx<'_>) -> Result<()> {
         let before = db_queries(c, n).await?;
         let (r, cpu) = load_with_cpu(
             c,
-            LoadArgs {
+            LoadPlan {
                 scenario: Scenario::Render,
                 work_ms: k.work_ms,
                 users: Some(PAGE_USERS),
                 duration: Duration::from_secs(PAGE_SECS),
                 timeout: Duration::from_secs(5),
                 history: Some(history.clone()),
-                ..LoadArgs::default()
+                ..LoadPlan::default()
             },
             Duration::from_secs(2),
             &watch,

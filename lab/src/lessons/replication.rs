@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::{Ctx, Lesson, Table};
 use crate::error::Result;
-use crate::load::{LoadArgs, Scenario};
+use crate::load::{LoadPlan, Scenario};
 use crate::roles::names;
 use crate::topology::{Replication, Toggle, Topology};
 
@@ -111,13 +111,13 @@ pub fn verdicts(m: &Measured) -> Vec<(String, String, bool)> {
     ]
 }
 
-fn bank(history: &std::path::Path) -> LoadArgs {
-    LoadArgs {
+fn bank(history: &std::path::Path) -> LoadPlan {
+    LoadPlan {
         scenario: Scenario::Bank,
         users: Some(10),
         duration: Duration::from_secs(8),
         history: Some(history.to_path_buf()),
-        ..LoadArgs::default()
+        ..LoadPlan::default()
     }
 }
 

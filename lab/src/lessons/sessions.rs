@@ -14,7 +14,7 @@ use super::health_checks::wait_all_up;
 use super::more_servers::load_with_cpu;
 use super::{pct, Ctx, Lesson, Table};
 use crate::error::Result;
-use crate::load::{LoadArgs, Report, Scenario};
+use crate::load::{LoadPlan, Report, Scenario};
 use crate::roles::names;
 use crate::topology::{Reads, Topology};
 
@@ -175,12 +175,12 @@ pub fn uneven_verdicts(servers: u32, heavy_users: u32, rr: &Spread, sticky: &Spr
 // ---------------------------------------------------------------------------
 // The lesson.
 
-fn load(secs: u64) -> LoadArgs {
-    LoadArgs {
+fn load(secs: u64) -> LoadPlan {
+    LoadPlan {
         scenario: Scenario::Sessions,
         users: Some(USERS),
         duration: Duration::from_secs(secs),
-        ..LoadArgs::default()
+        ..LoadPlan::default()
     }
 }
 
@@ -295,14 +295,14 @@ async fn uneven(c: &mut Ctx<'_>) -> Result<()> {
     let mut spreads = Vec::new();
     for strategy in ["sticky", "round-robin"] {
         c.set(&[&format!("lb={strategy}")]).await?;
-        let work = |users, rate| LoadArgs {
+        let work = |users, rate| LoadPlan {
             scenario: Scenario::Work,
             work_ms: WORK_MS,
             users,
             rate,
             duration: Duration::from_secs(UNEVEN_SECS),
             timeout: Duration::from_secs(5),
-            ..LoadArgs::default()
+            ..LoadPlan::default()
         };
         let cr = &*c;
         let (heavy, light) = tokio::join!(

@@ -50,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use report::Report;
 pub use scenario::Scenario;
+pub use view::LiveView;
 
 use checkers::Ledger;
 use history::{HistoryLine, HistorySender, HistoryWriter};
@@ -94,103 +95,58 @@ Closed model (--users): each user sends its next request when the last one is
 answered. Open model (--rate): requests are due on a fixed schedule and latency
 counts from the due time, so a stall cannot hide (coordinated omission).";
 
-/// Drive the lab with virtual users and watch what they suffer.
-#[derive(clap::Args, Debug, Clone, PartialEq)]
-#[command(after_help = LOAD_EXAMPLES)]
-pub struct LoadArgs {
-    /// What the users do: browse (product pages, hot set), sessions (login
-    /// then GET /me), bank (deposit, read back, audit), mixed (all three),
-    /// ping (GET / only, to measure the driver), work (GET /work, server CPU),
-    /// render (server work, then a product read from the database, in turn),
-    /// or pages (whole product pages, Zipf-popular, cached in the server's
-    /// memory)
-    #[arg(long, value_enum, default_value = "browse")]
+/// What the load engine runs: the model, the scenario and the bounds.
+/// `lab load` builds one from its flags (`cli::LoadArgs::plan`); a lesson,
+/// `lab chaos` and `lab spof` build theirs in code. Either way [`validate`]
+/// checks it, so a plan made in code gets the same one-line errors.
+///
+/// [`validate`]: LoadPlan::validate
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadPlan {
     pub scenario: Scenario,
-
-    /// Open model: start R requests per second on a fixed schedule, whatever
-    /// the answers; latency counts from the scheduled time
-    #[arg(long, value_name = "R", value_parser = parse_rate, conflicts_with = "users")]
+    /// Open model: requests started per second.
     pub rate: Option<f64>,
-
-    /// Closed model: U users, each sending its next request as soon as the
-    /// last one is answered [default: 20]
-    #[arg(long, value_name = "U", value_parser = clap::value_parser!(u32).range(1..=MAX_USERS as i64))]
+    /// Closed model: users (20 when neither this nor `rate` is set).
     pub users: Option<u32>,
-
-    /// How long to send load (e.g. 30s, 2m; at most 1h)
-    #[arg(long, value_name = "D", default_value = "30s", value_parser = parse_duration, allow_hyphen_values = true)]
     pub duration: Duration,
-
-    /// Give up on a request after this long (counted as a timeout); also the
-    /// grace period for requests still in flight at the end
-    #[arg(long, value_name = "D", default_value = "2s", value_parser = parse_timeout, allow_hyphen_values = true)]
+    /// Per request; also the grace period for requests in flight at the end.
     pub timeout: Duration,
-
-    /// Stop after N requests even if --duration has not passed
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Stop after this many requests.
     pub requests: Option<u64>,
-
-    /// Print the report as one JSON document on stdout (the live view goes to
-    /// stderr)
-    #[arg(long)]
-    pub json: bool,
-
-    /// Write every operation as a JSON line to FILE (time, user, kind, value,
-    /// outcome ok/fail/unknown, status, server, latency)
-    #[arg(long, value_name = "FILE")]
+    /// Every operation as a JSON line in this file.
     pub history: Option<PathBuf>,
-
-    /// No live view, only the report
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-
-    /// Open model: at most this many requests in flight (one connection each);
-    /// beyond it requests start late and the report says so
-    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=MAX_USERS as i64))]
+    /// Open model: the most requests in flight.
     pub max_in_flight: u32,
-
-    /// `work`: CPU milliseconds each request burns on the server (1..=5000)
-    #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    /// `work`: CPU milliseconds per request.
     pub work_ms: u32,
-
-    /// `browse`: share of reads that go to the 20 hot products, 0 to 1
-    /// [default: 0.8]
-    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    /// `browse`: share of reads that go to the hot products.
     pub hot_share: Option<f64>,
-
-    /// `work`: share of requests, 0 to 1, that are heavy and burn --heavy-ms
-    /// instead of --work-ms (requests of uneven cost) [default: 0]
-    #[arg(long, value_name = "SHARE", value_parser = parse_share)]
+    /// `work`: share of heavy requests, and what a heavy one burns.
     pub heavy_share: Option<f64>,
-
-    /// `work`: CPU milliseconds a heavy request burns (1..=5000)
-    #[arg(long, value_name = "MS", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub heavy_ms: u32,
-
-    /// Advanced: drive this URL instead of the lab's balancer, e.g. a
-    /// benchmark server; loopback addresses only (127.0.0.1, ::1, localhost)
-    #[arg(long, value_name = "URL")]
+    /// Another loopback URL than the lab's balancer.
     pub target: Option<String>,
+    /// Where the live view goes, if anywhere.
+    pub live: LiveView,
 }
 
-impl Default for LoadArgs {
+impl Default for LoadPlan {
     fn default() -> Self {
-        LoadArgs {
+        LoadPlan {
             scenario: Scenario::Browse,
             rate: None,
             users: None,
             duration: Duration::from_secs(30),
             timeout: Duration::from_secs(2),
             requests: None,
-            json: false,
             history: None,
-            quiet: false,
             max_in_flight: 1000,
             work_ms: 10,
             hot_share: None,
             heavy_share: None,
             heavy_ms: 200,
             target: None,
+            live: LiveView::Stdout,
         }
     }
 }
@@ -202,7 +158,7 @@ pub enum Model {
     Open { rate: f64 },
 }
 
-impl LoadArgs {
+impl LoadPlan {
     /// The load model these arguments ask for.
     pub fn model(&self) -> Model {
         match (self.rate, self.users) {
@@ -275,7 +231,7 @@ fn check_rate(rate: f64) -> Result<f64, String> {
     Ok(rate)
 }
 
-fn parse_share(s: &str) -> Result<f64, String> {
+pub fn parse_share(s: &str) -> Result<f64, String> {
     s.trim()
         .parse::<f64>()
         .ok()
@@ -283,7 +239,7 @@ fn parse_share(s: &str) -> Result<f64, String> {
         .ok_or_else(|| format!("{s:?} is not a share between 0 and 1 (e.g. 0.95)"))
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
+pub fn parse_rate(s: &str) -> Result<f64, String> {
     let rate: f64 = s
         .trim()
         .parse()
@@ -315,11 +271,11 @@ fn parse_any_duration(flag: &str, s: &str, max: Duration) -> Result<Duration, St
     check_duration(flag, d, max)
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     parse_any_duration("--duration", s, MAX_DURATION)
 }
 
-fn parse_timeout(s: &str) -> Result<Duration, String> {
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
     parse_any_duration("--timeout", s, MAX_TIMEOUT)
 }
 
@@ -391,7 +347,7 @@ impl Shared {
 /// Runs the load and returns its report; Ctrl-C ends the run early and still
 /// returns the report of what ran. `base_url` is the lab's entry point (e.g.
 /// `http://127.0.0.1:8080`); `--target` overrides it.
-pub async fn run(args: &LoadArgs, base_url: &str) -> Result<Report, LoadError> {
+pub async fn run(args: &LoadPlan, base_url: &str) -> Result<Report, LoadError> {
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
     let watcher = tokio::spawn(async move {
@@ -407,7 +363,7 @@ pub async fn run(args: &LoadArgs, base_url: &str) -> Result<Report, LoadError> {
 /// Like [`run`], but ended early by `cancel` instead of Ctrl-C (for tests and
 /// for callers that run the load next to something else, such as a lesson).
 pub async fn run_until(
-    args: &LoadArgs,
+    args: &LoadPlan,
     base_url: &str,
     cancel: CancellationToken,
 ) -> Result<Report, LoadError> {
@@ -459,7 +415,7 @@ pub async fn run_until(
     // `stop` tells users to start nothing new: the time is up, or Ctrl-C.
     let stop = CancellationToken::new();
 
-    let view = View::new(args.quiet, args.json, &header, args.duration);
+    let view = View::new(args.live, &header, args.duration);
     let ticker_done = CancellationToken::new();
     let ticker = tokio::spawn(tick(
         view,
@@ -808,21 +764,22 @@ mod tests {
     #[derive(Parser, Debug)]
     struct Cli {
         #[command(flatten)]
-        load: LoadArgs,
+        load: crate::cli::LoadArgs,
     }
 
-    fn parse(args: &[&str]) -> Result<LoadArgs, String> {
+    /// `lab load`'s flags, parsed as the CLI parses them, into a plan.
+    fn parse(args: &[&str]) -> Result<LoadPlan, String> {
         let mut v = vec!["lab"];
         v.extend_from_slice(args);
         Cli::try_parse_from(v)
-            .map(|c| c.load)
+            .map(|c| c.load.plan())
             .map_err(|e| e.to_string())
     }
 
     #[test]
     fn defaults_are_a_closed_browse_run_of_30s() {
         let a = parse(&[]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(a, LoadArgs::default());
+        assert_eq!(a, LoadPlan::default());
         assert_eq!(a.model(), Model::Closed { users: 20 });
         assert!(a.validate().is_ok());
     }
@@ -853,9 +810,9 @@ mod tests {
 
     #[test]
     fn validate_catches_what_code_can_build() {
-        let mut a = LoadArgs {
+        let mut a = LoadPlan {
             rate: Some(0.0),
-            ..LoadArgs::default()
+            ..LoadPlan::default()
         };
         assert!(a.validate().is_err());
         a.rate = Some(10.0);

@@ -86,6 +86,15 @@ impl Drop for QuietCtrlC {
     }
 }
 
+/// Where the live view goes: stdout, stderr (when stdout carries the JSON
+/// report), or nowhere (`--quiet`, and lessons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveView {
+    Stdout,
+    Stderr,
+    Off,
+}
+
 pub struct View {
     mode: Mode,
 }
@@ -96,10 +105,12 @@ fn color_allowed() -> bool {
 
 impl View {
     /// `header` names the run (scenario, model, target).
-    pub fn new(quiet: bool, json: bool, header: &str, planned: Duration) -> View {
-        if quiet {
-            return View { mode: Mode::Quiet };
-        }
+    pub fn new(live: LiveView, header: &str, planned: Duration) -> View {
+        let json = match live {
+            LiveView::Off => return View { mode: Mode::Quiet },
+            LiveView::Stderr => true,
+            LiveView::Stdout => false,
+        };
         let terminal = if json {
             std::io::stderr().is_terminal()
         } else {

@@ -21,7 +21,7 @@ use lab_contract::app::{PageCacheStats, PAGE_BYTES};
 use super::{one_server_topology, served, WORK_MS};
 use crate::error::Result;
 use crate::lessons::{step, Ctx, Lesson, Table};
-use crate::load::{LoadArgs, Scenario};
+use crate::load::{LoadPlan, Scenario};
 use crate::topology::{ResourceSet, Resources, Topology};
 
 pub const LESSON: Lesson = Lesson {
@@ -163,13 +163,13 @@ pub fn memory_verdicts(steps: &[MemoryStep]) -> Vec<(String, String, bool)> {
 /// The most requests per second the server completes with plenty of users.
 async fn cpu_capacity(c: &Ctx<'_>) -> Result<f64> {
     let r = c
-        .load(LoadArgs {
+        .load(LoadPlan {
             scenario: Scenario::Work,
             work_ms: WORK_MS,
             users: Some(16),
             duration: Duration::from_secs(5),
             timeout: Duration::from_secs(5),
-            ..LoadArgs::default()
+            ..LoadPlan::default()
         })
         .await?;
     Ok(served(&r))
@@ -188,13 +188,13 @@ async fn page_cache(c: &Ctx<'_>, http: &reqwest::Client) -> Result<PageCacheStat
         .map_err(|e| step("read server-1's page cache")(&e))
 }
 
-fn pages(args_duration: Duration) -> LoadArgs {
-    LoadArgs {
+fn pages(args_duration: Duration) -> LoadPlan {
+    LoadPlan {
         scenario: Scenario::Pages,
         users: Some(PAGE_USERS),
         duration: args_duration,
         timeout: Duration::from_secs(5),
-        ..LoadArgs::default()
+        ..LoadPlan::default()
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::Ctx;
 use crate::error::Result;
-use crate::load::LoadArgs;
+use crate::load::LoadPlan;
 use crate::topology::{Reads, ResourceSet, Resources, Topology};
 
 mod bigger_server;
@@ -47,7 +47,7 @@ fn one_server_topology(cpus: f64) -> Topology {
 async fn cpu_during(
     c: &Ctx<'_>,
     service: &str,
-    args: LoadArgs,
+    args: LoadPlan,
     after: Duration,
 ) -> Result<(crate::load::Report, f64)> {
     let name = crate::naming::container(&c.lab, service);

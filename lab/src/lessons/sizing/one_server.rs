@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{cpu_during, one_server_topology, served, WORK_MS};
 use crate::error::Result;
 use crate::lessons::{Ctx, Lesson, Table};
-use crate::load::{LoadArgs, Scenario};
+use crate::load::{LoadPlan, Scenario};
 
 pub const LESSON: Lesson = Lesson {
     name: "one-server",
@@ -108,12 +108,12 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     );
     let mut steps = Vec::new();
     for rate in RATES {
-        let args = LoadArgs {
+        let args = LoadPlan {
             scenario: Scenario::Work,
             work_ms: WORK_MS,
             rate: Some(rate),
             duration: Duration::from_secs(4),
-            ..LoadArgs::default()
+            ..LoadPlan::default()
         };
         let (r, cpu) = cpu_during(c, "server-1", args, Duration::from_secs(2)).await?;
         table.row(vec![

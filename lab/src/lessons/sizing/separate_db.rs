@@ -26,7 +26,7 @@ use super::{one_server_topology, served};
 use crate::error::{LabError, Result};
 use crate::images::Image;
 use crate::lessons::{step, Ctx, Lesson, LessonError, Table};
-use crate::load::{LoadArgs, Scenario};
+use crate::load::{LoadPlan, Scenario};
 use crate::runtime::{labels, ContainerSpec, PortSpec};
 use crate::topology::{Reads, ResourceSet, Resources, Topology};
 
@@ -188,15 +188,15 @@ async fn both_db_ms(
     Ok((median(a)?, median(b)?))
 }
 
-fn web_load(rate: f64) -> LoadArgs {
-    LoadArgs {
+fn web_load(rate: f64) -> LoadPlan {
+    LoadPlan {
         scenario: Scenario::Work,
         work_ms: PAGE_MS,
         rate: Some(rate),
         duration: Duration::from_secs(5),
         timeout: Duration::from_secs(5),
-        quiet: true,
-        ..LoadArgs::default()
+        live: crate::load::LiveView::Off,
+        ..LoadPlan::default()
     }
 }
 
