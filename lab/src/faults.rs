@@ -697,15 +697,7 @@ impl Faults<'_> {
     /// kernel); with `netem`, through the kernel's tc netem, which can also
     /// drop packets.
     pub async fn slow(&self, name: &str, slow: &Slow) -> Result<Outcome> {
-        let c = self.find(name).await?;
-        let svc = service_of(&c);
-        if c.state != State::Running {
-            return Err(FaultError::NotRunning {
-                name: svc,
-                state: c.state,
-            }
-            .into());
-        }
+        let (c, svc) = self.running(name).await?;
         // A bandwidth limit or a late close alone is a slow link too
         // (through the proxy).
         let proxy_only = slow.bandwidth_bps.is_some() || slow.slow_close.is_some();
@@ -765,15 +757,7 @@ impl Faults<'_> {
         link: Option<&str>,
         direction: lab_contract::faultproxy::Direction,
     ) -> Result<Outcome> {
-        let c = self.find(name).await?;
-        let svc = service_of(&c);
-        if c.state != State::Running {
-            return Err(FaultError::NotRunning {
-                name: svc,
-                state: c.state,
-            }
-            .into());
-        }
+        let (c, svc) = self.running(name).await?;
         let link = link.unwrap_or(roles::proxy::SERVICE);
         let fault = lab_contract::faultproxy::Fault {
             direction,
@@ -803,6 +787,21 @@ impl Faults<'_> {
             },
         )
         .watch(watch))
+    }
+
+    /// The service, refused in one line unless it runs: a link can only be
+    /// broken or slowed on a living service.
+    async fn running(&self, name: &str) -> Result<(ContainerInfo, String)> {
+        let c = self.find(name).await?;
+        let svc = service_of(&c);
+        if c.state != State::Running {
+            return Err(FaultError::NotRunning {
+                name: svc,
+                state: c.state,
+            }
+            .into());
+        }
+        Ok((c, svc))
     }
 
     /// The admin API of a service's fault proxy.

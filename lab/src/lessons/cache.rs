@@ -23,7 +23,6 @@ use super::{pct, Ctx, Lesson, Table};
 use crate::error::Result;
 use crate::load::scenario::{CATALOGUE, HOT_PRODUCTS};
 use crate::load::{LoadPlan, Scenario};
-use crate::roles::server::PORT as APP_PORT;
 use crate::topology::{Reads, Toggle, Topology};
 
 pub const LESSON: Lesson = Lesson {
@@ -236,29 +235,6 @@ fn browse(hot_share: f64, run: Duration) -> LoadPlan {
     }
 }
 
-/// Database queries so far, summed over every server's /metrics.
-pub(super) async fn db_queries(c: &Ctx<'_>, servers: u8) -> Result<f64> {
-    let http = reqwest::Client::new();
-    let mut total = 0.0;
-    for i in 1..=servers {
-        let addr = c.address(&crate::roles::names::server(i), APP_PORT).await?;
-        let text = http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .map_err(|e| super::step("read a server's metrics")(&e))?
-            .text()
-            .await
-            .map_err(|e| super::step("read a server's metrics")(&e))?;
-        total += text
-            .lines()
-            .filter(|l| l.starts_with("db_queries_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-    }
-    Ok(total)
-}
-
 /// Reads each product once, one at a time, and keeps the times (ms) of the
 /// answers that came from `source`.
 pub(super) async fn timed_reads(
@@ -376,9 +352,9 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         "control, cache off: {RATE:.0} views/s for {} s, {skewed_spread}",
         CONTROL.as_secs()
     ));
-    let before = db_queries(c, servers).await?;
+    let before = c.db_queries(servers).await?;
     let off = c.load(browse(SKEWED, CONTROL)).await?;
-    let q_off = db_queries(c, servers).await? - before;
+    let q_off = c.db_queries(servers).await? - before;
     let per_view = if off.ok > 0 {
         q_off / off.ok as f64
     } else {
@@ -412,9 +388,9 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
             "{RATE:.0} views/s for {} s, {spread}, from an empty cache",
             RUN.as_secs()
         ));
-        let before = db_queries(c, servers).await?;
+        let before = c.db_queries(servers).await?;
         let r = c.load(browse(k.hot_share, RUN)).await?;
-        let queries = db_queries(c, servers).await? - before;
+        let queries = c.db_queries(servers).await? - before;
         let cache = r.cache.clone().unwrap_or_default();
         let run = Run {
             views: cache.hits + cache.misses,

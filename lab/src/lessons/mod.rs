@@ -270,6 +270,32 @@ impl Ctx<'_> {
         }
     }
 
+    /// Database queries so far, summed over the `/metrics` of servers
+    /// 1..=`servers` (each server counts the queries it sends).
+    pub async fn db_queries(&self, servers: u8) -> Result<f64> {
+        let http = reqwest::Client::new();
+        let mut total = 0.0;
+        for i in 1..=servers {
+            let addr = self
+                .address(&crate::roles::names::server(i), crate::roles::server::PORT)
+                .await?;
+            let text = http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .map_err(|e| step("read a server's metrics")(&e))?
+                .text()
+                .await
+                .map_err(|e| step("read a server's metrics")(&e))?;
+            total += text
+                .lines()
+                .filter(|l| l.starts_with("db_queries_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        Ok(total)
+    }
+
     /// Brings the lesson's lab to this topology (on a free port).
     pub async fn up(&self, t: Topology) -> Result<()> {
         let t = Topology { port: 0, ..t };

@@ -405,31 +405,6 @@ pub(super) async fn load_with_cpu(
     Ok((report, cpu))
 }
 
-/// Database queries so far, summed over the /metrics of servers 1..=n.
-async fn db_queries(c: &Ctx<'_>, servers: u32) -> Result<f64> {
-    let http = reqwest::Client::new();
-    let mut total = 0.0;
-    for i in 1..=servers {
-        let addr = c
-            .address(&names::server(i as u8), crate::roles::server::PORT)
-            .await?;
-        let text = http
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .map_err(|e| super::step("read a server's metrics")(&e))?
-            .text()
-            .await
-            .map_err(|e| super::step("read a server's metrics")(&e))?;
-        total += text
-            .lines()
-            .filter(|l| l.starts_with("db_queries_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-    }
-    Ok(total)
-}
-
 fn server_names(n: u32) -> Vec<String> {
     (1..=n).map(|i| names::server(i as u8)).collect()
 }
@@ -612,7 +587,7 @@ async fn database(c: &mut Ctx<'_>) -> Result<()> {
     c.say("first the database alone: 4 servers, product reads only (no server work)");
     let mut watch = vec![names::db(1)];
     watch.extend(server_names(4));
-    let before = db_queries(c, 4).await?;
+    let before = c.db_queries(4).await?;
     let (r, cpu) = load_with_cpu(
         c,
         LoadPlan {
@@ -627,7 +602,7 @@ async fn database(c: &mut Ctx<'_>) -> Result<()> {
     )
     .await?;
     let secs = r.duration_s.max(0.001);
-    let queries = (db_queries(c, 4).await? - before) / secs;
+    let queries = (c.db_queries(4).await? - before) / secs;
     let cap = DbRun {
         servers: 4,
         pages: r.ok as f64 / secs,
@@ -645,7 +620,7 @@ async fn database(c: &mut Ctx<'_>) -> Result<()> {
         let history = dir.path().join(format!("pages-{n}.jsonl"));
         let mut watch = vec![names::db(1)];
         watch.extend(server_names(n));
-        let before = db_queries(c, n).await?;
+        let before = c.db_queries(n as u8).await?;
         let (r, cpu) = load_with_cpu(
             c,
             LoadPlan {
@@ -661,7 +636,7 @@ async fn database(c: &mut Ctx<'_>) -> Result<()> {
             &watch,
         )
         .await?;
-        let queries = db_queries(c, n).await? - before;
+        let queries = c.db_queries(n as u8).await? - before;
         let secs = r.duration_s.max(0.001);
         let pages = ops::read(&history)
             .iter()

@@ -11,7 +11,7 @@
 
 use lab_contract::app::Source;
 
-use super::cache::{db_queries, median, timed_reads, wait_for_pages};
+use super::cache::{median, timed_reads, wait_for_pages};
 use super::{Ctx, Lesson, Table};
 use crate::error::Result;
 use crate::roles::names;
@@ -177,9 +177,9 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     // query on a connection prepares it, one more round trip), and the five
     // pages the cached reads use.
     timed_reads(&base, 990..=999, Source::Db).await?;
-    let before = db_queries(c, 1).await?;
+    let before = c.db_queries(1).await?;
     let warmed = timed_reads(&base, 1..=5, Source::Db).await?;
-    let queries = db_queries(c, 1).await? - before;
+    let queries = c.db_queries(1).await? - before;
     let mut m = Measured {
         queries_per_page: queries / warmed.len().max(1) as f64,
         ..Measured::default()
