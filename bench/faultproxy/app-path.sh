@@ -38,8 +38,8 @@ if [ "$SAVE" = 1 ]; then
     exec > >(tee "$OUT") 2>&1
 fi
 
-echo "== building (release)"
-(cd "$ROOT" && cargo build --release -q -p lab-faultproxy -p lab-balancer -p lab-app --bins)
+echo "== building (release, as make does: the binaries the images carry)"
+(cd "$ROOT" && cargo build --release -q --workspace --bins)
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN="$TARGET_DIR/release"
 
