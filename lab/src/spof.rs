@@ -36,8 +36,10 @@ pub struct ProbeSettings {
     /// When the success rate after the window falls below this share of the
     /// rate before the crash, the part is a single point of failure.
     pub threshold: f64,
-    /// Users of the light load (closed model, `mixed` scenario).
-    pub users: u32,
+    /// Requests per second of the light load (`mixed` scenario, open
+    /// model: a failing request counts as often as a fast success would, so
+    /// slow failures cannot hide behind quick answers).
+    pub rate: f64,
 }
 
 impl Default for ProbeSettings {
@@ -47,7 +49,7 @@ impl Default for ProbeSettings {
             window_s: 15,
             measure_s: 5,
             threshold: 0.9,
-            users: 4,
+            rate: 40.0,
         }
     }
 }
@@ -185,7 +187,7 @@ async fn probe_one(
     let total = s.before_s + s.window_s + s.measure_s;
     let args = crate::load::LoadPlan {
         scenario: crate::load::Scenario::Mixed,
-        users: Some(s.users),
+        rate: Some(s.rate),
         duration: Duration::from_secs(total),
         timeout: Duration::from_secs(2),
         live: crate::load::LiveView::Off,

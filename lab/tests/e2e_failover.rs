@@ -99,14 +99,19 @@ async fn three_nodes_fail_over_and_the_old_primary_rejoins() {
         .unwrap()
         .0;
     lab.ok(&["lag", &replica, "1s"]);
-    let st = lab.status();
-    let node = st["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == replica.as_str())
-        .unwrap();
-    assert_eq!(node["faults"][0]["kind"], "lag", "{node}");
+    // Through Patroni, the delay takes effect at its next cycle.
+    eventually(Duration::from_secs(30), "the lag in lab status", || {
+        let st = lab.status();
+        let node = st["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == replica.as_str())
+            .cloned()
+            .unwrap();
+        async move { (node["faults"][0]["kind"] == "lag").then_some(()) }
+    })
+    .await;
     lab.ok(&["lag", &replica, "--off"]);
     let err = lab.fails(&["lag", "primary", "1s"]);
     assert!(

@@ -454,7 +454,7 @@ async fn a_write_stuck_on_a_missing_sync_replica_is_a_504_and_its_connection_is_
     assert_eq!(stuck.status, 504, "{}", stuck.text);
     assert_eq!(
         stuck.json,
-        json!({"error": "127.0.0.1 did not confirm the write within 1s (a synchronous replica may be unreachable); the outcome is unknown"})
+        json!({"error": "127.0.0.1 did not confirm the write within 1s (a synchronous replica may be unreachable); the outcome is unknown", "outcome_unknown": true})
     );
     assert!(
         waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
