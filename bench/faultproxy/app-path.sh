@@ -71,7 +71,7 @@ LB_PROXY_ADMIN=$((BASE_PORT + 6))
 # The app never reaches this database: `GET /` does not query, and the pool
 # connects lazily.
 SERVER_NAME=server-1 BIND=127.0.0.1 PORT=$APP_PORT SESSION_STORE=memory \
-    DATABASE_URL=postgres://lab@127.0.0.1:1/lab RUST_LOG=warn "$BIN/lab-app" &
+    DATABASE_URL=postgres://lab@127.0.0.1:1/lab RUST_LOG=error "$BIN/lab-app" &
 PIDS+=($!)
 APP_PID=$!
 
