@@ -87,6 +87,29 @@ fn map_err(e: BollardError, what: &str) -> RuntimeError {
     }
 }
 
+impl DockerRuntime {
+    /// A bridge network of the lab, with Docker's addresses or the given ones.
+    async fn create_bridge(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+        ipam: Option<Ipam>,
+    ) -> Result<()> {
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(to_hash(labels)),
+            ipam,
+            ..Default::default()
+        };
+        self.docker
+            .create_network(req)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(e, name))
+    }
+}
+
 fn label_filter(labels: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
     let v = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     HashMap::from([("label".to_string(), v)])
@@ -601,17 +624,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create_network(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<()> {
-        let req = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".into()),
-            labels: Some(to_hash(labels)),
-            ..Default::default()
-        };
-        self.docker
-            .create_network(req)
-            .await
-            .map(|_| ())
-            .map_err(|e| map_err(e, name))
+        self.create_bridge(name, labels, None).await
     }
 
     async fn create_network_ipam(
@@ -620,27 +633,17 @@ impl Runtime for DockerRuntime {
         labels: &BTreeMap<String, String>,
         ipam: &NetworkIpam,
     ) -> Result<()> {
-        let req = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".into()),
-            labels: Some(to_hash(labels)),
-            ipam: Some(Ipam {
-                driver: Some("default".into()),
-                config: Some(vec![IpamConfig {
-                    subnet: Some(ipam.subnet.clone()),
-                    gateway: ipam.gateway.clone(),
-                    ip_range: ipam.ip_range.clone(),
-                    ..Default::default()
-                }]),
-                options: None,
-            }),
-            ..Default::default()
+        let ipam = Ipam {
+            driver: Some("default".into()),
+            config: Some(vec![IpamConfig {
+                subnet: Some(ipam.subnet.clone()),
+                gateway: ipam.gateway.clone(),
+                ip_range: ipam.ip_range.clone(),
+                ..Default::default()
+            }]),
+            options: None,
         };
-        self.docker
-            .create_network(req)
-            .await
-            .map(|_| ())
-            .map_err(|e| map_err(e, name))
+        self.create_bridge(name, labels, Some(ipam)).await
     }
 
     async fn network_ipam(&self, name: &str) -> Result<Option<NetworkIpam>> {
