@@ -532,6 +532,11 @@ pub struct LoadArgs {
     #[arg(long, value_name = "MS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=5000))]
     pub work_ms: u32,
 
+    /// `pages`: CPU milliseconds the server adds to every page, in its
+    /// memory or not (the per-user work memory cannot save), 0 to 5000
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=5000))]
+    pub page_ms: u32,
+
     /// `browse`: share of reads that go to the 20 hot products, 0 to 1
     /// [default: 0.8]
     #[arg(long, value_name = "SHARE", value_parser = crate::load::parse_share)]
@@ -567,6 +572,7 @@ impl LoadArgs {
             history: self.history.clone(),
             max_in_flight: self.max_in_flight,
             work_ms: self.work_ms,
+            page_ms: self.page_ms,
             hot_share: self.hot_share,
             heavy_share: self.heavy_share,
             heavy_ms: self.heavy_ms,

@@ -119,6 +119,9 @@ pub struct LoadPlan {
     pub max_in_flight: u32,
     /// `work`: CPU milliseconds per request.
     pub work_ms: u32,
+    /// `pages`: CPU milliseconds the server adds to every page, in its
+    /// memory or not (0: none).
+    pub page_ms: u32,
     /// `browse`: share of reads that go to the hot products.
     pub hot_share: Option<f64>,
     /// `work`: share of heavy requests, and what a heavy one burns.
@@ -142,6 +145,7 @@ impl Default for LoadPlan {
             history: None,
             max_in_flight: 1000,
             work_ms: 10,
+            page_ms: 0,
             hot_share: None,
             heavy_share: None,
             heavy_ms: 200,
@@ -209,6 +213,9 @@ impl LoadPlan {
         }
         if !(1..=5000).contains(&self.work_ms) || !(1..=5000).contains(&self.heavy_ms) {
             return bad("--work-ms and --heavy-ms are between 1 and 5000 ms".into());
+        }
+        if self.page_ms > 5000 {
+            return bad("--page-ms is between 0 and 5000 ms".into());
         }
         if let Some(t) = &self.target {
             Target::parse(t)?;
@@ -394,6 +401,7 @@ pub async fn run_until(
         account_base: account_base(),
         bank: BankBook::default(),
         work_ms: args.work_ms,
+        page_ms: args.page_ms,
         hot_share: args.hot_share.unwrap_or(DEFAULT_HOT_SHARE),
         heavy: match args.heavy_share {
             Some(share) if share > 0.0 => Some((args.heavy_ms, share)),

@@ -176,6 +176,8 @@ pub struct RunCtx {
     pub bank: BankBook,
     /// `work`: CPU milliseconds each request asks for.
     pub work_ms: u32,
+    /// `pages`: CPU milliseconds the server adds to each page (0: none).
+    pub page_ms: u32,
     /// `browse`: the share of reads that go to the 20 hot products.
     pub hot_share: f64,
     /// `work`: heavy requests, as (CPU ms, share of requests).
@@ -205,6 +207,7 @@ enum Role {
     Ping,
     Pages {
         popularity: rand_distr::Zipf<f64>,
+        ms: u32,
     },
     Work {
         ms: u32,
@@ -272,6 +275,7 @@ impl User {
             Scenario::Pages => Role::Pages {
                 popularity: rand_distr::Zipf::new(PAGES_CATALOGUE as f64, PAGES_ZIPF_EXPONENT)
                     .expect("a Zipf law over a non-empty catalogue"),
+                ms: ctx.page_ms,
             },
             Scenario::Work => Role::Work {
                 ms: ctx.work_ms,
@@ -351,10 +355,13 @@ impl User {
                     self.product(hot_share, started).await
                 }
             }
-            Role::Pages { popularity } => {
+            Role::Pages { popularity, ms } => {
                 // Rank k is product k: product 1 is the most popular.
                 let id = self.rng.sample(*popularity) as i64;
-                let path = format!("/pages/{id}");
+                let path = match *ms {
+                    0 => format!("/pages/{id}"),
+                    ms => format!("/pages/{id}?ms={ms}"),
+                };
                 let r = self.conn.request(Method::GET, &path, None).await;
                 simple(OpKind::Page, r.as_ref().map_err(|f| *f), started, Some(id))
             }

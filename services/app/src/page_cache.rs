@@ -3,7 +3,8 @@
 //!
 //! `GET /pages/{id}` answers a whole product page. A page in the cache costs
 //! nothing but a copy; a page that is not costs a product read in PostgreSQL
-//! and a render. The cache holds as many pages as a quarter of the memory the
+//! and a render. `?ms=N` adds N ms of the server's CPU to every page, in the
+//! cache or not: the work per user (name, cart, prices) no memory removes. The cache holds as many pages as a quarter of the memory the
 //! server is given ([`PAGE_CACHE_SHARE`]): the container's own memory limit,
 //! read from its cgroup and read again every second, so `lab resize --memory
 //! 256m server-1` grows (or shrinks) the cache live. That is how memory turns
@@ -28,8 +29,9 @@ use axum::{
 };
 use lab_contract::app::{env, PageCacheStats, PAGE_BYTES, PAGE_CACHE_SHARE};
 use lru::LruCache;
+use serde::Deserialize;
 
-use crate::error::{AppError, AppPath};
+use crate::error::{AppError, AppPath, AppQuery};
 use crate::routes::PRODUCT_IDS;
 use crate::AppState;
 
@@ -210,10 +212,20 @@ pub fn render(p: &crate::db::Product) -> Bytes {
     Bytes::from(page)
 }
 
-/// `GET /pages/{id}`: a product page, from memory when it is there.
+/// Query of `GET /pages/{id}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    /// CPU milliseconds the server spends on this page besides its data
+    /// (filling in the user's name, cart and prices): memory or not, a page
+    /// costs this. It is the part of a request more memory cannot remove.
+    ms: Option<u64>,
+}
+
+/// `GET /pages/{id}[?ms=N]`: a product page, from memory when it is there.
 pub async fn page(
     State(state): State<AppState>,
     AppPath(id): AppPath<i64>,
+    AppQuery(query): AppQuery<PageQuery>,
 ) -> Result<Response, AppError> {
     if !PRODUCT_IDS.contains(&id) {
         return Err(AppError::NotFound(format!(
@@ -221,6 +233,9 @@ pub async fn page(
             PRODUCT_IDS.start(),
             PRODUCT_IDS.end()
         )));
+    }
+    if let Some(ms) = query.ms {
+        crate::routes::burn(&state, ms).await?;
     }
     let cache = state.pages();
     let html = [(header::CONTENT_TYPE, "text/html; charset=utf-8")];

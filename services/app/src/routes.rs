@@ -234,7 +234,16 @@ pub async fn work(
     State(state): State<AppState>,
     AppQuery(query): AppQuery<WorkQuery>,
 ) -> Result<Json<Value>, AppError> {
-    if !WORK_MS.contains(&query.ms) {
+    burn(&state, query.ms).await?;
+    Ok(Json(
+        json!({ "ms": query.ms, "server": state.server_name() }),
+    ))
+}
+
+/// Burns `ms` of this server's CPU for a request (`/work`, and the work a
+/// page costs besides its data), `ms` within [`WORK_MS`].
+pub async fn burn(state: &AppState, ms: u64) -> Result<(), AppError> {
+    if !WORK_MS.contains(&ms) {
         return Err(AppError::bad_request(format!(
             "ms must be between {} and {}",
             WORK_MS.start(),
@@ -248,12 +257,10 @@ pub async fn work(
     let _turn = state.work_slot().await;
     // A real busy loop, on a blocking thread so the async workers keep
     // serving other requests; a sleep would use no CPU and saturate nothing.
-    tokio::task::spawn_blocking(move || burn_cpu(Duration::from_millis(query.ms)))
+    tokio::task::spawn_blocking(move || burn_cpu(Duration::from_millis(ms)))
         .await
         .map_err(|e| AppError::Internal(format!("work task: {e}")))?;
-    Ok(Json(
-        json!({ "ms": query.ms, "server": state.server_name() }),
-    ))
+    Ok(())
 }
 
 /// Spins until this thread has used `how_long` of CPU time, doing arithmetic
