@@ -190,6 +190,11 @@ gateway=$(ip -4 route show default | awk 'NR == 1 {print $3}')
       ip link set dev "$new" down && ip link set dev "$new" name "$iface" &&
         ip link set dev "$iface" up && say "the lab network came back as $new: renamed it $iface for keepalived"
       [[ -n $gateway ]] && ip route replace default via "$gateway" dev "$iface" 2>/dev/null
+      # A reload makes keepalived open its VRRP sockets on the interface
+      # anew. Seen here before it (and before allow_if_changes): after a heal
+      # the node said "backup" but never took the address when the master
+      # then died. e2e_ha checks exactly that.
+      kill -HUP "$keepalived" 2>/dev/null && say "keepalived reloaded on the new $iface"
       break
     done
   done

@@ -69,7 +69,7 @@ async fn failover_window(http: &reqwest::Client, base: &str) -> (u32, f64) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_pair_fails_over_on_crash_and_pause_and_down_removes_it_all() {
+async fn a_pair_fails_over_on_crash_pause_and_partition_and_down_removes_it_all() {
     if !docker_ready() {
         return;
     }
@@ -184,6 +184,38 @@ async fn a_pair_fails_over_on_crash_and_pause_and_down_removes_it_all() {
         async move { get_ok(&http, &base).await.then_some(()) }
     })
     .await;
+
+    // Partition the holder: the other takes over. Healed, it comes back as
+    // a backup that still works: when the new holder then dies, it takes
+    // the address again.
+    let s = lab.status();
+    let holder = master(&s).unwrap_or_else(|| panic!("one master in {s}"));
+    lab.ok(&["partition", holder]);
+    let (failed, window) = failover_window(&http, &base).await;
+    assert!(
+        window < 6.0,
+        "{failed} failed over {window:.1} s after a partition"
+    );
+    let s = lab.status();
+    assert_eq!(master(&s), Some(other(holder)), "{s}");
+    lab.ok(&["heal", holder]);
+    eventually(
+        Duration::from_secs(30),
+        "the healed holder back as backup",
+        || {
+            let s = lab.status();
+            async move { (vip_of(&s, holder).as_deref() == Some("backup")).then_some(()) }
+        },
+    )
+    .await;
+    lab.ok(&["crash", other(holder)]);
+    let (failed, window) = failover_window(&http, &base).await;
+    assert!(
+        window < 6.0,
+        "{failed} failed over {window:.1} s: the healed balancer did not take over in time"
+    );
+    let s = lab.status();
+    assert_eq!(master(&s), Some(holder), "the healed balancer holds the address: {s}");
 
     // Down removes the edge, both balancers and the network.
     lab.ok(&["down"]);
