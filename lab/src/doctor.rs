@@ -145,6 +145,32 @@ pub enum Netem {
     Unknown(String),
 }
 
+/// Whether two balancers could share a floating address here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Vrrp {
+    /// What keepalived needs was granted in a throw-away container; its
+    /// version.
+    Works(String),
+    /// What failed, and why.
+    Refused(String),
+    /// Not tried (Docker unreachable, no base image): why.
+    Untried(String),
+}
+
+/// What the throw-away container runs: the two capabilities keepalived
+/// needs are granted (NET_ADMIN puts the floating address on an
+/// interface, NET_RAW sends VRRP, IP protocol 112, on a raw socket), they
+/// work, and keepalived is there. Each failure prints one line and exits
+/// non-zero. It needs no network: an address goes on loopback and the raw
+/// socket is only opened.
+pub const VRRP_PROBE: &str = r#"capeff=$(awk '/^CapEff:/ {print $2}' /proc/self/status)
+for cap in 12:NET_ADMIN 13:NET_RAW; do
+  [ $(( (0x$capeff >> ${cap%%:*}) & 1 )) = 1 ] || { echo "Docker did not grant ${cap#*:} to the container"; exit 3; }
+done
+ip addr add 192.0.2.1/32 dev lo 2>/dev/null || { echo "NET_ADMIN was granted but adding an address failed"; exit 4; }
+python3 -c 'import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)' 2>/dev/null || { echo "NET_RAW was granted but a raw VRRP socket (IP protocol 112) could not be opened"; exit 5; }
+keepalived --version 2>&1 | head -n 1"#;
+
 /// A CPU limit, in CPUs, and the cgroup file that sets it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Quota {
@@ -173,6 +199,7 @@ pub struct Facts {
     pub netem: Netem,
     /// Free bytes where Docker keeps its data, if that place is visible here.
     pub disk_free: Option<u64>,
+    pub vrrp: Vrrp,
 }
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
@@ -345,14 +372,23 @@ pub fn check_netem(f: &Facts) -> Check {
     }
 }
 
-/// Two balancers sharing a virtual IP (VRRP) need NET_ADMIN inside their
-/// containers and multicast on the lab network; proving that takes two
-/// containers, so the lab does it when it starts them.
-pub fn check_vrrp(_: &Facts) -> Check {
-    Check::ok(
-        "vrrp",
-        "needs NET_ADMIN in two balancer containers: checked when `lab up --balancers 2` runs",
-    )
+/// Two balancers sharing a floating address (`--balancers 2`) need Docker
+/// to grant their containers NET_ADMIN and NET_RAW ([`VRRP_PROBE`] tries
+/// both). Where it does not (rootless Docker, a policy), one balancer still
+/// works: a warning, not a failure.
+pub fn check_vrrp(f: &Facts) -> Check {
+    match &f.vrrp {
+        Vrrp::Works(version) => Check::ok(
+            "vrrp",
+            format!("NET_ADMIN and NET_RAW granted and working ({version}): `--balancers 2` can run"),
+        ),
+        Vrrp::Refused(why) => Check::warn(
+            "vrrp",
+            format!("{why}: `lab up --balancers 2` cannot run here"),
+            "use one balancer (the default), or a Docker that grants capabilities to containers (rootful Docker Engine)",
+        ),
+        Vrrp::Untried(why) => Check::ok("vrrp", format!("not tried: {why}")),
+    }
 }
 
 /// The images take about 1 GiB once loaded; databases and logs grow.
@@ -573,6 +609,10 @@ pub async fn gather(rt: std::result::Result<&dyn Runtime, String>, lab: &str, po
             Err(_) => None,
         }),
     };
+    let vrrp = match (&rt, &docker) {
+        (Ok(rt), Ok(_)) => vrrp(*rt, lab, &images).await,
+        _ => Vrrp::Untried("Docker is unreachable".into()),
+    };
     let read = |p: &str| std::fs::read_to_string(p).ok();
     let host_kernel = read("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_string())
@@ -600,6 +640,37 @@ pub async fn gather(rt: std::result::Result<&dyn Runtime, String>, lab: &str, po
         netem: netem(&host_kernel),
         host_kernel,
         disk_free,
+        vrrp,
+    }
+}
+
+/// Runs [`VRRP_PROBE`] in a throw-away container of the base image (it has
+/// keepalived and python3), with no network and the two capabilities only.
+async fn vrrp(rt: &dyn Runtime, lab: &str, images: &[(String, Option<ImageInfo>)]) -> Vrrp {
+    let base = Image::Base.tag();
+    if !images
+        .iter()
+        .any(|(tag, info)| *tag == base && info.is_some())
+    {
+        return Vrrp::Untried(format!("no {base} image yet"));
+    }
+    let l = std::collections::BTreeMap::from([(labels::LAB.to_string(), lab.to_string())]);
+    match rt
+        .run_alone(
+            &base,
+            &["NET_ADMIN", "NET_RAW"],
+            &l,
+            &["sh", "-c", VRRP_PROBE],
+        )
+        .await
+    {
+        Ok(out) if out.code == 0 => Vrrp::Works(out.stdout.trim().to_string()),
+        Ok(out) => Vrrp::Refused(
+            format!("{} {}", out.stdout.trim(), out.stderr.trim())
+                .trim()
+                .to_string(),
+        ),
+        Err(e) => Vrrp::Refused(format!("Docker refused the container ({e})")),
     }
 }
 
@@ -656,6 +727,7 @@ mod tests {
             host_kernel: "6.1.0".into(),
             netem: Netem::Present("module loaded".into()),
             disk_free: Some(50 << 30),
+            vrrp: Vrrp::Works("Keepalived v2.2.7 (01/16,2022)".into()),
         }
     }
 
@@ -681,6 +753,22 @@ mod tests {
         assert_eq!(r.exit_code(), 0);
         assert_eq!(r.render().lines().count(), r.checks.len() + 1);
         assert!(r.checks.iter().all(|c| c.fix.is_none()));
+    }
+
+    #[test]
+    fn capabilities_refused_warn_that_two_balancers_cannot_run() {
+        let mut f = good();
+        f.vrrp = Vrrp::Refused("Docker did not grant NET_RAW to the container".into());
+        let r = Report::new(checks(&f));
+        assert_eq!(status_of(&f, "vrrp"), Status::Warn);
+        assert_eq!(r.exit_code(), 0, "one balancer still runs");
+        let line = r.render();
+        assert!(
+            line.contains("NET_RAW") && line.contains("--balancers 2"),
+            "{line}"
+        );
+        f.vrrp = Vrrp::Untried("no scaling-lab/base image yet".into());
+        assert_eq!(status_of(&f, "vrrp"), Status::Ok);
     }
 
     #[test]

@@ -56,6 +56,11 @@ fn doctor_reports_docker_images_and_a_taken_port() {
     assert_eq!(d["status"], "ok");
     assert!(d["detail"].as_str().unwrap().contains(&version), "{d}");
     assert_eq!(check(&doc, "images")["status"], "ok");
+    // This kind of machine grants keepalived what it needs: the probe ran
+    // in a real container and found keepalived there.
+    let v = check(&doc, "vrrp");
+    assert_eq!(v["status"], "ok", "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("Keepalived"), "{v}");
     for name in ["cpu", "memory", "cgroup", "netem", "vrrp", "disk"] {
         let c = check(&doc, name);
         assert_ne!(c["status"], "fail", "{c}");

@@ -215,7 +215,11 @@ async fn a_pair_fails_over_on_crash_pause_and_partition_and_down_removes_it_all(
         "{failed} failed over {window:.1} s: the healed balancer did not take over in time"
     );
     let s = lab.status();
-    assert_eq!(master(&s), Some(holder), "the healed balancer holds the address: {s}");
+    assert_eq!(
+        master(&s),
+        Some(holder),
+        "the healed balancer holds the address: {s}"
+    );
 
     // Down removes the edge, both balancers and the network.
     lab.ok(&["down"]);

@@ -40,6 +40,81 @@ pub struct DockerRuntime {
 }
 
 impl DockerRuntime {
+    /// One command in a container made for it and removed after, whatever
+    /// happens: `network` is Docker's network mode (`none`,
+    /// `container:NAME`); errors name `subject`.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_throwaway(
+        &self,
+        name: &str,
+        subject: &str,
+        image: &str,
+        network: &str,
+        cap_add: &[&str],
+        labels: &BTreeMap<String, String>,
+        cmd: &[&str],
+    ) -> Result<ExecOutput> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+            labels: Some(to_hash(labels)),
+            user: Some("root".into()),
+            host_config: Some(HostConfig {
+                network_mode: Some(network.to_string()),
+                cap_add: Some(cap_add.iter().map(|s| s.to_string()).collect()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(name).build();
+        self.docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(|e| map_err(e, subject))?;
+        // Whatever happens next, the helper must not outlive this call.
+        let result = async {
+            self.start_container(name).await?;
+            let code = self
+                .docker
+                .wait_container(
+                    name,
+                    None::<bollard::query_parameters::WaitContainerOptions>,
+                )
+                .next()
+                .await
+                .map(|r| match r {
+                    Ok(w) => w.status_code,
+                    // bollard reports a non-zero exit as an error carrying the code.
+                    Err(BollardError::DockerContainerWaitError { code, .. }) => code,
+                    Err(_) => -1,
+                })
+                .unwrap_or(-1);
+            let mut out = ExecOutput {
+                code,
+                ..Default::default()
+            };
+            let opts = LogsOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let mut logs = self.docker.logs(name, Some(opts));
+            while let Some(chunk) = logs.next().await {
+                match chunk.map_err(|e| map_err(e, name))? {
+                    LogOutput::StdErr { message } => {
+                        out.stderr.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    other => out
+                        .stdout
+                        .push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                }
+            }
+            Ok(out)
+        }
+        .await;
+        let _ = self.remove_container(name).await;
+        result
+    }
+
     /// Connects with the usual defaults (DOCKER_HOST or the local socket) and
     /// agrees on an API version the daemon speaks, so an older Docker works.
     pub async fn connect() -> Result<DockerRuntime> {
@@ -466,65 +541,21 @@ impl Runtime for DockerRuntime {
         cmd: &[&str],
     ) -> Result<ExecOutput> {
         let name = format!("{target}-netns-{}", std::process::id());
-        let body = ContainerCreateBody {
-            image: Some(image.to_string()),
-            cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-            labels: Some(to_hash(labels)),
-            user: Some("root".into()),
-            host_config: Some(HostConfig {
-                network_mode: Some(format!("container:{target}")),
-                cap_add: Some(cap_add.iter().map(|s| s.to_string()).collect()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
-        self.docker
-            .create_container(Some(opts), body)
+        let network = format!("container:{target}");
+        self.run_throwaway(&name, target, image, &network, cap_add, labels, cmd)
             .await
-            .map_err(|e| map_err(e, target))?;
-        // Whatever happens next, the helper must not outlive this call.
-        let result = async {
-            self.start_container(&name).await?;
-            let code = self
-                .docker
-                .wait_container(
-                    &name,
-                    None::<bollard::query_parameters::WaitContainerOptions>,
-                )
-                .next()
-                .await
-                .map(|r| match r {
-                    Ok(w) => w.status_code,
-                    // bollard reports a non-zero exit as an error carrying the code.
-                    Err(BollardError::DockerContainerWaitError { code, .. }) => code,
-                    Err(_) => -1,
-                })
-                .unwrap_or(-1);
-            let mut out = ExecOutput {
-                code,
-                ..Default::default()
-            };
-            let opts = LogsOptionsBuilder::default()
-                .stdout(true)
-                .stderr(true)
-                .build();
-            let mut logs = self.docker.logs(&name, Some(opts));
-            while let Some(chunk) = logs.next().await {
-                match chunk.map_err(|e| map_err(e, &name))? {
-                    LogOutput::StdErr { message } => {
-                        out.stderr.push_str(&String::from_utf8_lossy(&message))
-                    }
-                    other => out
-                        .stdout
-                        .push_str(&String::from_utf8_lossy(&other.into_bytes())),
-                }
-            }
-            Ok(out)
-        }
-        .await;
-        let _ = self.remove_container(&name).await;
-        result
+    }
+
+    async fn run_alone(
+        &self,
+        image: &str,
+        cap_add: &[&str],
+        labels: &BTreeMap<String, String>,
+        cmd: &[&str],
+    ) -> Result<ExecOutput> {
+        let name = format!("scaling-lab-check-{}", std::process::id());
+        self.run_throwaway(&name, &name, image, "none", cap_add, labels, cmd)
+            .await
     }
 
     async fn logs(

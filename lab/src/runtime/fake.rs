@@ -267,6 +267,21 @@ impl Runtime for FakeRuntime {
         self.with(target, |_| ExecOutput::default())
     }
 
+    async fn run_alone(
+        &self,
+        image: &str,
+        cap_add: &[&str],
+        _labels: &BTreeMap<String, String>,
+        cmd: &[&str],
+    ) -> Result<ExecOutput> {
+        self.record(format!(
+            "alone {image} [{}] {}",
+            cap_add.join(","),
+            cmd.join(" ")
+        ));
+        Ok(ExecOutput::default())
+    }
+
     async fn logs(
         &self,
         name: &str,

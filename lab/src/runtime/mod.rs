@@ -301,6 +301,17 @@ pub trait Runtime: Send + Sync {
         labels: &BTreeMap<String, String>,
         cmd: &[&str],
     ) -> Result<ExecOutput>;
+    /// Runs `cmd` to completion in a throw-away container of `image` with
+    /// no network at all and only the capabilities given (never
+    /// privileged): how `lab doctor` tries what a service will need before
+    /// any lab exists.
+    async fn run_alone(
+        &self,
+        image: &str,
+        cap_add: &[&str],
+        labels: &BTreeMap<String, String>,
+        cmd: &[&str],
+    ) -> Result<ExecOutput>;
     async fn logs(
         &self,
         name: &str,
