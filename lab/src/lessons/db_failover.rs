@@ -262,13 +262,19 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     table.row(row("async, replicas cut off", &r, outage));
     c.expect(
         "async: confirmed writes are lost, or no replica is promoted",
-        format!(
-            "{} lost writes; writes {}",
-            r.lost_writes,
-            outage.map_or("never came back".into(), |s| format!(
-                "came back after {s:.1} s"
-            ))
-        ),
+        match outage {
+            Some(s) => format!(
+                "{} lost writes; writes came back after {s:.1} s, on a promoted replica",
+                r.lost_writes
+            ),
+            // No node takes writes: the audit could read only a replica.
+            // The deposits it misses sit on the crashed primary's disk:
+            // unreachable while it is down, not yet lost.
+            None => format!(
+                "no replica was promoted (writes never came back); {} confirmed deposits are missing from the replicas, stranded on the crashed primary",
+                r.lost_writes
+            ),
+        },
         async_shows_the_risk(r.lost_writes, outage.is_some()),
     );
 

@@ -319,7 +319,7 @@ pub struct DbRun {
 }
 
 /// The most of a run's requests that may fail with its verdicts still
-/// read: a timeout or two in a queue 24 users deep says nothing about where
+/// read: a timeout or two in a queue 16 users deep says nothing about where
 /// the limit is, a steady stream of failures does.
 pub const FAILED_SHARE: f64 = 0.01;
 

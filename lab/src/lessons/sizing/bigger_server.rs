@@ -52,10 +52,16 @@ const DB_CPUS: f64 = 0.5;
 const PRODUCT_QUERY_MS: u32 = 10;
 /// The server's CPU work per page besides its data, in ms: what memory
 /// cannot remove. At 1 CPU it caps the server near 1000 / 8 = 125 pages/s,
-/// about twice what the database allows with 1x the memory.
+/// well above what the database allows with 1x the memory (2 to 2.6 times
+/// in the runs here).
 pub const PAGE_WORK_MS: u32 = 8;
 /// The last doubling's gain per MiB is at most this share of the first's.
 pub const LAST_GAIN_SHARE: f64 = 0.5;
+/// How long each memory size is measured. The share of reads from memory is
+/// a proportion of a few hundred requests (sampling noise about 2 points at
+/// 500); consecutive sizes differ by about 10 points. 5 s once gave +3
+/// points between 64 and 128 MiB: too close to call a rise.
+const MEMORY_MEASURE: Duration = Duration::from_secs(8);
 /// Users asking for pages at once (closed model: each waits for its answer).
 const PAGE_USERS: u32 = 16;
 /// The course's capacity for 2x, 4x and 8x the memory.
@@ -312,7 +318,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         // popular pages settle in before anything is counted.
         c.load(pages(Duration::from_secs(3))).await?;
         let before = page_cache(c, &http).await?;
-        let r = c.load(pages(Duration::from_secs(5))).await?;
+        let r = c.load(pages(MEMORY_MEASURE)).await?;
         let after = page_cache(c, &http).await?;
         let hits = after.hits.saturating_sub(before.hits);
         let misses = after.misses.saturating_sub(before.misses);
