@@ -267,12 +267,14 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
                 "{} lost writes; writes came back after {s:.1} s, on a promoted replica",
                 r.lost_writes
             ),
-            // No node takes writes: the audit could read only a replica.
-            // The deposits it misses sit on the crashed primary's disk:
-            // unreachable while it is down, not yet lost.
+            // No node takes writes, so there is no primary to audit on
+            // (the app answers 503): the deposits since the cut sit on the
+            // crashed primary's disk, unreachable while it is down.
             None => format!(
-                "no replica was promoted (writes never came back); {} confirmed deposits are missing from the replicas, stranded on the crashed primary",
-                r.lost_writes
+                "no replica was promoted (writes never came back): {} lost writes found, {} of {} accounts could not be audited with no primary; the deposits since the cut are stranded on the crashed primary",
+                r.lost_writes,
+                r.audit.as_ref().map_or(0, |a| a.failed),
+                r.audit.as_ref().map_or(0, |a| a.accounts)
             ),
         },
         async_shows_the_risk(r.lost_writes, outage.is_some()),

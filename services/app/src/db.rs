@@ -459,7 +459,15 @@ impl Db {
         force_primary: bool,
         metrics: &Metrics,
     ) -> Result<(Option<i64>, &str), AppError> {
-        let node = self.read_node(force_primary);
+        // A read that asks for the primary gets the primary or a 503: while
+        // no node takes writes, a replica's answer would pass for the
+        // primary's, and an audit would call writes lost that are only
+        // stranded on the node that died.
+        let node = if force_primary {
+            self.write_node()?
+        } else {
+            self.read_node(false)
+        };
         metrics.db_query(self.role_now(node), &node.name);
         let balance = run(node, QUERY_TIMEOUT, move |conn| {
             Box::pin(async move {
