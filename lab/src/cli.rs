@@ -233,7 +233,7 @@ pub enum Command {
 
     /// Change settings of a running lab; servers are replaced one at a time.
     #[command(
-        after_help = "Examples:\n  lab set sessions=redis\n  lab set cache=on cache_ttl=10s\n  lab set lb=sticky retries=on\n\n  lab set health_interval=1s health_fall=3 passive=off\n  lab set balancers=2               # add lb-2, keepalived and the edge\n\nKeys: sessions, cache, cache_ttl, reads, lb, retries, product_query_ms, health_interval, health_timeout, health_fall, health_rise, passive, balancers, advert_int"
+        after_help = "Examples:\n  lab set sessions=redis\n  lab set cache=on cache_ttl=10s\n  lab set lb=sticky retries=on\n\n  lab set health_interval=1s health_fall=3 passive=off\n  lab set balancers=2               # add lb-2, keepalived and the edge\n\nKeys: sessions, cache, cache_ttl, reads, lb, retries, product_query_ms, health_interval, health_timeout, health_fall, health_rise, passive, balancers, advert_int\n(servers: lab scale; replication: lab replication; replicas and failover: set at lab up)"
     )]
     Set(SetArgs),
 }

@@ -53,6 +53,21 @@ pub enum SetError {
     },
     #[error("servers {0} is out of range: use 1 to {MAX_SERVERS}")]
     Servers(u32),
+    #[error("{key} is not changed by `lab set`: {how}")]
+    NotHere { key: String, how: &'static str },
+}
+
+/// Knobs of `lab up` that `lab set` does not change, and what does.
+/// Replicas and failover decide how the database nodes are made (plain
+/// streaming copies, or a Patroni cluster that needs 3 nodes for its
+/// consensus): changing them means new nodes and new data, not a live edit.
+pub fn not_here(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "servers" => "use `lab scale N` (new servers join the balancer live, removed ones are drained first)",
+        "replication" => "use `lab replication async|sync`",
+        "replicas" | "failover" => "it decides how the database nodes are made (plain copies, or a Patroni cluster of 3 or more), so it is set when the lab starts: `lab down`, then e.g. `lab up --replicas 2` (automatic failover) or `lab up --replicas 2 --failover off`",
+        _ => return None,
+    })
 }
 
 fn enum_value<T: ValueEnum>(key: &str, value: &str) -> std::result::Result<T, SetError> {
@@ -143,10 +158,16 @@ pub fn apply(t: &mut Topology, pairs: &[String]) -> std::result::Result<(), SetE
                         })?
             }
             other => {
+                if let Some(how) = not_here(other) {
+                    return Err(SetError::NotHere {
+                        key: other.to_string(),
+                        how,
+                    });
+                }
                 return Err(SetError::UnknownKey {
                     key: other.to_string(),
                     suggestion: did_you_mean(other, KEYS),
-                })
+                });
             }
         }
     }
@@ -159,6 +180,8 @@ pub async fn set(
     pairs: &[String],
     opts: &UpOptions,
 ) -> Result<UpReport> {
+    // A wrong key or value is named before Docker is asked anything.
+    apply(&mut Topology::default(), pairs)?;
     let mut t = current(rt, lab, &opts.lb).await?;
     apply(&mut t, pairs)?;
     t.validate()?;
@@ -182,6 +205,28 @@ pub async fn scale_servers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knobs_set_at_start_say_what_changes_them() {
+        let mut t = Topology::default();
+        for key in ["replicas", "failover"] {
+            let e = apply(&mut t, &[format!("{key}=2")]).unwrap_err();
+            let line = e.to_string();
+            assert!(matches!(e, SetError::NotHere { .. }), "{line}");
+            assert!(
+                line.contains("lab down") && line.contains("--replicas 2"),
+                "{line}"
+            );
+            assert!(!line.contains('\n'), "one line: {line}");
+        }
+        let e = apply(&mut t, &["servers=3".to_string()]).unwrap_err();
+        assert!(e.to_string().contains("lab scale"), "{e}");
+        let e = apply(&mut t, &["replication=sync".to_string()]).unwrap_err();
+        assert!(e.to_string().contains("lab replication"), "{e}");
+        // A key nobody knows is still unknown, with a suggestion.
+        let e = apply(&mut t, &["sesions=redis".to_string()]).unwrap_err();
+        assert!(matches!(e, SetError::UnknownKey { .. }), "{e}");
+    }
 
     #[test]
     fn set_parses_pairs() {
