@@ -42,18 +42,18 @@ pub struct DockerRuntime {
 impl DockerRuntime {
     /// One command in a container made for it and removed after, whatever
     /// happens: `network` is Docker's network mode (`none`,
-    /// `container:NAME`); errors name `subject`.
-    #[allow(clippy::too_many_arguments)]
+    /// `container:NAME`). Errors name the container whose network it shares,
+    /// or the helper itself.
     async fn run_throwaway(
         &self,
         name: &str,
-        subject: &str,
         image: &str,
         network: &str,
         cap_add: &[&str],
         labels: &BTreeMap<String, String>,
         cmd: &[&str],
     ) -> Result<ExecOutput> {
+        let subject = network.strip_prefix("container:").unwrap_or(name);
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
@@ -542,7 +542,7 @@ impl Runtime for DockerRuntime {
     ) -> Result<ExecOutput> {
         let name = format!("{target}-netns-{}", std::process::id());
         let network = format!("container:{target}");
-        self.run_throwaway(&name, target, image, &network, cap_add, labels, cmd)
+        self.run_throwaway(&name, image, &network, cap_add, labels, cmd)
             .await
     }
 
@@ -554,7 +554,7 @@ impl Runtime for DockerRuntime {
         cmd: &[&str],
     ) -> Result<ExecOutput> {
         let name = format!("scaling-lab-check-{}", std::process::id());
-        self.run_throwaway(&name, &name, image, "none", cap_add, labels, cmd)
+        self.run_throwaway(&name, image, "none", cap_add, labels, cmd)
             .await
     }
 
