@@ -13,10 +13,17 @@ lab has one, and one named bridge network on which each service is reachable
 by its lab name. The balancer's configuration file is copied out of its
 container (`docker cp`) to OUT_DIR/balancer.toml and bind-mounted read-only.
 
-`depends_on` reproduces the order in which `lab up` starts its groups
-(databases and redis, then replicas, then servers, then the balancer); like
-the lab, nothing waits for another service to be healthy before starting it.
+`depends_on` reproduces the order in which `lab up` starts its groups (every
+database node db-1..K and redis at once, then the servers, then the
+balancer); like the lab, nothing waits for another service to be healthy
+before starting it (a replica waits for the primary by itself).
 COMPOSE_DEPENDS_ON=0 leaves it out (compose then starts everything at once).
+
+Only what the default topology uses is reproduced. A lab this cannot copy
+faithfully is refused with the reason: an unknown role (the start order
+would be a guess), a mount other than a volume, a port not on 127.0.0.1, or
+a fixed address on the network (an HA pair: keepalived's addresses need the
+lab's subnet and ip_range, which a second network cannot share).
 
 Prints the number of services on stdout. Standard library only; the YAML is
 written by hand, every scalar as a JSON string (valid YAML), every `$` doubled
@@ -33,8 +40,12 @@ SERVICE_LABEL = "scaling-lab.service"
 ROLE_LABEL = "scaling-lab.role"
 BALANCER_CONFIG = "/etc/lab/balancer.toml"
 NETWORK = "labnet"
-# The order `lab up` starts its groups in (lab/src/up.rs, fn group).
-GROUP = {"primary": 0, "redis": 0, "replica": 1, "server": 2, "lb": 3}
+# The order `lab up` starts its groups in, keyed on the role label
+# (lab/src/up.rs, fn group: each role's start_order in lab/src/roles/*.rs;
+# the label values are Role::as_str in lab/src/topology.rs). Every database
+# node is role "database" whatever its part (db-1 is the primary without a
+# failover manager), and all of them start with redis.
+GROUP = {"database": 0, "redis": 0, "server": 2, "lb": 3, "edge": 4}
 
 
 def docker(*args, text=True):
@@ -70,12 +81,21 @@ def main():
     if not ids:
         sys.exit(f"error: no container of lab {lab!r}: start it first with `lab --lab {lab} up`")
     containers = json.loads(docker("inspect", *ids))
+    for c in containers:
+        role = c["Config"]["Labels"].get(ROLE_LABEL)
+        if role not in GROUP:
+            sys.exit(f"error: {c['Name'].lstrip('/')} has role {role!r}, which GROUP does not know: "
+                     "read its start_order in lab/src/roles/ and add it")
+        for net in (c["NetworkSettings"].get("Networks") or {}).values():
+            if (net.get("IPAMConfig") or {}).get("IPv4Address"):
+                sys.exit(f"error: {c['Name'].lstrip('/')} has a fixed address on the lab network "
+                         "(an HA pair?): only the default topology is reproduced")
     images = {}
     for c in containers:
         img = c["Config"]["Image"]
         if img not in images:
             images[img] = json.loads(docker("image", "inspect", img))[0]["Config"]
-    containers.sort(key=lambda c: (GROUP.get(c["Config"]["Labels"].get(ROLE_LABEL), 9), service_of(c, lab)))
+    containers.sort(key=lambda c: (GROUP[c["Config"]["Labels"][ROLE_LABEL]], service_of(c, lab)))
     depends = os.environ.get("COMPOSE_DEPENDS_ON", "1") != "0"
 
     lines = ['version: "2.4"', "", "services:"]
@@ -160,10 +180,10 @@ def main():
         else:
             lines.append(f"      - {NETWORK}")
         if depends:
-            # The nearest earlier group that has members (no replicas: servers
-            # come right after the databases).
-            mine = GROUP.get(role, 9)
-            groups = [GROUP.get(o["Config"]["Labels"].get(ROLE_LABEL), 9) for o in containers]
+            # The nearest earlier group that has members (group 1 has none
+            # today: the servers come right after the databases and redis).
+            mine = GROUP[role]
+            groups = [GROUP[o["Config"]["Labels"][ROLE_LABEL]] for o in containers]
             prev = max((g for g in groups if g < mine), default=None)
             before = [service_of(o, lab) for o, g in zip(containers, groups) if g == prev]
             if before:

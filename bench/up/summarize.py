@@ -5,7 +5,9 @@
 
 RESULTS.tsv lines: KIND SYSTEM ROUND SERVICE VALUE, tab-separated, where KIND
 is up (seconds to all healthy), down (seconds), load (1-min load average
-before the run) or mem (`docker stats` usage such as 5.4MiB). Prints every run,
+before the run), dockerd (CPU seconds the Docker daemon used during the up,
+other Docker work on the machine included), start / healthy (seconds from
+the command's start, per service, from docker events) or mem (`docker stats` usage such as 5.4MiB). Prints every run,
 the medians, the ratio lab/compose, memory per service and in total, and
 whether the targets are met. Standard library only.
 """
@@ -20,7 +22,7 @@ UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
          "kB": 1e3, "KB": 1e3, "MB": 1e6, "GB": 1e9}
 SYSTEMS = ("lab", "compose")
 ORDER = ["lb-1", "server-1", "server-2", "server-3", "redis", "db-1", "db-2"]
-MEM_TARGET_MB = 300  # the default lab at rest, in MB (10^6 bytes)
+MEM_TARGET_MB = 250  # the default lab at rest, in MB (10^6 bytes): issue #16
 
 
 def mib(s):
@@ -51,16 +53,23 @@ def main():
     med = {s: statistics.median(runs[("up", s)].values()) for s in SYSTEMS}
 
     print("\n== (a) time from the command's start to every service healthy (seconds)")
-    print(f"  {'round':>5}  {'lab up':>8}  {'compose':>8}  {'lab/compose':>11}   load before (lab, compose)   down (lab, compose)")
+    print(f"  {'round':>5}  {'lab up':>8}  {'compose':>8}  {'lab/compose':>11}   load before (lab, compose)"
+          "   dockerd CPU s (lab, compose)   down (lab, compose)")
     for r in rounds:
         lab, comp = runs[("up", "lab")][r], runs[("up", "compose")].get(r)
         ratio = f"{lab / comp:.2f}" if comp else "-"
         print(f"  {r:>5}  {lab:>8.2f}  {comp if comp is not None else float('nan'):>8.2f}  {ratio:>11}"
               f"   {runs[('load', 'lab')].get(r, 0):>5.2f}, {runs[('load', 'compose')].get(r, 0):<5.2f}"
-              f"                {runs[('down', 'lab')].get(r, 0):>5.2f}, {runs[('down', 'compose')].get(r, 0):.2f}")
+              f"                {runs[('dockerd', 'lab')].get(r, float('nan')):>5.2f}, "
+              f"{runs[('dockerd', 'compose')].get(r, float('nan')):<5.2f}"
+              f"                    {runs[('down', 'lab')].get(r, 0):>5.2f}, {runs[('down', 'compose')].get(r, 0):.2f}")
     for s in SYSTEMS:
         v = list(runs[("up", s)].values())
         print(f"  {s:>7}: median {med[s]:.2f} s   min {min(v):.2f}   max {max(v):.2f}   ({len(v)} runs)")
+    for s in SYSTEMS:
+        d = list(runs[("dockerd", s)].values())
+        if d:
+            print(f"  {s:>7}: dockerd CPU during the up: median {statistics.median(d):.2f} s")
     loads = [v for s in SYSTEMS for v in runs[("load", s)].values()]
     cpus = os.cpu_count() or 1
     if loads and statistics.median(loads) > cpus:
@@ -106,8 +115,9 @@ def main():
     for s in SYSTEMS:
         print(f"  {s:>7} totals per round: {', '.join(f'{t:.1f}' for t in totals[s])} MiB")
     lab_mb = tmed["lab"] * 1024**2 / 1e6
-    print(f"  lab total {tmed['lab']:.1f} MiB = {lab_mb:.1f} MB: target < {MEM_TARGET_MB} MB "
-          f"{'met' if lab_mb < MEM_TARGET_MB else 'NOT met'}")
+    print(f"  lab total {tmed['lab']:.1f} MiB = {lab_mb:.1f} MB: target <= {MEM_TARGET_MB} MB "
+          f"{'met' if lab_mb <= MEM_TARGET_MB else 'NOT met'}"
+          f" (largest round {max(totals['lab']) * 1024**2 / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":
