@@ -4,8 +4,9 @@
 //! `GET /pages/{id}` answers a whole product page. A page in the cache costs
 //! nothing but a copy; a page that is not costs a product read in PostgreSQL
 //! and a render. `?ms=N` adds N ms of the server's CPU to every page, in the
-//! cache or not: the work per user (name, cart, prices) no memory removes. The cache holds as many pages as a quarter of the memory the
-//! server is given ([`PAGE_CACHE_SHARE`]): the container's own memory limit,
+//! cache or not: the work per user (name, cart, prices) no memory removes.
+//! The cache holds as many pages as a quarter of the memory the server is
+//! given ([`PAGE_CACHE_SHARE`]): the container's own memory limit,
 //! read from its cgroup and read again every second, so `lab resize --memory
 //! 256m server-1` grows (or shrinks) the cache live. That is how memory turns
 //! into capacity: more memory, more pages kept, fewer database reads.
