@@ -90,6 +90,7 @@ Examples:
   lab load --scenario ping --users 64 --target http://127.0.0.1:18080   (measure the driver)
   lab load --scenario work --work-ms 2 --heavy-share 0.05 --heavy-ms 100 --rate 60   (uneven costs)
   lab load --scenario render --work-ms 10 --users 24  (each page: server work, then a database read)
+  lab load --scenario pages --page-ms 8 --users 16   (popular pages from memory, each 8 ms of server CPU)
 
 Closed model (--users): each user sends its next request when the last one is
 answered. Open model (--rate): requests are due on a fixed schedule and latency

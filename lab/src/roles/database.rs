@@ -48,7 +48,7 @@ pub const RETRY_TIMEOUT_S: u32 = 2;
 /// they elect another, and the new leader then gives every lease, the
 /// leader key's among them, its whole ttl again plus one election timeout.
 /// etcd's default (1000 ms) put up to 3 s on top of the ttl (writes back
-/// after 10.6 s in one run); 500 ms halves that, still 5 heartbeats on a
+/// after 10.6 s in one CI run: docs/labs/results/2026-11-30-ci-before-fixes.txt); 500 ms halves that, still 5 heartbeats on a
 /// bridge whose round trip is well under a millisecond.
 pub const ETCD_HEARTBEAT_MS: u32 = 100;
 pub const ETCD_ELECTION_MS: u32 = 500;

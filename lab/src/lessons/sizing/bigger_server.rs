@@ -19,8 +19,8 @@
 //!
 //! Without that per-page work the database would be the only limit, and
 //! capacity would follow 1 / (share of pages not in memory): with a Zipf law
-//! that grows about as fast per MiB at 8x as at 2x (measured: +0.55, +0.60,
-//! +0.56 requests/s per MiB). The verdict below fails on such a run.
+//! that grows about as fast per MiB at 8x as at 2x (measured in CI: +0.55,
+//! +0.60, +0.56 requests/s per MiB, docs/labs/results/2026-11-30-ci-before-fixes.txt). The verdict below fails on such a run.
 
 use std::time::Duration;
 
