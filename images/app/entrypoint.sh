@@ -18,7 +18,14 @@ fi
 if [ "${LOCAL_DATABASE:-}" = on ]; then
   PGBIN=/usr/lib/postgresql/15/bin
   export PGDATA=/tmp/pgdata
-  "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C >/dev/null
+  # A machine that crashed and is started again keeps its disk: PostgreSQL
+  # recovers from its own WAL. Its lock file names a process of the old boot
+  # (whose number may now belong to another), so it goes.
+  if [ -f "$PGDATA/PG_VERSION" ]; then
+    rm -f "$PGDATA/postmaster.pid"
+  else
+    "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust --encoding=UTF8 --locale=C >/dev/null
+  fi
   "$PGBIN/pg_ctl" -D "$PGDATA" -l /tmp/postgres.log -w start \
     -o "-c listen_addresses=127.0.0.1 -c unix_socket_directories=/tmp -c shared_buffers=32MB" >/dev/null
 fi

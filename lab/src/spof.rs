@@ -13,6 +13,12 @@
 //! What counts is what users get: a server whose loss costs a few seconds of
 //! errors is no single point of failure; a database whose loss stops every
 //! deposit for good is one, even if the home page still loads.
+//!
+//! The edge, which stands for the internet in front of an HA pair of
+//! balancers, is not part of the site and is never crashed. Each part has
+//! duties in the course's words (web, db, LB, cache): a machine that runs
+//! both the web server and its database is one part with two duties, and its
+//! loss takes both.
 
 use std::time::Duration;
 
@@ -23,6 +29,74 @@ use crate::error::Result;
 use crate::faults::Faults;
 use crate::load::report::TimelineEntry;
 use crate::runtime::{labels, ContainerInfo, Health, State};
+use crate::topology::Role;
+
+/// What a part does for the site, in the course's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Duty {
+    Lb,
+    Web,
+    Cache,
+    Db,
+}
+
+impl Duty {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Duty::Lb => "LB",
+            Duty::Web => "web",
+            Duty::Cache => "cache",
+            Duty::Db => "db",
+        }
+    }
+
+    /// A role's duties; none for the edge, which is not part of the site.
+    pub fn of(role: Role) -> Vec<Duty> {
+        match role {
+            Role::Lb => vec![Duty::Lb],
+            Role::Server => vec![Duty::Web],
+            Role::Redis => vec![Duty::Cache],
+            Role::Database => vec![Duty::Db],
+            Role::Edge => Vec::new(),
+        }
+    }
+}
+
+/// One part of the site that the probe takes away.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Part {
+    /// How `lab crash` names it (a service, or a container's name).
+    pub name: String,
+    /// Its container's name, to see when it is back.
+    pub container: String,
+    pub role: String,
+    pub duties: Vec<Duty>,
+}
+
+impl Part {
+    /// The part a lab's container is, unless it is not part of the site.
+    pub fn of(c: &ContainerInfo) -> Option<Part> {
+        let role = c.label(labels::ROLE).and_then(Role::parse)?;
+        let duties = Duty::of(role);
+        (!duties.is_empty()).then(|| Part {
+            name: service_of(c).unwrap_or_else(|| c.name.clone()),
+            container: c.name.clone(),
+            role: role.as_str().to_string(),
+            duties,
+        })
+    }
+}
+
+/// Where the probe's light load enters the site.
+#[derive(Clone, Debug)]
+pub enum Entry {
+    /// The lab's entry point (the edge of an HA pair, or the balancer),
+    /// asked again before each part.
+    Lab,
+    /// A fixed loopback URL (a site without a balancer).
+    Url(String),
+}
 
 /// How the probe judges each part.
 #[derive(Clone, Debug, Serialize)]
@@ -59,6 +133,7 @@ impl Default for ProbeSettings {
 pub struct PartResult {
     pub service: String,
     pub role: String,
+    pub duties: Vec<Duty>,
     /// Share of requests that succeeded before the crash: the baseline (a
     /// lab with sessions in one server's memory fails some requests even
     /// when nothing is broken).
@@ -151,21 +226,21 @@ pub fn is_spof(before: Option<f64>, after: Option<f64>, threshold: f64) -> bool 
     after.is_none_or(|a| a < threshold * before)
 }
 
-fn role_of(c: &ContainerInfo) -> String {
-    c.label(labels::ROLE).unwrap_or("?").to_string()
-}
-
 fn service_of(c: &ContainerInfo) -> Option<String> {
     c.label(labels::SERVICE).map(str::to_string)
 }
 
-/// Waits until every container runs and is healthy again (or `limit`).
-async fn settle(f: &Faults<'_>, limit: Duration) -> Result<()> {
+/// Waits until every part runs and is healthy again (or `limit`).
+async fn settle(f: &Faults<'_>, parts: &[Part], limit: Duration) -> Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let all = crate::up::containers(f.rt, f.lab).await?;
-        let ready = all.iter().all(|c| {
-            c.state == State::Running && matches!(c.health, Health::Healthy | Health::None)
+        let ready = parts.iter().all(|p| {
+            all.iter().any(|c| {
+                c.name == p.container
+                    && c.state == State::Running
+                    && matches!(c.health, Health::Healthy | Health::None)
+            })
         });
         if ready || tokio::time::Instant::now() >= deadline {
             // A few more seconds for the balancer's rise checks.
@@ -181,9 +256,8 @@ async fn probe_one(
     f: &Faults<'_>,
     base_url: &str,
     s: &ProbeSettings,
-    c: &ContainerInfo,
+    part: &Part,
 ) -> Result<PartResult> {
-    let service = service_of(c).unwrap_or_else(|| c.name.clone());
     let total = s.before_s + s.window_s + s.measure_s;
     let args = crate::load::LoadPlan {
         scenario: crate::load::Scenario::Mixed,
@@ -198,19 +272,20 @@ async fn probe_one(
         crate::load::run_until(&args, &base, CancellationToken::new()).await
     });
     tokio::time::sleep(Duration::from_secs(s.before_s)).await;
-    let crashed = f.crash(&service).await;
+    let crashed = f.crash(&part.name).await;
     let report = load
         .await
         .map_err(|e| crate::error::LabError::LoadAborted(e.to_string()))??;
-    f.heal(&service).await?;
+    f.heal(&part.name).await?;
     crashed?;
     let from = s.before_s + s.window_s;
     let (success_before, _) = success_between(&report.timeline, 0, s.before_s);
     let (success_after, requests_after) =
         success_between(&report.timeline, from, from + s.measure_s);
     Ok(PartResult {
-        service,
-        role: role_of(c),
+        service: part.name.clone(),
+        role: part.role.clone(),
+        duties: part.duties.clone(),
         success_before,
         success_after,
         requests_after,
@@ -218,32 +293,48 @@ async fn probe_one(
     })
 }
 
+/// Probes the given parts in turn, each crashed and started again, the
+/// lab settled before each. It neither heals everything afterwards nor
+/// listens for Ctrl-C: the caller does.
+pub async fn probe_parts(
+    f: &Faults<'_>,
+    entry: &Entry,
+    parts: &[Part],
+    s: &ProbeSettings,
+    results: &mut Vec<PartResult>,
+) -> Result<()> {
+    for part in parts {
+        settle(f, parts, Duration::from_secs(90)).await?;
+        let base = match entry {
+            Entry::Url(u) => u.clone(),
+            // Asked each time: a restarted balancer is the same address.
+            Entry::Lab => {
+                let now = crate::up::containers(f.rt, f.lab).await?;
+                crate::up::entrypoint(&now)
+                    .ok_or_else(|| crate::naming::NameError::NoLab(f.lab.to_string()))?
+            }
+        };
+        results.push(probe_one(f, &base, s, part).await?);
+    }
+    Ok(())
+}
+
 /// Probes every part of the running lab in turn, healing as it goes and
 /// everything at the end.
 pub async fn probe(f: &Faults<'_>, s: &ProbeSettings) -> Result<SpofReport> {
-    let mut all = crate::up::containers(f.rt, f.lab).await?;
+    let all = crate::up::containers(f.rt, f.lab).await?;
     if all.is_empty() {
         return Err(crate::naming::NameError::NoLab(f.lab.to_string()).into());
     }
-    all.sort_by_key(|c| service_of(c).unwrap_or_default());
-    let mut parts = Vec::new();
-    let run = async {
-        for c in &all {
-            settle(f, Duration::from_secs(90)).await?;
-            // Asked each time: a restarted balancer is the same address.
-            let now = crate::up::containers(f.rt, f.lab).await?;
-            let base = crate::up::entrypoint(&now)
-                .ok_or_else(|| crate::naming::NameError::NoLab(f.lab.to_string()))?;
-            parts.push(probe_one(f, &base, s, c).await?);
-        }
-        Ok::<(), crate::error::LabError>(())
-    };
+    let mut parts: Vec<Part> = all.iter().filter_map(Part::of).collect();
+    parts.sort_by_key(|p| crate::naming::natural_key(&p.name));
+    let mut results = Vec::new();
     let stopped = tokio::select! {
-        r = run => r.err().map(|e| e.to_string()),
+        r = probe_parts(f, &Entry::Lab, &parts, s, &mut results) => r.err().map(|e| e.to_string()),
         _ = tokio::signal::ctrl_c() => Some("interrupted (Ctrl-C)".to_string()),
     };
     f.heal_all().await?;
-    let spofs = parts
+    let spofs = results
         .iter()
         .filter(|p| p.spof)
         .map(|p| p.service.clone())
@@ -251,7 +342,7 @@ pub async fn probe(f: &Faults<'_>, s: &ProbeSettings) -> Result<SpofReport> {
     Ok(SpofReport {
         lab: f.lab.to_string(),
         settings: s.clone(),
-        parts,
+        parts: results,
         spofs,
         stopped,
     })
@@ -276,6 +367,43 @@ mod tests {
             late: 0,
             per_server: Default::default(),
         }
+    }
+
+    fn container(service: &str, role: &str) -> ContainerInfo {
+        ContainerInfo {
+            id: service.into(),
+            name: format!("lab-{service}"),
+            labels: [
+                (labels::SERVICE.to_string(), service.to_string()),
+                (labels::ROLE.to_string(), role.to_string()),
+            ]
+            .into(),
+            state: State::Running,
+            health: Health::Healthy,
+            ports: Default::default(),
+            networks: Vec::new(),
+            cpus: None,
+            memory: None,
+            cpuset: None,
+        }
+    }
+
+    #[test]
+    fn the_edge_is_not_part_of_the_site() {
+        assert_eq!(Part::of(&container("edge", "edge")), None);
+        let lb = Part::of(&container("lb-1", "lb")).unwrap();
+        assert_eq!(
+            (lb.name.as_str(), lb.duties.clone()),
+            ("lb-1", vec![Duty::Lb])
+        );
+        assert_eq!(lb.container, "lab-lb-1");
+        let db = Part::of(&container("db-2", "database")).unwrap();
+        assert_eq!(db.duties, vec![Duty::Db]);
+        // Containers of ours without a role (a lesson's own machine) are
+        // named by the lesson, not found here.
+        let mut other = container("box", "x");
+        other.labels.remove(labels::ROLE);
+        assert_eq!(Part::of(&other), None);
     }
 
     #[test]

@@ -9,11 +9,21 @@ use crate::{images, lessons};
 pub async fn run(lab: &str, c: LessonCommand) -> Result<Report> {
     match c {
         LessonCommand::List => Ok(Report::LessonList(lessons::list())),
-        LessonCommand::Run { name, keep, json } => {
+        LessonCommand::Run {
+            name,
+            keep,
+            json,
+            quick,
+        } => {
             let lesson = lessons::find(&name)?;
             let rt = DockerRuntime::connect().await?;
             images::check_present(&rt).await?;
-            let report = lessons::run(&rt, lab, &lesson, keep, !json).await?;
+            let opts = lessons::RunOptions {
+                keep,
+                narrate: !json,
+                quick,
+            };
+            let report = lessons::run(&rt, lab, &lesson, opts).await?;
             if report.passed {
                 return Ok(Report::Lesson { report, json });
             }

@@ -22,6 +22,7 @@ use crate::runtime::{ContainerInfo, Runtime};
 use crate::topology::Topology;
 use crate::up::{self, UpOptions};
 
+mod architecture;
 mod cache;
 mod db_failover;
 mod failover;
@@ -62,6 +63,7 @@ pub fn all() -> Vec<Lesson> {
         slow_db::LESSON,
         db_failover::LESSON,
         ha_balancers::LESSON,
+        architecture::LESSON,
     ]
 }
 
@@ -223,6 +225,9 @@ pub struct Ctx<'r> {
     pub tables: Vec<Table>,
     /// Whether to narrate to stdout (off for --json).
     pub narrate: bool,
+    /// `--quick`: the shorter method where a lesson has one (the same
+    /// verdicts, fewer or shorter measurements).
+    pub quick: bool,
 }
 
 impl Ctx<'_> {
@@ -352,11 +357,15 @@ impl Ctx<'_> {
         })
     }
 
-    /// Runs the load driver against the lesson's balancer, quietly.
+    /// Runs the load driver against the lesson's balancer (or the plan's
+    /// own target), quietly.
     pub async fn load(&self, mut args: LoadPlan) -> Result<Report> {
         args.live = crate::load::LiveView::Off;
         args.validate()?;
-        let base = self.entrypoint().await?;
+        let base = match &args.target {
+            Some(t) => t.clone(),
+            None => self.entrypoint().await?,
+        };
         Ok(load::run(&args, &base).await?)
     }
 
@@ -405,15 +414,30 @@ pub fn list() -> String {
         .collect()
 }
 
+/// How a lesson runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Keep the lesson's lab afterwards (healed) instead of removing it.
+    pub keep: bool,
+    /// Tell what happens on stdout (off for --json).
+    pub narrate: bool,
+    /// The shorter method, where the lesson has one.
+    pub quick: bool,
+}
+
 /// Runs one lesson in its own lab, and removes the lab afterwards (unless
 /// `keep`), whatever happened.
 pub async fn run(
     rt: &dyn Runtime,
     lab: &str,
     lesson: &Lesson,
-    keep: bool,
-    narrate: bool,
+    opts: RunOptions,
 ) -> Result<LessonReport> {
+    let RunOptions {
+        keep,
+        narrate,
+        quick,
+    } = opts;
     let started = Instant::now();
     let mut ctx = Ctx {
         rt,
@@ -422,6 +446,7 @@ pub async fn run(
         verdicts: Vec::new(),
         tables: Vec::new(),
         narrate,
+        quick,
     };
     if narrate {
         println!(

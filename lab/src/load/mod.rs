@@ -120,8 +120,8 @@ pub struct LoadPlan {
     pub max_in_flight: u32,
     /// `work`: CPU milliseconds per request.
     pub work_ms: u32,
-    /// `pages`: CPU milliseconds the server adds to every page, in its
-    /// memory or not (0: none).
+    /// `pages`, `browse` and `mixed`: CPU milliseconds the server adds to
+    /// every page, in its memory or cache or not (0: none).
     pub page_ms: u32,
     /// `browse`: share of reads that go to the hot products.
     pub hot_share: Option<f64>,

@@ -176,7 +176,8 @@ pub struct RunCtx {
     pub bank: BankBook,
     /// `work`: CPU milliseconds each request asks for.
     pub work_ms: u32,
-    /// `pages`: CPU milliseconds the server adds to each page (0: none).
+    /// `pages`, `browse` and `mixed`: CPU milliseconds the server adds to
+    /// each page (0: none).
     pub page_ms: u32,
     /// `browse`: the share of reads that go to the 20 hot products.
     pub hot_share: f64,
@@ -220,6 +221,8 @@ enum Role {
     },
     Browse {
         hot_share: f64,
+        /// The server's own work on each page (0: none).
+        ms: u32,
     },
     Sessions {
         logged_in: bool,
@@ -306,6 +309,7 @@ impl User {
             }
             Scenario::Browse | Scenario::Mixed => Role::Browse {
                 hot_share: ctx.hot_share,
+                ms: ctx.page_ms,
             },
         };
         User {
@@ -352,7 +356,7 @@ impl User {
                     self.work(ms, started).await
                 } else {
                     let hot_share = *hot_share;
-                    self.product(hot_share, started).await
+                    self.product(hot_share, 0, started).await
                 }
             }
             Role::Pages { popularity, ms } => {
@@ -365,9 +369,9 @@ impl User {
                 let r = self.conn.request(Method::GET, &path, None).await;
                 simple(OpKind::Page, r.as_ref().map_err(|f| *f), started, Some(id))
             }
-            Role::Browse { hot_share } => {
-                let hot_share = *hot_share;
-                self.product(hot_share, started).await
+            Role::Browse { hot_share, ms } => {
+                let (hot_share, ms) = (*hot_share, *ms);
+                self.product(hot_share, ms, started).await
             }
             Role::Sessions {
                 logged_in,
@@ -507,14 +511,18 @@ impl User {
 
     /// `GET /products/ID`: most reads (80% unless --hot-share says
     /// otherwise) hit the 20 hot products.
-    async fn product(&mut self, hot_share: f64, started: Instant) -> OpResult {
+    async fn product(&mut self, hot_share: f64, ms: u32, started: Instant) -> OpResult {
         // Most reads (80% unless --hot-share says otherwise) hit the hot products.
         let id: i64 = if self.rng.random_bool(hot_share) {
             self.rng.random_range(1..=HOT_PRODUCTS)
         } else {
             self.rng.random_range(1..=CATALOGUE)
         };
-        let path = format!("/products/{id}");
+        let path = if ms > 0 {
+            format!("/products/{id}?ms={ms}")
+        } else {
+            format!("/products/{id}")
+        };
         let r = self.conn.request(Method::GET, &path, None).await;
         let mut res = simple(
             OpKind::Product,

@@ -1,6 +1,7 @@
 //! Redis: one shared memory for the servers (sessions, cached products).
-//! Everything in it is lost with it, and a single Redis is a single point
-//! of failure for whatever needs it.
+//! Everything in it is lost with it. A single Redis is a single point of
+//! failure for what lives only there (sessions), not for the cache: product
+//! reads go to the database while it is gone.
 
 use super::{docker_health, proxy, Ctx, Parts, RoleKind};
 use crate::images::Image;
@@ -43,7 +44,7 @@ impl RoleKind for Redis {
     }
 
     fn after_loss(&self, _name: &str, _health: &HealthChecks) -> String {
-        "sessions and cached pages in Redis are gone; servers answer 503 naming redis for anything that needs it (memory and jwt sessions carry on).".into()
+        "sessions and cached products in Redis are gone; logged-in users of redis sessions get 503 naming redis (memory and jwt sessions carry on); product reads go to the database until it is back.".into()
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub cache_hits: Counter,
     /// Product reads that had to go to the database.
     pub cache_misses: Counter,
+    /// Product reads that found the cache unavailable and went to the database.
+    pub cache_errors: Counter,
     /// Sessions created by a successful login.
     pub sessions_created: Counter,
 }
@@ -95,6 +97,7 @@ impl Metrics {
         let db_queries = Family::<DbLabels, Counter>::default();
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
+        let cache_errors = Counter::default();
         let sessions_created = Counter::default();
         // The text encoder adds `_total` to counters by itself.
         registry.register(
@@ -123,6 +126,11 @@ impl Metrics {
             cache_misses.clone(),
         );
         registry.register(
+            "cache_errors",
+            "Product reads that found Redis unavailable and queried the database instead",
+            cache_errors.clone(),
+        );
+        registry.register(
             "sessions_created",
             "Sessions created by a successful login",
             sessions_created.clone(),
@@ -134,6 +142,7 @@ impl Metrics {
             db_queries,
             cache_hits,
             cache_misses,
+            cache_errors,
             sessions_created,
         }
     }

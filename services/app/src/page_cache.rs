@@ -213,13 +213,14 @@ pub fn render(p: &crate::db::Product) -> Bytes {
     Bytes::from(page)
 }
 
-/// Query of `GET /pages/{id}`.
+/// Query of `GET /pages/{id}` and `GET /products/{id}`.
 #[derive(Debug, Default, Deserialize)]
 pub struct PageQuery {
     /// CPU milliseconds the server spends on this page besides its data
-    /// (filling in the user's name, cart and prices): memory or not, a page
-    /// costs this. It is the part of a request more memory cannot remove.
-    ms: Option<u64>,
+    /// (filling in the user's name, cart and prices): memory, cache or not,
+    /// a page costs this. It is the part of a request that neither more
+    /// memory nor a cache can remove, only more servers.
+    pub(crate) ms: Option<u64>,
 }
 
 /// `GET /pages/{id}[?ms=N]`: a product page, from memory when it is there.

@@ -10,6 +10,13 @@
 //! The product cache is *cache-aside*: the app asks Redis first; on a miss it
 //! queries PostgreSQL and stores the answer with a TTL. Redis never talks to
 //! PostgreSQL itself, and a stale entry lives at most `CACHE_TTL`.
+//!
+//! The two uses fail differently. Sessions live only in Redis, so without it
+//! a logged-in user cannot be recognised: a 503. The cache only holds copies
+//! of what the database has, so without it a product read goes to the
+//! database, slower but right: losing a cache must not take the site down
+//! with it. While the client knows it is disconnected the cache is skipped
+//! at once, so a dead Redis does not add its command timeout to every read.
 
 use std::time::Duration;
 
@@ -86,8 +93,17 @@ impl Redis {
         }
     }
 
+    /// Whether the client holds a live connection now: a cache read is worth
+    /// trying only then.
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
     /// A cached product, if any.
     pub async fn cached_product(&self, id: i64) -> Result<Option<Product>, AppError> {
+        if !self.is_connected() {
+            return Err(unavailable("not connected"));
+        }
         let raw: Option<String> = self.client.get(key(id)).await.map_err(unavailable)?;
         // An entry we cannot decode (written by another version, say) is a
         // miss, not an error: the database has the truth.
@@ -96,6 +112,9 @@ impl Redis {
 
     /// Stores a product for `ttl`.
     pub async fn cache_product(&self, product: &Product, ttl: Duration) -> Result<(), AppError> {
+        if !self.is_connected() {
+            return Err(unavailable("not connected"));
+        }
         let value =
             serde_json::to_string(product).map_err(|e| AppError::Internal(e.to_string()))?;
         let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);

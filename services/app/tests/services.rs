@@ -271,14 +271,24 @@ async fn a_cache_hit_runs_no_query() {
     }
     assert_eq!(uncached.metric("db_queries_total{"), 4.0);
 
-    // With CACHE=on, Redis is a dependency: down means a 503 naming it.
+    // With CACHE=on, a dead Redis is not a dead site: the read goes to the
+    // database, at once (not after Redis's command timeout), and says so.
     redis.kill();
-    let down = get(&http, &app.url("/products/8"), None).await;
-    assert_eq!(down.status, 503);
-    assert!(down.json["error"]
-        .as_str()
-        .unwrap()
-        .starts_with("redis is unavailable"));
+    let before = app.metric("db_queries_total{");
+    let start = Instant::now();
+    for id in [8, 9, 8] {
+        let p = get(&http, &app.url(&format!("/products/{id}")), None).await;
+        assert_eq!(p.status, 200, "{}", p.text);
+        assert_eq!(p.json["source"], "db", "{}", p.text);
+    }
+    // Three reads waiting for Redis's 2 s command timeout would take 6 s.
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "a dead cache must not slow every read by its timeout: {:?}",
+        start.elapsed()
+    );
+    assert_eq!(app.metric("db_queries_total{") - before, 6.0);
+    assert!(app.metric("cache_errors_total") >= 3.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,7 @@ mod separate_db;
 pub use bigger_server::LESSON as BIGGER_SERVER;
 pub use one_server::LESSON as ONE_SERVER;
 pub use separate_db::LESSON as SEPARATE_DB;
+pub(crate) use separate_db::{start_box, BOX};
 
 /// CPU-bound requests: each burns this many ms of server CPU.
 const WORK_MS: u32 = 10;

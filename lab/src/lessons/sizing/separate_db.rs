@@ -48,7 +48,7 @@ const RATES: [f64; 3] = [12.0, 22.0, 30.0];
 /// The database's own query, timed inside its machine: pure CPU work.
 const DB_QUERY: &str = "SELECT count(*) FROM generate_series(1, 300000)";
 /// The one-machine container's short name.
-const BOX: &str = "box";
+pub(crate) const BOX: &str = "box";
 
 /// One web load and what the database did meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -273,8 +273,10 @@ async fn measure(
 }
 
 /// Creates the one-machine container: the app image with its own
-/// PostgreSQL, on the lab's network, its port published on loopback.
-async fn start_box(c: &Ctx<'_>) -> Result<String> {
+/// PostgreSQL, on the lab's network, its port published on loopback, its
+/// CPU limited to `cpus`, each product read costing its database
+/// `product_query_ms`. Returns its base URL once it is ready.
+pub(crate) async fn start_box(c: &Ctx<'_>, cpus: f64, product_query_ms: u32) -> Result<String> {
     let name = crate::naming::container(&c.lab, BOX);
     let app = AppEnv {
         server_name: BOX.into(),
@@ -286,7 +288,7 @@ async fn start_box(c: &Ctx<'_>) -> Result<String> {
         reads: Reads::Primary,
         cache: Toggle::Off,
         cache_ttl: Duration::from_secs(30),
-        product_query_ms: 0,
+        product_query_ms: product_query_ms.into(),
         session_secret: None,
         log: "info".into(),
         // One database, its own: nothing to follow.
@@ -316,7 +318,7 @@ async fn start_box(c: &Ctx<'_>) -> Result<String> {
         volumes: Vec::new(),
         network: crate::naming::network(&c.lab),
         healthcheck: None,
-        cpus: Some(MACHINE_CPUS),
+        cpus: Some(cpus),
         memory: None,
         cap_add: Vec::new(),
         files: Vec::new(),
@@ -379,7 +381,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         ..one_server_topology(MACHINE_CPUS)
     })
     .await?;
-    let boxed = start_box(c).await?;
+    let boxed = start_box(c, MACHINE_CPUS, 0).await?;
     let one = Machine {
         web: boxed,
         db: crate::naming::container(&c.lab, BOX),

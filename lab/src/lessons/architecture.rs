@@ -1,0 +1,911 @@
+//! Lesson 13: the course's closing table, measured with real parts.
+//!
+//! The course ends on a table of six architectures, each with a capacity
+//! and a count of single points of failure. This lesson builds each one in
+//! turn and measures both columns instead of quoting them:
+//!
+//! - **Capacity**: a ramp of the open model (requests arrive at a set rate,
+//!   whether or not earlier ones are done, as real users do) on a realistic
+//!   mix: product pages, logins and deposits. The rate doubles while the
+//!   site keeps its p99 under [`P99_OBJECTIVE_MS`] with under 1% errors,
+//!   then the ramp narrows in between the last rate that held and the first
+//!   that did not. The capacity is what was served at the highest rate that
+//!   held.
+//! - **Single points of failure**: under a light load, each part is crashed
+//!   in turn and given a recovery window; a part whose loss still fails
+//!   requests after the window is one (the probe of `lab spof`).
+//!
+//! Every machine is a container limited to [`MACHINE_CPUS`] of a core, so
+//! that adding machines adds capacity the way it does in a data centre. On
+//! a laptop they all share its few cores: the course's 50x needs 50 times
+//! the hardware, and here the table stops growing where the laptop is full.
+//! That limit is the machine's, not the architecture's, and the lesson says
+//! where it was reached.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::sizing::{start_box, BOX};
+use super::{step, Ctx, Lesson, Table};
+use crate::error::Result;
+use crate::load::{LoadPlan, Scenario};
+use crate::spof::{self, Duty, Entry, Part, PartResult, ProbeSettings};
+use crate::topology::{
+    Reads, ResourceSet, Resources, Sessions, Strategy, Toggle, Topology, MIN_REPLICAS_FOR_FAILOVER,
+};
+
+pub const LESSON: Lesson = Lesson {
+    name: "architecture",
+    number: 13,
+    summary: "the course's six architectures, each built and measured: capacity by a ramp, single points of failure by crashing every part",
+    hypothesis: "each step of the course either adds capacity (separating the database, more web servers, a cache) or removes single points of failure (a pair of balancers, database replication with failover), from 2 single points of failure down to 0",
+    body: |c| Box::pin(body(c)),
+};
+
+/// Each machine's CPU (the one box, each web server, each database node):
+/// a quarter of a core, so that six web and database machines fit in a
+/// laptop's two cores beside the balancer and the load driver.
+pub const MACHINE_CPUS: f64 = 0.25;
+/// The server's own work on a product page (rendering it), cached or not.
+const PAGE_MS: u32 = 7;
+/// The database's work for one product read.
+const PRODUCT_QUERY_MS: u32 = 3;
+/// The latency objective: 99% of requests answered within this.
+pub const P99_OBJECTIVE_MS: f64 = 300.0;
+/// Fewer failed requests than this share, or the rate did not hold.
+pub const MAX_ERROR_SHARE: f64 = 0.01;
+/// The first row's first rate, requests per second; each later row starts
+/// at half the capacity of the row before (no step of an architecture
+/// should serve less than half of what the one before it did).
+const FIRST_RATE: f64 = 20.0;
+/// The ramp stops narrowing when the failing rate is within this factor
+/// of the holding one: the capacity found is at most this much too low.
+const PRECISION: f64 = 1.12;
+const QUICK_PRECISION: f64 = 1.25;
+/// The most steps a ramp takes.
+const MAX_STEPS: usize = 12;
+/// A step that grows the capacity by less than this is no growth: noise on
+/// a shared laptop moves a ramp's result by about a step of [`PRECISION`].
+pub const GROWTH: f64 = 1.2;
+
+/// The six rows of the course's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Layout {
+    SingleServer,
+    Separated,
+    MultipleServers,
+    HaBalancers,
+    Cache,
+    Replication,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 6] = [
+        Layout::SingleServer,
+        Layout::Separated,
+        Layout::MultipleServers,
+        Layout::HaBalancers,
+        Layout::Cache,
+        Layout::Replication,
+    ];
+
+    /// As the course names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::SingleServer => "Single server",
+            Layout::Separated => "Separated",
+            Layout::MultipleServers => "Multiple web servers",
+            Layout::HaBalancers => "+ HA load balancers",
+            Layout::Cache => "+ Redis cache",
+            Layout::Replication => "+ DB replication",
+        }
+    }
+
+    /// The course's capacity, requests per second.
+    pub fn course_capacity(self) -> u32 {
+        match self {
+            Layout::SingleServer => 1_000,
+            Layout::Separated => 3_000,
+            Layout::MultipleServers | Layout::HaBalancers => 10_000,
+            Layout::Cache | Layout::Replication => 50_000,
+        }
+    }
+
+    /// The course's single points of failure, by duty.
+    pub fn course_spofs(self) -> &'static [Duty] {
+        match self {
+            Layout::SingleServer | Layout::Separated => &[Duty::Web, Duty::Db],
+            Layout::MultipleServers => &[Duty::Lb, Duty::Db],
+            Layout::HaBalancers | Layout::Cache => &[Duty::Db],
+            Layout::Replication => &[],
+        }
+    }
+
+    /// Where the course says capacity grows: from the row before to this.
+    pub fn course_grows(self) -> bool {
+        matches!(
+            self,
+            Layout::Separated | Layout::MultipleServers | Layout::Cache
+        )
+    }
+
+    /// Whether the row has Redis. The lab always starts one; where the
+    /// course's architecture has none it is stopped, so that it is neither
+    /// crashed as a part nor counted in the cost.
+    pub fn has_redis(self) -> bool {
+        matches!(self, Layout::Cache | Layout::Replication)
+    }
+
+    /// The lab for this row; the single server is one container of its own
+    /// ([`start_box`]), built beside the separated layout's network.
+    pub fn topology(self) -> Topology {
+        let machine = Resources {
+            cpus: Some(MACHINE_CPUS),
+            memory: None,
+        };
+        let mut t = Topology {
+            servers: 1,
+            replicas: 0,
+            reads: Reads::Primary,
+            sessions: Sessions::Memory,
+            cache: Toggle::Off,
+            lb: Strategy::RoundRobin,
+            product_query_ms: PRODUCT_QUERY_MS,
+            resources: ResourceSet {
+                server: machine.clone(),
+                db: machine,
+                ..ResourceSet::default()
+            },
+            ..Topology::default()
+        };
+        let rank = Layout::ALL.iter().position(|l| *l == self).unwrap_or(0);
+        if rank >= 2 {
+            // Several servers: a user's session must not live in one of
+            // them, or each server's loss logs its users out.
+            t.servers = 3;
+            t.sessions = Sessions::Jwt;
+        }
+        if rank >= 3 {
+            t.balancers = 2;
+        }
+        if rank >= 4 {
+            t.cache = Toggle::On;
+        }
+        if rank >= 5 {
+            t.replicas = MIN_REPLICAS_FOR_FAILOVER;
+            t.failover = Toggle::On;
+            t.reads = Reads::Replicas;
+        }
+        t
+    }
+}
+
+/// One rate of a ramp and how the site did.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct RampStep {
+    /// Requests per second sent.
+    pub rate: f64,
+    /// Requests per second answered well.
+    pub served: f64,
+    pub p99_ms: f64,
+    pub error_share: f64,
+    pub held: bool,
+}
+
+/// Whether a rate held: p99 within the objective, errors under the limit,
+/// and (open model) about as many answers as requests sent.
+pub fn holds(rate: f64, served: f64, p99_ms: f64, error_share: f64) -> bool {
+    p99_ms <= P99_OBJECTIVE_MS && error_share < MAX_ERROR_SHARE && served >= 0.9 * rate
+}
+
+/// The ramp's next rate, or None when it is done: double while every rate
+/// holds; after the first failure, the geometric middle of the highest rate
+/// that held and the lowest that did not, until they are within
+/// `precision` of each other.
+pub fn next_rate(steps: &[RampStep], first: f64, precision: f64) -> Option<f64> {
+    if steps.len() >= MAX_STEPS {
+        return None;
+    }
+    let held = steps
+        .iter()
+        .filter(|s| s.held)
+        .map(|s| s.rate)
+        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.max(r))));
+    let failed = steps
+        .iter()
+        .filter(|s| !s.held)
+        .map(|s| s.rate)
+        .fold(None, |m: Option<f64>, r| Some(m.map_or(r, |m| m.min(r))));
+    match (held, failed) {
+        (None, None) => Some(first),
+        (Some(h), None) => Some(h * 2.0),
+        // Even the first rate failed: try lower, down to a few requests.
+        (None, Some(f)) => (f / 2.0 >= 2.0).then_some(f / 2.0),
+        (Some(h), Some(f)) => (f / h > precision).then(|| (h * f).sqrt().round()),
+    }
+}
+
+/// The capacity a ramp found: what was served at the highest rate that held.
+pub fn capacity(steps: &[RampStep]) -> Option<f64> {
+    steps
+        .iter()
+        .filter(|s| s.held)
+        .max_by(|a, b| a.rate.total_cmp(&b.rate))
+        .map(|s| s.served)
+}
+
+/// One row, measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub layout: Layout,
+    pub capacity: Option<f64>,
+    pub ramp: Vec<RampStep>,
+    pub parts: Vec<PartResult>,
+    /// Parts of each kind not crashed in a quick run (each stands for the
+    /// one of its kind that was).
+    pub skipped: Vec<String>,
+    pub containers: usize,
+    pub memory_mb: f64,
+}
+
+impl Row {
+    /// The duties whose loss took the site down, each once.
+    pub fn spof_duties(&self) -> Vec<Duty> {
+        let mut d: Vec<Duty> = self
+            .parts
+            .iter()
+            .filter(|p| p.spof)
+            .flat_map(|p| p.duties.iter().copied())
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    }
+
+    fn spof_names(&self) -> Vec<&str> {
+        self.parts
+            .iter()
+            .filter(|p| p.spof)
+            .map(|p| p.service.as_str())
+            .collect()
+    }
+}
+
+fn duties_text(d: &[Duty]) -> String {
+    if d.is_empty() {
+        "0".into()
+    } else {
+        format!(
+            "{} ({})",
+            d.len(),
+            d.iter().map(|d| d.as_str()).collect::<Vec<_>>().join(" + ")
+        )
+    }
+}
+
+/// The single-points-of-failure verdict of one row: the duties found match
+/// the course's.
+pub fn spof_verdict(row: &Row) -> (String, String, bool) {
+    let course = row.layout.course_spofs();
+    let found = row.spof_duties();
+    let names = row.spof_names();
+    let measured = format!(
+        "{}{}",
+        duties_text(&found),
+        if names.is_empty() {
+            String::new()
+        } else {
+            format!(": {} did not survive", names.join(", "))
+        }
+    );
+    (
+        format!(
+            "{}: {} single point{} of failure, as the course counts",
+            row.layout.name(),
+            duties_text(course),
+            if course.len() == 1 { "" } else { "s" }
+        ),
+        measured,
+        !row.parts.is_empty() && found.as_slice() == course,
+    )
+}
+
+/// The capacity verdict of a row where the course says capacity grows: at
+/// least [`GROWTH`] times the row before.
+pub fn growth_verdict(before: &Row, after: &Row) -> (String, String, bool) {
+    let expectation = format!(
+        "{}: more capacity than {} (the course: {}x; here at least {GROWTH}x)",
+        after.layout.name(),
+        before.layout.name(),
+        after.layout.course_capacity() / before.layout.course_capacity().max(1)
+    );
+    match (before.capacity, after.capacity) {
+        (Some(b), Some(a)) if b > 0.0 => {
+            let x = a / b;
+            (
+                expectation,
+                format!("{b:.0} -> {a:.0} requests/s ({x:.2}x)"),
+                x >= GROWTH,
+            )
+        }
+        (b, a) => (
+            expectation,
+            format!("not measured ({b:?} -> {a:?} requests/s)"),
+            false,
+        ),
+    }
+}
+
+/// The capacity ramp against a site's entry point, from `first` requests/s.
+async fn ramp(c: &Ctx<'_>, target: Option<&str>, first: f64) -> Result<Vec<RampStep>> {
+    let (secs, precision) = if c.quick {
+        (3, QUICK_PRECISION)
+    } else {
+        (5, PRECISION)
+    };
+    let mut steps = Vec::new();
+    while let Some(rate) = next_rate(&steps, first, precision) {
+        let r = c
+            .load(LoadPlan {
+                scenario: Scenario::Mixed,
+                rate: Some(rate),
+                duration: Duration::from_secs(secs),
+                timeout: Duration::from_secs(2),
+                page_ms: PAGE_MS,
+                target: target.map(str::to_string),
+                ..LoadPlan::default()
+            })
+            .await?;
+        let served = r.ok as f64 / r.duration_s.max(0.001);
+        let errors = r.requests.saturating_sub(r.ok) as f64 / (r.requests.max(1) as f64);
+        let not_started = r.behind_schedule.as_ref().map_or(0, |b| b.not_started);
+        let held = holds(rate, served, r.latency_ms.p99, errors) && not_started == 0;
+        c.say(&format!(
+            "{rate:.0} requests/s: served {served:.0}/s, p99 {:.0} ms, {:.1}% failed: {}",
+            r.latency_ms.p99,
+            errors * 100.0,
+            if held { "holds" } else { "does not hold" }
+        ));
+        steps.push(RampStep {
+            rate,
+            served,
+            p99_ms: r.latency_ms.p99,
+            error_share: errors,
+            held,
+        });
+        // Queues left by an overloaded step drain before the next.
+        tokio::time::sleep(Duration::from_secs(if held { 1 } else { 3 })).await;
+    }
+    Ok(steps)
+}
+
+/// The parts to crash: all of them, or in a quick run one of each kind (a
+/// balancer, a server, Redis, the primary, a replica), the rest named as
+/// skipped.
+async fn choose_parts(c: &Ctx<'_>, parts: Vec<Part>) -> Result<(Vec<Part>, Vec<String>)> {
+    if !c.quick {
+        return Ok((parts, Vec::new()));
+    }
+    let all = c.containers().await?;
+    let primary = if crate::primary::nodes(&all).is_empty() {
+        None
+    } else {
+        crate::primary::current(c.rt, &c.lab, &all).await.ok()
+    };
+    // The balancer to crash is the one holding the floating address:
+    // crashing the backup of a pair would prove nothing.
+    let lbs: Vec<String> = parts
+        .iter()
+        .filter(|p| p.duties == [Duty::Lb])
+        .map(|p| p.container.clone())
+        .collect();
+    let master = if lbs.len() > 1 {
+        crate::ha::wait_master(c.rt, &lbs, Duration::from_secs(15)).await
+    } else {
+        None
+    };
+    let mut parts = parts;
+    parts.sort_by_key(|p| Some(&p.container) != master.as_ref());
+    let kind = |p: &Part| {
+        let db_part = if p.duties == [Duty::Db] {
+            Some(primary.as_deref() == Some(p.name.as_str()))
+        } else {
+            None
+        };
+        (p.duties.clone(), db_part)
+    };
+    let mut chosen: Vec<Part> = Vec::new();
+    let mut skipped = Vec::new();
+    for p in parts {
+        if chosen.iter().any(|q| kind(q) == kind(&p)) {
+            skipped.push(p.name);
+        } else {
+            chosen.push(p);
+        }
+    }
+    Ok((chosen, skipped))
+}
+
+/// Memory of the given containers now, in MB.
+async fn memory_mb(c: &Ctx<'_>, containers: &[String]) -> Result<f64> {
+    let mut bytes = 0;
+    for name in containers {
+        bytes += c.rt.usage(name).await?.memory_bytes;
+    }
+    Ok(bytes as f64 / 1e6)
+}
+
+/// The light load of the probe: well under the row's capacity, so that
+/// losing one of several servers does not by itself overload the rest.
+fn probe_settings(c: &Ctx<'_>, capacity: Option<f64>) -> ProbeSettings {
+    let rate = (capacity.unwrap_or(20.0) * 0.3).clamp(5.0, 40.0).round();
+    if c.quick {
+        ProbeSettings {
+            before_s: 2,
+            window_s: 12,
+            measure_s: 4,
+            rate,
+            ..ProbeSettings::default()
+        }
+    } else {
+        ProbeSettings {
+            rate,
+            ..ProbeSettings::default()
+        }
+    }
+}
+
+/// Measures one row on the lab as it is now.
+async fn measure(
+    c: &Ctx<'_>,
+    layout: Layout,
+    entry: Entry,
+    parts: Vec<Part>,
+    before: Option<&Row>,
+) -> Result<Row> {
+    let containers: Vec<String> = parts.iter().map(|p| p.container.clone()).collect();
+    let memory_mb = memory_mb(c, &containers).await?;
+    c.say(&format!(
+        "{}: {} containers, {memory_mb:.0} MB at rest; capacity ramp",
+        layout.name(),
+        containers.len()
+    ));
+    let target = match &entry {
+        Entry::Url(u) => Some(u.as_str()),
+        Entry::Lab => None,
+    };
+    let first = before
+        .and_then(|r| r.capacity)
+        .map_or(FIRST_RATE, |x| (x / 2.0).round().max(FIRST_RATE));
+    let ramp = ramp(c, target, first).await?;
+    let capacity = capacity(&ramp);
+    let (chosen, skipped) = choose_parts(c, parts).await?;
+    let settings = probe_settings(c, capacity);
+    c.say(&format!(
+        "crashing {} under {} requests/s, {} s to recover each",
+        chosen
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        settings.rate,
+        settings.window_s
+    ));
+    let mut results = Vec::new();
+    let f = c.faults();
+    let probed = spof::probe_parts(&f, &entry, &chosen, &settings, &mut results).await;
+    for p in &results {
+        c.say(&format!(
+            "  {}: {} after the window{}",
+            p.service,
+            p.success_after
+                .map(|s| format!("{:.1}% succeed", s * 100.0))
+                .unwrap_or_else(|| "nothing answered".into()),
+            if p.spof {
+                ": a single point of failure"
+            } else {
+                ""
+            }
+        ));
+    }
+    probed?;
+    Ok(Row {
+        layout,
+        capacity,
+        ramp,
+        parts: results,
+        skipped,
+        containers: containers.len(),
+        memory_mb,
+    })
+}
+
+/// The site's parts in the lab now (the edge and stopped services left
+/// out: they are not part of this row's site).
+async fn site_parts(c: &Ctx<'_>) -> Result<Vec<Part>> {
+    let mut parts: Vec<Part> = c
+        .containers()
+        .await?
+        .iter()
+        .filter(|x| x.state == crate::runtime::State::Running)
+        .filter_map(Part::of)
+        .collect();
+    parts.sort_by_key(|p| crate::naming::natural_key(&p.name));
+    Ok(parts)
+}
+
+async fn body(c: &mut Ctx<'_>) -> Result<()> {
+    c.say(&format!(
+        "every machine has {MACHINE_CPUS} of a core; a product page costs its server {PAGE_MS} ms and its database {PRODUCT_QUERY_MS} ms; a rate holds while p99 stays under {P99_OBJECTIVE_MS:.0} ms with under {:.0}% errors",
+        MAX_ERROR_SHARE * 100.0
+    ));
+    let mut rows: Vec<Row> = Vec::new();
+    let f = c.faults();
+
+    // Rows 1 and 2 share a lab: the separated layout's network and
+    // machines, stopped while the single box has the stage.
+    c.up(Layout::Separated.topology()).await?;
+    for s in ["lb-1", "server-1", "db-1", "redis"] {
+        f.stop(s).await?;
+    }
+    c.say("Single server: web server and database in one machine");
+    let url = start_box(c, MACHINE_CPUS, PRODUCT_QUERY_MS).await?;
+    let boxed = crate::naming::container(&c.lab, BOX);
+    let part = Part {
+        name: boxed.clone(),
+        container: boxed.clone(),
+        role: BOX.into(),
+        duties: vec![Duty::Web, Duty::Db],
+    };
+    rows.push(measure(c, Layout::SingleServer, Entry::Url(url), vec![part], None).await?);
+    c.rt.stop_container(&boxed, Duration::from_secs(5)).await?;
+    c.rt.remove_container(&boxed).await?;
+
+    // Separated: users reach the web server itself; no balancer yet.
+    c.say("Separated: the web server and the database on two machines");
+    for s in ["db-1", "server-1"] {
+        f.start(s).await?;
+    }
+    wait_ready(c, "server-1").await?;
+    let url = format!(
+        "http://{}",
+        c.address("server-1", crate::roles::server::PORT).await?
+    );
+    let parts = site_parts(c).await?;
+    let row = measure(c, Layout::Separated, Entry::Url(url), parts, rows.last()).await?;
+    rows.push(row);
+
+    for layout in &Layout::ALL[2..] {
+        c.say(&format!("{}: building it", layout.name()));
+        c.up(layout.topology()).await?;
+        if !layout.has_redis() {
+            c.faults().stop("redis").await?;
+        }
+        let parts = site_parts(c).await?;
+        let row = measure(c, *layout, Entry::Lab, parts, rows.last()).await?;
+        rows.push(row);
+    }
+
+    report(c, &rows);
+    Ok(())
+}
+
+/// Waits for a server's `/readyz` (its database reachable, the schema in).
+async fn wait_ready(c: &Ctx<'_>, server: &str) -> Result<()> {
+    let addr = c.address(server, crate::roles::server::PORT).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| step("make an HTTP client")(&e))?;
+    for _ in 0..120 {
+        let ready = http
+            .get(format!("http://{addr}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(step("wait for server-1")(&"it was not ready within 60 s"))
+}
+
+/// The table beside the course's, then the verdicts.
+fn report(c: &mut Ctx<'_>, rows: &[Row]) {
+    let first = rows.first().and_then(|r| r.capacity).unwrap_or(0.0);
+    let mut t = Table::new(
+        &format!(
+            "The course's table, measured (every machine {MACHINE_CPUS} of a core; capacity: p99 under {P99_OBJECTIVE_MS:.0} ms, under {:.0}% errors)",
+            MAX_ERROR_SHARE * 100.0
+        ),
+        &[
+            "ARCHITECTURE",
+            "COURSE",
+            "MEASURED",
+            "VS FIRST",
+            "COURSE SPOFS",
+            "MEASURED SPOFS",
+            "NAMED",
+            "CONTAINERS",
+            "MEMORY",
+        ],
+    );
+    for r in rows {
+        let names = r.spof_names();
+        t.row(vec![
+            r.layout.name().into(),
+            format!("{} req/s", r.layout.course_capacity()),
+            r.capacity
+                .map(|x| format!("{x:.0} req/s"))
+                .unwrap_or_else(|| "-".into()),
+            r.capacity
+                .filter(|_| first > 0.0)
+                .map(|x| format!("{:.1}x", x / first))
+                .unwrap_or_else(|| "-".into()),
+            duties_text(r.layout.course_spofs()),
+            duties_text(&r.spof_duties()),
+            if names.is_empty() {
+                "-".into()
+            } else {
+                names.join(", ")
+            },
+            r.containers.to_string(),
+            format!("{:.0} MB", r.memory_mb),
+        ]);
+    }
+    c.table(t);
+    let mut probes = Table::new(
+        "Each part crashed (success before the crash, and after the recovery window)",
+        &["ARCHITECTURE", "PART", "BEFORE", "AFTER", "VERDICT"],
+    );
+    for r in rows {
+        for p in &r.parts {
+            let pct = |s: Option<f64>| s.map(super::pct).unwrap_or_else(|| "none".into());
+            probes.row(vec![
+                r.layout.name().into(),
+                p.service.clone(),
+                pct(p.success_before),
+                pct(p.success_after),
+                if p.spof {
+                    "single point of failure".into()
+                } else {
+                    "survivable".into()
+                },
+            ]);
+        }
+        if !r.skipped.is_empty() {
+            probes.row(vec![
+                r.layout.name().into(),
+                r.skipped.join(", "),
+                String::new(),
+                String::new(),
+                "not crashed (--quick: like its kind)".into(),
+            ]);
+        }
+    }
+    c.table(probes);
+    let mut ramps = Table::new(
+        "Each ramp, step by step (open model, the mixed scenario)",
+        &["ARCHITECTURE", "RATE", "SERVED", "P99", "FAILED", "HOLDS"],
+    );
+    for r in rows {
+        for s in &r.ramp {
+            ramps.row(vec![
+                r.layout.name().into(),
+                format!("{:.0}/s", s.rate),
+                format!("{:.0}/s", s.served),
+                format!("{:.0} ms", s.p99_ms),
+                super::pct(s.error_share),
+                if s.held { "yes" } else { "no" }.into(),
+            ]);
+        }
+    }
+    c.table(ramps);
+    for r in rows {
+        let (e, m, ok) = spof_verdict(r);
+        c.expect(&e, m, ok);
+    }
+    for pair in rows.windows(2) {
+        if pair[1].layout.course_grows() {
+            let (e, m, ok) = growth_verdict(&pair[0], &pair[1]);
+            c.expect(&e, m, ok);
+        }
+    }
+    if let Some(top) = rows.iter().filter_map(|r| r.capacity).reduce(f64::max) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        c.say(&format!(
+            "the course's 50x comes from 50 times the machines; here every row shares {cores} cores with the load driver, and the best row served {top:.0} requests/s, {:.1}x the first",
+            top / first.max(1.0)
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step_at(rate: f64, held: bool) -> RampStep {
+        RampStep {
+            rate,
+            served: if held { rate } else { rate * 0.7 },
+            p99_ms: if held { 50.0 } else { 900.0 },
+            error_share: 0.0,
+            held,
+        }
+    }
+
+    #[test]
+    fn the_ramp_doubles_then_narrows_then_stops() {
+        let mut steps = Vec::new();
+        assert_eq!(next_rate(&steps, FIRST_RATE, 1.2), Some(FIRST_RATE));
+        steps.push(step_at(20.0, true));
+        assert_eq!(next_rate(&steps, FIRST_RATE, 1.2), Some(40.0));
+        steps.push(step_at(40.0, true));
+        steps.push(step_at(80.0, false));
+        // Between 40 (held) and 80 (did not): the geometric middle.
+        assert_eq!(next_rate(&steps, FIRST_RATE, 1.2), Some(57.0));
+        steps.push(step_at(57.0, true));
+        assert_eq!(next_rate(&steps, FIRST_RATE, 1.2), Some(68.0));
+        steps.push(step_at(68.0, false));
+        // 57 and 68 are within 1.2 of each other: done.
+        assert_eq!(next_rate(&steps, FIRST_RATE, 1.2), None);
+        assert_eq!(capacity(&steps), Some(57.0));
+        // A finer ramp goes on; a coarser one stops sooner.
+        assert_eq!(next_rate(&steps, FIRST_RATE, 1.1), Some(62.0));
+        assert_eq!(next_rate(&steps[..3], FIRST_RATE, 1.45), Some(57.0));
+        assert_eq!(next_rate(&steps[..4], FIRST_RATE, 1.45), None);
+        assert!(PRECISION < QUICK_PRECISION);
+        // A later row starts where it is told.
+        assert_eq!(next_rate(&[], 80.0, 1.2), Some(80.0));
+    }
+
+    #[test]
+    fn a_site_that_holds_nothing_has_no_capacity() {
+        let mut steps = vec![step_at(20.0, false)];
+        assert_eq!(next_rate(&steps, FIRST_RATE, PRECISION), Some(10.0));
+        steps.extend([
+            step_at(10.0, false),
+            step_at(5.0, false),
+            step_at(2.5, false),
+        ]);
+        // Below 2 requests/s there is nothing left to try.
+        assert_eq!(next_rate(&steps, FIRST_RATE, PRECISION), None);
+        assert_eq!(capacity(&steps), None);
+    }
+
+    #[test]
+    fn a_rate_holds_only_within_the_objective() {
+        assert!(holds(100.0, 99.0, 120.0, 0.0));
+        assert!(!holds(100.0, 99.0, P99_OBJECTIVE_MS + 1.0, 0.0), "p99");
+        assert!(!holds(100.0, 99.0, 120.0, 0.02), "errors");
+        assert!(!holds(100.0, 60.0, 120.0, 0.0), "answers fell behind");
+    }
+
+    fn part(name: &str, duties: &[Duty], spof: bool) -> PartResult {
+        PartResult {
+            service: name.into(),
+            role: "x".into(),
+            duties: duties.to_vec(),
+            success_before: Some(1.0),
+            success_after: Some(if spof { 0.3 } else { 1.0 }),
+            requests_after: 100,
+            spof,
+        }
+    }
+
+    fn row(layout: Layout, capacity: Option<f64>, parts: Vec<PartResult>) -> Row {
+        Row {
+            layout,
+            capacity,
+            ramp: Vec::new(),
+            parts,
+            skipped: Vec::new(),
+            containers: 1,
+            memory_mb: 1.0,
+        }
+    }
+
+    #[test]
+    fn one_machine_with_web_and_db_counts_two_single_points_of_failure() {
+        let r = row(
+            Layout::SingleServer,
+            Some(50.0),
+            vec![part("box", &[Duty::Web, Duty::Db], true)],
+        );
+        let (e, m, ok) = spof_verdict(&r);
+        assert!(ok, "{e}: {m}");
+        assert_eq!(m, "2 (web + db): box did not survive");
+    }
+
+    #[test]
+    fn the_spof_verdict_fails_on_a_difference() {
+        // Multiple servers: the balancer and the database, as the course says.
+        let good = row(
+            Layout::MultipleServers,
+            Some(50.0),
+            vec![
+                part("lb-1", &[Duty::Lb], true),
+                part("server-1", &[Duty::Web], false),
+                part("server-2", &[Duty::Web], false),
+                part("db-1", &[Duty::Db], true),
+            ],
+        );
+        assert!(spof_verdict(&good).2);
+        // Redis found to be one where the course says only the database.
+        let cache = row(
+            Layout::Cache,
+            Some(50.0),
+            vec![
+                part("redis", &[Duty::Cache], true),
+                part("db-1", &[Duty::Db], true),
+            ],
+        );
+        let (_, m, ok) = spof_verdict(&cache);
+        assert!(!ok);
+        assert_eq!(m, "2 (cache + db): redis, db-1 did not survive");
+        // Replication: no part may be one; a database that did not fail
+        // over is a failure of the claim.
+        let stuck = row(
+            Layout::Replication,
+            Some(50.0),
+            vec![
+                part("db-1", &[Duty::Db], true),
+                part("db-2", &[Duty::Db], false),
+            ],
+        );
+        assert!(!spof_verdict(&stuck).2);
+        let zero = row(
+            Layout::Replication,
+            Some(50.0),
+            vec![part("db-1", &[Duty::Db], false)],
+        );
+        assert!(spof_verdict(&zero).2);
+        // Nothing probed is no proof.
+        assert!(!spof_verdict(&row(Layout::Replication, Some(1.0), Vec::new())).2);
+    }
+
+    #[test]
+    fn growth_needs_a_clear_step() {
+        let a = row(Layout::HaBalancers, Some(100.0), Vec::new());
+        let b = row(Layout::Cache, Some(150.0), Vec::new());
+        let (e, m, ok) = growth_verdict(&a, &b);
+        assert!(ok, "{e}: {m}");
+        assert!(e.contains("the course: 5x"), "{e}");
+        let flat = row(Layout::Cache, Some(110.0), Vec::new());
+        assert!(!growth_verdict(&a, &flat).2);
+        let none = row(Layout::Cache, None, Vec::new());
+        assert!(!growth_verdict(&a, &none).2);
+    }
+
+    #[test]
+    fn the_course_grows_at_three_steps_and_loses_a_spof_at_two() {
+        let grows: Vec<Layout> = Layout::ALL
+            .into_iter()
+            .filter(|l| l.course_grows())
+            .collect();
+        assert_eq!(
+            grows,
+            [Layout::Separated, Layout::MultipleServers, Layout::Cache]
+        );
+        let counts: Vec<usize> = Layout::ALL.iter().map(|l| l.course_spofs().len()).collect();
+        assert_eq!(counts, [2, 2, 2, 1, 1, 0]);
+    }
+
+    #[test]
+    fn each_row_adds_one_thing_to_the_one_before() {
+        let t: Vec<Topology> = Layout::ALL.iter().map(|l| l.topology()).collect();
+        assert_eq!((t[1].servers, t[2].servers), (1, 3));
+        assert_eq!((t[2].balancers, t[3].balancers), (1, 2));
+        assert_eq!((t[3].cache, t[4].cache), (Toggle::Off, Toggle::On));
+        assert_eq!((t[4].replicas, t[5].replicas), (0, 2));
+        assert_eq!(t[5].failover, Toggle::On);
+        let redis: Vec<bool> = Layout::ALL.iter().map(|l| l.has_redis()).collect();
+        assert_eq!(redis, [false, false, false, false, true, true]);
+        for x in &t {
+            assert_eq!(x.resources.server.cpus, Some(MACHINE_CPUS));
+            assert_eq!(x.resources.db.cpus, Some(MACHINE_CPUS));
+        }
+    }
+}
