@@ -168,7 +168,7 @@ impl SpofReport {
         );
         out.push_str(&format!(
             "  {:<14} {:<8} {:>8} {:>8} {:>9}  verdict\n",
-            "PART", "ROLE", "BEFORE", "AFTER", "REQUESTS"
+            "PART", "DUTY", "BEFORE", "AFTER", "REQUESTS"
         ));
         let pct = |s: Option<f64>| {
             s.map(|s| format!("{:.1}%", s * 100.0))
@@ -178,7 +178,11 @@ impl SpofReport {
             out.push_str(&format!(
                 "  {:<14} {:<8} {:>8} {:>8} {:>9}  {}\n",
                 p.service,
-                p.role,
+                p.duties
+                    .iter()
+                    .map(|d| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+"),
                 pct(p.success_before),
                 pct(p.success_after),
                 p.requests_after,

@@ -126,7 +126,7 @@ impl UpReport {
         }
         if let Some(e) = &self.entrypoint {
             out.push_str(&format!(
-                "\nThe lab is up. Entry point (the balancer): {e}\n\nNext:\n  curl -i {e}/                      who served you?\n  lab status                           every service and its health\n  lab load --scenario sessions         users logging in through the balancer\n  lab down                             remove it all\n"
+                "\nThe lab is up. Entry point: {e}\n\nNext:\n  curl -i {e}/                      who served you?\n  lab status                           every service and its health\n  lab load --scenario sessions         users logging in through the balancer\n  lab down                             remove it all\n"
             ));
         }
         out

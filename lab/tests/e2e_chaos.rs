@@ -117,10 +117,21 @@ fn spof_names_the_parts_a_small_lab_cannot_lose() {
     if !docker_ready() {
         return;
     }
-    // One balancer, one server, one database and a Redis the lab does not
-    // use (sessions in memory, cache off).
+    // One balancer, one server, one database and a Redis that only caches
+    // product reads (sessions in memory): without it, reads go to the
+    // database, so it is no single point of failure.
     let lab = TestLab::new("e2e-spof");
-    lab.ok(&["up", "--servers", "1", "--replicas", "0", "--port", "0"]);
+    lab.ok(&[
+        "up",
+        "--servers",
+        "1",
+        "--replicas",
+        "0",
+        "--cache",
+        "on",
+        "--port",
+        "0",
+    ]);
     let out = lab.ok(&["spof", "--window", "5s", "--measure", "3s", "--json"]);
     let report: Value = serde_json::from_str(&out).expect("spof --json is JSON");
     let spofs: Vec<&str> = report["spofs"]
@@ -137,6 +148,7 @@ fn spof_names_the_parts_a_small_lab_cannot_lose() {
         .find(|p| p["service"] == "redis")
         .unwrap();
     assert_eq!(redis["spof"], false, "{redis}");
+    assert_eq!(redis["duties"], serde_json::json!(["cache"]), "{redis}");
     // Every part was started again.
     assert!(faults_left(&lab).is_empty(), "{:?}", faults_left(&lab));
     for s in lab.status()["services"].as_array().unwrap() {

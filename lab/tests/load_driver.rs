@@ -43,6 +43,8 @@ struct Fake {
     fail_window: Mutex<Option<(u64, u64)>>,
     /// Hold every request arriving between these offsets until the end.
     stall_window: Mutex<Option<(u64, u64)>>,
+    /// Every product read takes this long (a loaded database).
+    product_delay_ms: AtomicU64,
 }
 
 impl Fake {
@@ -195,6 +197,10 @@ async fn product(State(f): St, h: HeaderMap, Path(id): Path<u64>) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
+    let delay = f.product_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let source = if id <= 20 { Source::Cache } else { Source::Db };
     let body = Product {
         id: id as i64,
@@ -715,6 +721,44 @@ async fn open_model_counts_a_stall_from_the_scheduled_time() {
     assert!(r.latency_ms.max >= 900.0, "{:?}", r.latency_ms);
     assert!(r.latency_ms.p99 >= 800.0, "{:?}", r.latency_ms);
     assert!(r.latency_ms.p90 >= 300.0, "{:?}", r.latency_ms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_model_keeps_the_mix_when_one_part_is_slow() {
+    // Product pages take 300 ms, everything else a moment: users of the
+    // quick parts come back first, but a third of the requests must still
+    // be product pages, or a capacity measured under load would be the
+    // capacity of an easier mix.
+    let (fake, url) = start_fake().await;
+    fake.product_delay_ms.store(300, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("h.jsonl");
+    let mut a = args(Scenario::Mixed, 3.0);
+    a.rate = Some(200.0);
+    a.history = Some(history.clone());
+    let r = drive(&fake, &url, &a).await;
+    assert_consistent(&r);
+    let lines = history_lines(&history);
+    let of = |kinds: &[&str]| {
+        lines
+            .iter()
+            .filter(|l| kinds.contains(&l["kind"].as_str().unwrap_or_default()))
+            .count() as f64
+            / lines.len() as f64
+    };
+    let pages = of(&["product"]);
+    let sessions = of(&["login", "me", "cart_add"]);
+    let bank = of(&["deposit", "balance"]);
+    assert!(lines.len() >= 580, "{} requests", lines.len());
+    // Each request draws its part: a third each, within 2.5 standard
+    // deviations of 600 draws.
+    for (part, share) in [("pages", pages), ("sessions", sessions), ("bank", bank)] {
+        assert!(
+            (0.28..=0.39).contains(&share),
+            "{part}: {share:.3} of {} requests",
+            lines.len()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -632,12 +632,32 @@ async fn open(
     let window = stop_at.saturating_duration_since(start).as_secs_f64();
     let due_in_window = (window * rate).ceil() as u64;
     let planned = due_in_window.min(shared.budget);
-    // Free users wait here between requests; a busy user is in a task.
-    let (free_tx, mut free_rx) = mpsc::unbounded_channel::<User>();
+    // Free users wait here between requests, one queue per lane; a busy
+    // user is in a task. With `mixed`, each request draws its lane (pages,
+    // sessions, bank) at random, a third each, so the mix holds however
+    // slow one part gets: taking whichever user came back first would
+    // favour the quick parts exactly when the site is loaded, and flatter
+    // its capacity. At random, not in turn: a fixed cycle of three would
+    // fall into step with a round-robin balancer over three servers and
+    // send every page to the same one.
+    // Fewer connections allowed than lanes: one lane, or a lane would
+    // never get a user.
+    let lanes = lanes(ctx.scenario).min(max_in_flight.max(1));
+    let (free_tx, mut free_rx): (Vec<_>, Vec<_>) = (0..lanes)
+        .map(|_| mpsc::unbounded_channel::<User>())
+        .unzip();
     let mut created: u32 = 0;
+    let mut per_lane = vec![0u32; lanes as usize];
+    let mut new_user = |lane: usize, created: &mut u32| {
+        let id = user_id(lane, per_lane[lane], lanes);
+        per_lane[lane] += 1;
+        *created += 1;
+        User::new(id, ctx)
+    };
     while created < OPEN_INITIAL_USERS.min(max_in_flight) {
-        let _ = free_tx.send(User::new(created, ctx));
-        created += 1;
+        let lane = created as usize % lanes as usize;
+        let u = new_user(lane, &mut created);
+        let _ = free_tx[lane].send(u);
     }
     let mut set = JoinSet::new();
     let mut started: u64 = 0;
@@ -653,14 +673,12 @@ async fn open(
                 _ = stop.cancelled() => break,
             }
         }
-        let user = match free_rx.try_recv() {
+        let lane = rand::random_range(0..lanes) as usize;
+        let user = match free_rx[lane].try_recv() {
             Ok(u) => Some(u),
-            Err(_) if created < max_in_flight => {
-                created += 1;
-                Some(User::new(created - 1, ctx))
-            }
+            Err(_) if created < max_in_flight => Some(new_user(lane, &mut created)),
             Err(_) => tokio::select! {
-                u = free_rx.recv() => u,
+                u = free_rx[lane].recv() => u,
                 _ = stop.cancelled() => None,
             },
         };
@@ -680,7 +698,7 @@ async fn open(
         started += 1;
         shared.started.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::clone(shared);
-        let free_tx = free_tx.clone();
+        let free_tx = free_tx[lane].clone();
         set.spawn(async move {
             let r = user.step(due).await;
             shared.record(&user, &r);
@@ -693,6 +711,43 @@ async fn open(
         scheduled: planned,
         started,
         not_started,
+    }
+}
+
+/// Open model: how many lanes of users a scenario has (see [`open`]).
+fn lanes(scenario: Scenario) -> u32 {
+    match scenario {
+        Scenario::Mixed => scenario::MIXED_PARTS,
+        _ => 1,
+    }
+}
+
+/// The id of a lane's k-th user: users of lane l have ids l, l + lanes,
+/// l + 2 lanes... so that `mixed` gives each the part of its lane.
+fn user_id(lane: usize, k: u32, lanes: u32) -> u32 {
+    k * lanes + lane as u32
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::*;
+
+    #[test]
+    fn each_lane_has_the_users_of_its_part() {
+        let lanes = lanes(Scenario::Mixed);
+        assert_eq!(lanes, 3);
+        for lane in 0..3 {
+            for k in 0..5 {
+                assert_eq!(user_id(lane, k, lanes) % 3, lane as u32);
+            }
+        }
+        // Ids never collide across lanes.
+        let mut ids: Vec<u32> = (0..3)
+            .flat_map(|l| (0..4).map(move |k| user_id(l, k, 3)))
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (0..12).collect::<Vec<_>>());
+        assert_eq!(super::lanes(Scenario::Browse), 1);
     }
 }
 

@@ -198,6 +198,11 @@ pub struct BankEntry {
     pub ledger: Arc<Mutex<Ledger>>,
 }
 
+/// `mixed`: the parts users share out, user id modulo their number.
+const MIXED: [Scenario; 3] = [Scenario::Browse, Scenario::Sessions, Scenario::Bank];
+/// How many parts `mixed` has.
+pub const MIXED_PARTS: u32 = MIXED.len() as u32;
+
 /// `pages`: the Zipf exponent. Above 1 the head of the catalogue takes
 /// most reads, as measured for web pages and shop items (often 1 to 1.5).
 pub const PAGES_ZIPF_EXPONENT: f64 = 1.2;
@@ -268,9 +273,7 @@ fn failure_class(f: Failure) -> Class {
 impl User {
     pub fn new(id: u32, ctx: &RunCtx) -> Self {
         let part = match ctx.scenario {
-            Scenario::Mixed => {
-                [Scenario::Browse, Scenario::Sessions, Scenario::Bank][id as usize % 3]
-            }
+            Scenario::Mixed => MIXED[id as usize % MIXED.len()],
             s => s,
         };
         let role = match part {

@@ -20,6 +20,10 @@ use crate::topology::{HealthChecks, Replication};
 
 /// PostgreSQL's port on the lab network (its fault proxy listens there).
 pub const PORT: u16 = 5432;
+/// How long a new database node may fail its health check before Docker
+/// counts the failures: a replica's first copy of the primary takes longer
+/// than the check's three tries.
+const START_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
 /// Where PostgreSQL itself listens, behind the proxy (`PGPORT` inside the
 /// container, so local `psql` finds it).
 pub const INTERNAL_PORT: u16 = 15432;
@@ -90,6 +94,8 @@ fn node(ctx: &Ctx<'_>, name: &str, role: &str, extra: &[(&str, String, String)])
             naming::volume(ctx.lab, name),
             "/var/lib/postgresql/data".to_string(),
         )],
+        // A new node spends its first seconds in initdb or copying the
+        // primary: Docker calls it "starting" meanwhile, not "unhealthy".
         healthcheck: docker_health(&[
             "CMD",
             "/usr/lib/postgresql/15/bin/pg_isready",
@@ -100,7 +106,11 @@ fn node(ctx: &Ctx<'_>, name: &str, role: &str, extra: &[(&str, String, String)])
             "5432",
             "-U",
             "postgres",
-        ]),
+        ])
+        .map(|h| crate::runtime::Healthcheck {
+            start_period: START_PERIOD,
+            ..h
+        }),
         resources: ctx.topology.resources.db.clone(),
         ..Parts::default()
     };

@@ -15,8 +15,10 @@
 //! a logged-in user cannot be recognised: a 503. The cache only holds copies
 //! of what the database has, so without it a product read goes to the
 //! database, slower but right: losing a cache must not take the site down
-//! with it. While the client knows it is disconnected the cache is skipped
-//! at once, so a dead Redis does not add its command timeout to every read.
+//! with it. A cache command waits at most [`CACHE_TIMEOUT`], and after one
+//! fails the cache is skipped for [`CACHE_PAUSE`] (a small circuit breaker),
+//! so a dead Redis costs one read in a while half a second, not every read
+//! the command timeout.
 
 use std::time::Duration;
 
@@ -31,6 +33,12 @@ use crate::{db::Product, error::AppError};
 /// How long one Redis command may take, queueing during a reconnect included.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a cache command may take before the read goes to the database.
+pub const CACHE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long the cache is left alone after a command failed.
+pub const CACHE_PAUSE: Duration = Duration::from_secs(1);
+
 /// The dependency name used in errors and in `/readyz`.
 pub const NAME: &str = "redis";
 
@@ -38,6 +46,8 @@ pub const NAME: &str = "redis";
 #[derive(Clone)]
 pub struct Redis {
     client: fred::clients::Client,
+    /// Until when the cache is skipped, after a failed command.
+    cache_paused_until: std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -71,7 +81,10 @@ impl Redis {
         // The handle resolves only when the client shuts down; the
         // reconnect loop runs inside it.
         let _connection_task = client.connect();
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            cache_paused_until: Default::default(),
+        })
     }
 
     /// The underlying client, shared with the session store.
@@ -93,18 +106,36 @@ impl Redis {
         }
     }
 
-    /// Whether the client holds a live connection now: a cache read is worth
-    /// trying only then.
-    pub fn is_connected(&self) -> bool {
-        self.client.is_connected()
+    /// Runs one cache command within [`CACHE_TIMEOUT`], unless the cache is
+    /// paused after a recent failure; a failure pauses it.
+    async fn cache_command<T>(
+        &self,
+        command: impl std::future::Future<Output = Result<T, fred::error::Error>>,
+    ) -> Result<T, AppError> {
+        let paused = self
+            .pause_lock()
+            .is_some_and(|until| tokio::time::Instant::now() < until);
+        if paused {
+            return Err(unavailable("skipped after a recent failure"));
+        }
+        let outcome = match tokio::time::timeout(CACHE_TIMEOUT, command).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(err)) => unavailable(err),
+            Err(_) => unavailable("no answer in time"),
+        };
+        *self.pause_lock() = Some(tokio::time::Instant::now() + CACHE_PAUSE);
+        Err(outcome)
+    }
+
+    fn pause_lock(&self) -> std::sync::MutexGuard<'_, Option<tokio::time::Instant>> {
+        self.cache_paused_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A cached product, if any.
     pub async fn cached_product(&self, id: i64) -> Result<Option<Product>, AppError> {
-        if !self.is_connected() {
-            return Err(unavailable("not connected"));
-        }
-        let raw: Option<String> = self.client.get(key(id)).await.map_err(unavailable)?;
+        let raw: Option<String> = self.cache_command(self.client.get(key(id))).await?;
         // An entry we cannot decode (written by another version, say) is a
         // miss, not an error: the database has the truth.
         Ok(raw.and_then(|s| serde_json::from_str(&s).ok()))
@@ -112,22 +143,17 @@ impl Redis {
 
     /// Stores a product for `ttl`.
     pub async fn cache_product(&self, product: &Product, ttl: Duration) -> Result<(), AppError> {
-        if !self.is_connected() {
-            return Err(unavailable("not connected"));
-        }
         let value =
             serde_json::to_string(product).map_err(|e| AppError::Internal(e.to_string()))?;
         let ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1);
-        self.client
-            .set::<(), _, _>(
-                key(product.id),
-                value,
-                Some(Expiration::PX(ms)),
-                None,
-                false,
-            )
-            .await
-            .map_err(unavailable)
+        self.cache_command(self.client.set::<(), _, _>(
+            key(product.id),
+            value,
+            Some(Expiration::PX(ms)),
+            None,
+            false,
+        ))
+        .await
     }
 }
 
