@@ -73,7 +73,7 @@ impl Verb {
 pub enum ApiError {
     #[error(transparent)]
     Lab(#[from] LabError),
-    #[error("no action {0:?}: use crash, stop, start, restart, pause, resume, partition or heal")]
+    #[error("no action {0:?}: use crash, stop, start, restart, pause, resume, partition or heal (slow and lag take a JSON body)")]
     UnknownVerb(String),
     #[error("the request's body is not what this action takes: {0}")]
     Body(String),
@@ -163,10 +163,80 @@ pub async fn service(
             return Ok(heal_answer(healed?));
         }
     };
+    fault_answer(&s, outcome)
+}
+
+/// Shows the lab's change at once, and answers as `lab VERB` prints.
+fn fault_answer(
+    s: &AppState,
+    outcome: crate::error::Result<Outcome>,
+) -> Result<Response, ApiError> {
     s.feed.refresh();
     let outcome = outcome?;
     let text = Report::Fault(outcome.clone()).render();
     Ok(Json(FaultAnswer { outcome, text }).into_response())
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[derive(Deserialize, Debug)]
+pub struct SlowBody {
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub jitter_ms: Option<u64>,
+}
+
+/// `POST /api/services/{name}/slow` `{"latency_ms": 200}`:
+/// `lab slow NAME --latency 200ms`, through the service's fault proxy.
+pub async fn slow(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<SlowBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    let spec = crate::faults::Slow {
+        latency: ms(b.latency_ms),
+        jitter: b.jitter_ms.map(ms),
+        ..Default::default()
+    };
+    let outcome = faults(&s).slow(&name, &spec).await;
+    fault_answer(&s, outcome)
+}
+
+#[derive(Deserialize, Debug)]
+pub struct LagBody {
+    /// How late the replica applies each change; 0 ends the lag.
+    pub delay_ms: u64,
+}
+
+/// `POST /api/services/{name}/lag` `{"delay_ms": 3000}`: `lab lag NAME 3s`
+/// (`{"delay_ms": 0}`: `lab lag NAME --off`).
+pub async fn lag(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<LagBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    let delay = (b.delay_ms > 0).then(|| ms(b.delay_ms));
+    let outcome = faults(&s).lag(&name, delay).await;
+    fault_answer(&s, outcome)
+}
+
+#[derive(Deserialize, Debug)]
+pub struct ReplicationBody {
+    pub mode: crate::topology::Replication,
+}
+
+/// `POST /api/replication` `{"mode": "sync"}`: `lab replication sync`.
+pub async fn replication(
+    State(s): State<AppState>,
+    body: Result<Json<ReplicationBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    let outcome = faults(&s).replication(b.mode).await;
+    fault_answer(&s, outcome)
 }
 
 fn heal_answer(healed: Vec<Healed>) -> Response {

@@ -22,6 +22,9 @@
 //! | `GET /events` | a snapshot per second, as server-sent events |
 //! | `GET /api/snapshot` | one snapshot, as JSON |
 //! | `POST /api/services/{name}/{verb}` | `lab VERB NAME`: crash, stop, start, restart, pause, resume, partition, heal |
+//! | `POST /api/services/{name}/slow` | `lab slow NAME --latency D`, body `{"latency_ms": 200}` |
+//! | `POST /api/services/{name}/lag` | `lab lag NAME D`, body `{"delay_ms": 3000}` (0: `--off`) |
+//! | `POST /api/replication` | `lab replication MODE`, body `{"mode": "sync"}` |
 //! | `POST /api/heal-all` | `lab heal --all` |
 //! | `POST /api/scale` | `lab scale servers N`, body `{"servers": N}` |
 //! | `POST /api/set` | `lab set K=V...`, body `{"pairs": ["K=V"]}` |
@@ -103,6 +106,9 @@ pub fn app(state: AppState) -> Router {
         .route("/events", get(snapshot::events))
         .route("/api/snapshot", get(snapshot::once))
         .route("/api/services/{name}/{verb}", post(actions::service))
+        .route("/api/services/{name}/slow", post(actions::slow))
+        .route("/api/services/{name}/lag", post(actions::lag))
+        .route("/api/replication", post(actions::replication))
         .route("/api/heal-all", post(actions::heal_all))
         .route("/api/scale", post(actions::scale))
         .route("/api/set", post(actions::set))

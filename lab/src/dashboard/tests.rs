@@ -251,6 +251,50 @@ async fn errors_are_one_json_line_with_a_fitting_status() {
     assert!(f.kills().is_empty());
 }
 
+/// A POST with a JSON body, as the page sends it.
+fn with_body(uri: &str, body: &str) -> Request<Body> {
+    from_page("POST", uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn slow_lag_and_replication_reach_the_library_with_their_bodies() {
+    let f = fixture();
+    f.up().await;
+    // Each answer is the library's own refusal, so the route and the body
+    // reached it: the balancer has no proxy to slow, a server has no WAL.
+    let r = f
+        .send(with_body(
+            "/api/services/lb-1/slow",
+            r#"{"latency_ms": 200}"#,
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let err = json(r).await["error"].as_str().unwrap().to_string();
+    assert!(err.contains("lb-1 has no fault proxy"), "{err}");
+    let r = f
+        .send(with_body(
+            "/api/services/server-1/lag",
+            r#"{"delay_ms": 3000}"#,
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let err = json(r).await["error"].as_str().unwrap().to_string();
+    assert!(err.contains("database nodes"), "{err}");
+    for (uri, body) in [
+        ("/api/services/server-1/slow", r#"{"jitter_ms": 5}"#),
+        ("/api/services/db-2/lag", r#"{"delay_ms": -1}"#),
+        ("/api/replication", r#"{"mode": "sideways"}"#),
+    ] {
+        let r = f.send(with_body(uri, body)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{uri} {body}");
+        let err = json(r).await["error"].as_str().unwrap().to_string();
+        assert!(err.contains("not what this action takes"), "{err}");
+    }
+}
+
 #[tokio::test]
 async fn heal_starts_what_crash_stopped() {
     let f = fixture();

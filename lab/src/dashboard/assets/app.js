@@ -201,7 +201,7 @@ function drawTopology(snap, rates) {
 
 function drawNode(svg, s, p, rates, total) {
   const cond = condition(s);
-  const g = el('g', { class: `node ${cond} ${s.name === selected ? 'selected' : ''}`, transform: `translate(${p.x},${p.y})`, tabindex: '0' }, svg);
+  const g = el('g', { class: `node ${cond} ${s.name === selected ? 'selected' : ''}`, transform: `translate(${p.x},${p.y})`, tabindex: '0', 'data-service': s.name }, svg);
   el('title', {}, g).textContent = `${s.name}: ${cond}; click for its buttons`;
   el('rect', { width: BOX_W, height: BOX_H, rx: 6 }, g);
   el('rect', { class: 'band', width: BOX_W, height: 20, rx: 6 }, g);
@@ -287,18 +287,34 @@ function drawChart() {
 
 const VERBS = ['crash', 'stop', 'start', 'restart', 'pause', 'resume', 'partition', 'heal'];
 
+function button(parent, label, verb, onClick) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = label;
+  b.dataset.verb = verb;
+  b.disabled = !token;
+  b.addEventListener('click', onClick);
+  parent.appendChild(b);
+}
+
+// The buttons of one service: the CLI's verbs, and those that take a
+// value with a value a lesson would pick (slow for anything behind a fault
+// proxy, lag for a replica).
 function select(name) {
   selected = name;
   $('selected').textContent = `${name}:`;
   const box = $('service-buttons');
   box.replaceChildren();
-  for (const verb of VERBS) {
-    const b = document.createElement('button');
-    b.type = 'button';
-    b.textContent = verb;
-    b.disabled = !token;
-    b.addEventListener('click', () => act(`/api/services/${encodeURIComponent(name)}/${verb}`));
-    box.appendChild(b);
+  const at = `/api/services/${encodeURIComponent(name)}`;
+  for (const verb of VERBS) button(box, verb, verb, () => act(`${at}/${verb}`));
+  const services = lastSnapshot && lastSnapshot.state === 'running' ? lastSnapshot.status.services : [];
+  const s = services.find((x) => x.name === name);
+  if (s && s.role !== 'lb' && s.role !== 'edge') {
+    button(box, 'slow +200 ms', 'slow', () => act(`${at}/slow`, { latency_ms: 200 }));
+  }
+  if (s && s.db_role === 'replica') {
+    button(box, 'lag 3 s', 'lag', () => act(`${at}/lag`, { delay_ms: 3000 }));
+    button(box, 'end lag', 'lag-off', () => act(`${at}/lag`, { delay_ms: 0 }));
   }
   if (lastSnapshot) draw(lastSnapshot, lastRates);
 }
@@ -327,6 +343,8 @@ async function act(path, body) {
 }
 
 $('heal-all').addEventListener('click', () => act('/api/heal-all'));
+$('sync').addEventListener('click', () => act('/api/replication', { mode: 'sync' }));
+$('async').addEventListener('click', () => act('/api/replication', { mode: 'async' }));
 $('scale-form').addEventListener('submit', (e) => {
   e.preventDefault();
   act('/api/scale', { servers: Number($('servers').value) });
