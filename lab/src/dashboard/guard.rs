@@ -18,7 +18,11 @@
 //!   custom header also makes a cross-site `fetch` ask permission first (a
 //!   CORS preflight), which the dashboard never grants.
 //! - **Origin.** When a browser says which page a request comes from, it
-//!   must be the dashboard's own origin.
+//!   must be the dashboard's own origin. Browsers also say, in
+//!   `Sec-Fetch-Site`, whether a request was made by another site even
+//!   where they send no `Origin` (an `<img>` or `<script>` pointing here):
+//!   only `same-origin` and `none` (the student typed or pasted the URL)
+//!   pass, so no other page can make the dashboard read the lab for it.
 //!
 //! A change without `Origin` is accepted when its token is right: browsers
 //! send `Origin` on every POST, same-origin ones included, so a request
@@ -141,6 +145,14 @@ impl Guard {
                 });
             }
         }
+        if let Some(site) = headers.get("sec-fetch-site") {
+            let site = site.to_str().unwrap_or("(not text)");
+            if site != "same-origin" && site != "none" {
+                return Err(Refusal::ForeignOrigin {
+                    origin: format!("another site (Sec-Fetch-Site: {site})"),
+                });
+            }
+        }
         if method == Method::GET || method == Method::HEAD {
             return Ok(());
         }
@@ -222,6 +234,25 @@ mod tests {
             g.check(&Method::POST, &headers(&[host, (TOKEN_HEADER, "secret")])),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_request_another_site_made_is_refused_even_without_origin() {
+        let g = Guard::with_token(8099, "secret");
+        let host = ("host", "127.0.0.1:8099");
+        // An <img src="http://127.0.0.1:8099/events"> on another site.
+        let img = headers(&[host, ("sec-fetch-site", "cross-site")]);
+        assert!(matches!(
+            g.check(&Method::GET, &img),
+            Err(Refusal::ForeignOrigin { .. })
+        ));
+        // A page on localhost:3000 is the same site, not the same origin.
+        let near = headers(&[host, ("sec-fetch-site", "same-site")]);
+        assert!(g.check(&Method::GET, &near).is_err());
+        for ours in ["same-origin", "none"] {
+            let h = headers(&[host, ("sec-fetch-site", ours)]);
+            assert_eq!(g.check(&Method::GET, &h), Ok(()), "{ours}");
+        }
     }
 
     #[test]
