@@ -136,9 +136,9 @@ function el(name, attrs, parent) {
 }
 
 const BOX_W = 170;
-const BOX_H = 86;
+const BOX_H = 94;
 const GAP = 22;
-const ROW_H = 130;
+const ROW_H = 136;
 
 function drawTopology(snap, rates) {
   const svg = $('topology');
