@@ -91,7 +91,17 @@ impl Feed {
         };
         let (tx, wake) = (feed.tx.clone(), feed.wake.clone());
         tokio::spawn(async move {
+            // Ticks every `every` from the start of each read, not after it:
+            // reading a lab takes a good part of a second (a `docker exec`
+            // per service), and the page's time axis counts seconds. A read
+            // longer than `every` delays the next tick rather than bunching.
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = wake.notified() => {}
+                }
                 if tx.receiver_count() > 0 {
                     let json = match serde_json::to_string(&read(&lab).await) {
                         Ok(j) => j,
@@ -100,10 +110,6 @@ impl Feed {
                         ),
                     };
                     tx.send_replace(Some(json.into()));
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = wake.notified() => {}
                 }
             }
         });
