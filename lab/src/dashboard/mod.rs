@@ -161,6 +161,11 @@ impl Dashboard {
         Ok(Dashboard { listener, state })
     }
 
+    /// Where it listens: 127.0.0.1 and the port given, or the one picked.
+    pub fn local_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.state.guard.port()))
+    }
+
     pub fn url(&self) -> String {
         url(self.state.guard.port(), self.state.guard.token())
     }

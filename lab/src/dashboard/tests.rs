@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tower::ServiceExt;
 
 use super::*;
+use crate::error::LabError;
 use crate::images::{Image, VERSION};
 use crate::lb_admin::FakeLb;
 use crate::runtime::fake::FakeRuntime;
@@ -488,4 +489,74 @@ async fn the_page_is_ours_and_fetches_nothing_from_elsewhere() {
         }
         assert!(!text.is_empty(), "{file} is empty");
     }
+}
+
+#[tokio::test]
+async fn set_names_a_wrong_key_before_docker_is_asked() {
+    let f = fixture();
+    f.up().await;
+    let r = f
+        .send(with_body("/api/set", r#"{"pairs": ["sesions=redis"]}"#))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let err = json(r).await["error"].as_str().unwrap().to_string();
+    assert!(err.contains("did you mean sessions"), "{err}");
+    let r = f.send(with_body("/api/set", r#"{"pairs": []}"#)).await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(f.rt.calls().iter().all(|c| !c.starts_with("create")));
+}
+
+fn fake_lab() -> Lab {
+    Lab {
+        rt: Arc::new(FakeRuntime::new()),
+        name: LAB.into(),
+        lb: FakeLb::default().connector(),
+    }
+}
+
+#[tokio::test]
+async fn it_listens_on_loopback_only_and_names_a_taken_port() {
+    let d = Dashboard::bind(fake_lab(), 0).await.unwrap();
+    let addr = d.local_addr();
+    assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
+    let url = d.url();
+    let prefix = format!("http://127.0.0.1:{}/#token=", addr.port());
+    assert!(url.starts_with(&prefix), "{url}");
+    match Dashboard::bind(fake_lab(), addr.port()).await {
+        Err(LabError::PortInUse { port }) => assert_eq!(port, addr.port()),
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("bound a port already taken"),
+    }
+}
+
+#[tokio::test]
+async fn a_real_socket_serves_reads_and_guards_changes() {
+    let d = Dashboard::bind(fake_lab(), 0).await.unwrap();
+    let addr = d.local_addr();
+    let token = d.url().split("#token=").nth(1).unwrap().to_string();
+    tokio::spawn(d.serve(std::future::pending()));
+    // No proxy: a CI machine's HTTP_PROXY must not carry loopback requests.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    // The client names the host it was given: both loopback names pass.
+    for host in ["127.0.0.1", "localhost"] {
+        let r = http
+            .get(format!("http://{host}:{}/api/snapshot", addr.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let snap: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(snap["state"], "no-lab", "{snap}");
+    }
+    let heal = format!("http://127.0.0.1:{}/api/heal-all", addr.port());
+    let r = http.post(&heal).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(&heal)
+        .header(guard::TOKEN_HEADER, &token)
+        .send()
+        .await
+        .unwrap();
+    // Past the guard, the library says there is no lab to heal.
+    assert_eq!(r.status(), 409);
 }
