@@ -40,7 +40,9 @@ function condition(s) {
   const cut = (s.faults || []).some((f) => f.kind === 'link' && (f.blackhole || f.reset));
   if (kinds.includes('partition') || cut) return 'partitioned';
   if (kinds.includes('slow') || kinds.includes('link')) return 'slow';
-  if (kinds.includes('lag')) return 'lagging';
+  // A replica more than a second behind lags, whatever made it late.
+  const late = s.replication && s.replication.replay_lag_ms > 1000;
+  if (kinds.includes('lag') || late) return 'lagging';
   if (s.health === 'unhealthy') return 'unhealthy';
   if (s.health === 'starting' || s.state === 'restarting') return 'starting';
   return 'ok';
@@ -216,8 +218,11 @@ function drawNode(svg, s, p, rates, total) {
   if (s.lb) {
     const rate = rates.servers[s.name];
     const share = total > 0 && rate !== undefined ? ` · ${Math.round((100 * rate) / total)}%` : '';
-    line(69, `balancer: ${s.lb.state}${share}`);
-    if (rate !== undefined) line(83, `${rate.toFixed(0)} req/s`, 'faint');
+    const perSecond = rate !== undefined ? ` · ${rate.toFixed(0)}/s` : '';
+    line(69, `balancer: ${s.lb.state}${share}${perSecond}`);
+    // With two balancers, each has its own view: they can disagree.
+    const views = Object.entries(s.lb_views || {});
+    if (views.length) line(86, views.map(([lb, v]) => `${lb} ${v.state}`).join(' · '), 'faint');
   } else if (s.replication) {
     const r = s.replication;
     line(69, `${r.mode}, ${r.replay_lag_ms === null ? 'not connected' : `${r.replay_lag_ms} ms behind`}`);
