@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use common::{docker_ready, eventually, TestLab};
 use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 
 /// A child process killed when the test ends, pass or fail.
 struct Killed(Child);
@@ -33,8 +35,10 @@ fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
-/// Debian's chromedriver (package chromium-driver), on a free port.
-fn chromedriver() -> (Killed, u16) {
+/// Debian's chromedriver (package chromium-driver), on a free port. It and
+/// its Chromium keep their temporary files in `scratch`, which the test
+/// removes: a killed browser leaves its own behind.
+fn chromedriver(scratch: &std::path::Path) -> (Killed, u16) {
     let path = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -46,6 +50,7 @@ fn chromedriver() -> (Killed, u16) {
     let port = free_port();
     let child = Command::new(path)
         .arg(format!("--port={port}"))
+        .env("TMPDIR", scratch)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -62,10 +67,12 @@ fn dashboard(lab: &TestLab) -> (Killed, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("lab dashboard starts");
+    let mut out = BufReader::new(child.stdout.take().expect("its stdout"));
     let mut first = String::new();
-    BufReader::new(child.stdout.take().expect("its stdout"))
-        .read_line(&mut first)
+    out.read_line(&mut first)
         .expect("lab dashboard prints a line");
+    // Keep reading what it prints, so it never writes to a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let url = first
         .split_whitespace()
         .find(|w| w.starts_with("http://127.0.0.1:"))
@@ -75,13 +82,16 @@ fn dashboard(lab: &TestLab) -> (Killed, String) {
     (Killed(child), url)
 }
 
-/// A headless Chromium, once its driver answers.
-async fn browser(driver_port: u16) -> Client {
+/// A headless Chromium, once its driver answers, with its profile in
+/// `scratch` (chromedriver's own would stay in /tmp).
+async fn browser(driver_port: u16, scratch: &std::path::Path) -> Client {
+    let profile = scratch.join("profile");
     let caps = serde_json::json!({
         "goog:chromeOptions": {
             // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1400,1000"]
+                     "--disable-dev-shm-usage", "--window-size=1400,1000",
+                     format!("--user-data-dir={}", profile.display())]
         }
     });
     let caps = caps.as_object().cloned().unwrap_or_default();
@@ -143,15 +153,28 @@ async fn the_page_shows_the_lab_breaks_it_and_lives_through_down_and_up() {
     let up = ["up", "--servers", "1", "--replicas", "0", "--port", "0"];
     lab.ok(&up);
     let (_dashboard, url) = dashboard(&lab);
-    let (_driver, driver_port) = chromedriver();
-    let c = browser(driver_port).await;
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let (_driver, driver_port) = chromedriver(scratch.path());
+    let c = browser(driver_port, scratch.path()).await;
+    // Killing chromedriver would leave its Chromium running: the session is
+    // closed whatever happens, then a failure is passed on.
+    let outcome = AssertUnwindSafe(walk_through(&lab, &c, &url, &up))
+        .catch_unwind()
+        .await;
+    let _ = c.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
 
-    c.goto(&url).await.expect("the page loads");
+/// What a student does with the page, checked step by step.
+async fn walk_through(lab: &TestLab, c: &Client, url: &str, up: &[&str]) {
+    c.goto(url).await.expect("the page loads");
     // The page keeps the token for itself and takes it out of the address bar.
     let shown = c.current_url().await.expect("a URL");
     assert!(!shown.as_str().contains("token"), "{shown}");
     for service in ["lb-1", "server-1", "redis", "db-1"] {
-        wait_drawn(&c, service, "ok").await;
+        wait_drawn(c, service, "ok").await;
     }
 
     // Break server-1 from the page: the button reaches the lab, and the next
@@ -164,18 +187,18 @@ async fn the_page_shows_the_lab_breaks_it_and_lives_through_down_and_up() {
         || async {
             let css = "#topology g.node[data-service=\"server-1\"]";
             c.find(Locator::Css(css)).await.ok()?.click().await.ok()?;
-            let selected = text_of(&c, "selected").await;
+            let selected = text_of(c, "selected").await;
             (selected == "server-1:").then_some(())
         },
     )
     .await;
-    click_button(&c, "#service-buttons button[data-verb=\"crash\"]").await;
+    click_button(c, "#service-buttons button[data-verb=\"crash\"]").await;
     eventually(Duration::from_secs(30), "the crash's answer", || async {
-        let answer = text_of(&c, "answer").await;
+        let answer = text_of(c, "answer").await;
         answer.contains("crashed").then_some(answer)
     })
     .await;
-    wait_drawn(&c, "server-1", "down").await;
+    wait_drawn(c, "server-1", "down").await;
     let status = lab.status();
     let server1 = status["services"]
         .as_array()
@@ -184,7 +207,7 @@ async fn the_page_shows_the_lab_breaks_it_and_lives_through_down_and_up() {
         .clone();
     assert_eq!(server1["state"], "exited", "{server1}");
     // The change is marked under the chart.
-    let marks = text_of(&c, "marks").await;
+    let marks = text_of(c, "marks").await;
     assert!(marks.contains("server-1: ok → down"), "{marks}");
 
     // A page opened without the token shows the lab but cannot act.
@@ -195,7 +218,7 @@ async fn the_page_shows_the_lab_breaks_it_and_lives_through_down_and_up() {
         .await
         .expect("the new tab");
     c.goto(&plain).await.expect("the page loads without token");
-    wait_drawn(&c, "server-1", "down").await;
+    wait_drawn(c, "server-1", "down").await;
     let notice = c.find(Locator::Id("readonly")).await.expect("the notice");
     assert!(notice.is_displayed().await.unwrap_or(false));
     let heal = c.find(Locator::Id("heal-all")).await.expect("heal all");
@@ -205,8 +228,8 @@ async fn the_page_shows_the_lab_breaks_it_and_lives_through_down_and_up() {
         .await
         .expect("back to the first tab");
 
-    click_button(&c, "#heal-all").await;
-    wait_drawn(&c, "server-1", "ok").await;
+    click_button(c, "#heal-all").await;
+    wait_drawn(c, "server-1", "ok").await;
 
     // The page outlives the lab, then shows the new one.
     lab.ok(&["down"]);
@@ -214,15 +237,13 @@ async fn the_page_shows_the_lab_breaks_it_and_lives_through_down_and_up() {
         Duration::from_secs(30),
         "the page to say no lab",
         || async {
-            let message = text_of(&c, "message").await;
+            let message = text_of(c, "message").await;
             message.contains("not running").then_some(message)
         },
     )
     .await;
-    assert!(drawn(&c, "server-1").await.is_none());
-    lab.ok(&up);
-    wait_drawn(&c, "server-1", "ok").await;
-    assert_eq!(text_of(&c, "conn").await, "running");
-
-    c.close().await.expect("the browser closes");
+    assert!(drawn(c, "server-1").await.is_none());
+    lab.ok(up);
+    wait_drawn(c, "server-1", "ok").await;
+    assert_eq!(text_of(c, "conn").await, "running");
 }

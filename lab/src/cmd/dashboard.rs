@@ -21,8 +21,9 @@ pub async fn run(lab: &str, a: DashboardArgs) -> Result<Report> {
     };
     let d = Dashboard::bind(lab_ref, a.port).await?;
     let url = d.url();
-    println!("lab {lab:?}: dashboard on {url}");
-    println!("(the #token part lets the page act on the lab; Ctrl-C to stop)");
+    say(&format!(
+        "lab {lab:?}: dashboard on {url}\n(the #token part lets the page act on the lab; Ctrl-C to stop)"
+    ));
     if a.open {
         open_browser(&url).await;
     }
@@ -31,6 +32,16 @@ pub async fn run(lab: &str, a: DashboardArgs) -> Result<Report> {
     })
     .await?;
     Ok(Report::None)
+}
+
+/// A line for the student. The dashboard goes on serving when nobody reads
+/// its output any more (a closed pipe, a terminal gone), where `println!`
+/// would end the process.
+fn say(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
 }
 
 /// Asks the desktop to open `url`; without one (a server, a container),
@@ -54,6 +65,8 @@ async fn open_browser(url: &str) {
                 let _ = child.wait().await;
             });
         }
-        Err(e) => println!("(could not start {opener}: {e}; open the URL above yourself)"),
+        Err(e) => say(&format!(
+            "(could not start {opener}: {e}; open the URL above yourself)"
+        )),
     }
 }
