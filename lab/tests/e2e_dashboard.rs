@@ -247,3 +247,34 @@ async fn walk_through(lab: &TestLab, c: &Client, url: &str, up: &[&str]) {
     wait_drawn(c, "server-1", "ok").await;
     assert_eq!(text_of(c, "conn").await, "running");
 }
+
+/// One `error: ...` line on stderr that mentions every `needle`, exit 1.
+fn one_line_error(out: &std::process::Output, needles: &[&str]) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} missing from: {stderr}");
+    }
+}
+
+#[test]
+fn a_taken_port_or_no_docker_is_one_line_that_names_the_fix() {
+    // Without a daemon: what to start, before any port is taken.
+    let out = Command::new(env!("CARGO_BIN_EXE_lab"))
+        .args(["dashboard", "--port", "0"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the lab binary runs");
+    one_line_error(&out, &["cannot reach the Docker daemon", "start Docker"]);
+    if !docker_ready() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().expect("its address").port().to_string();
+    let out = common::lab(&["--lab", "dash-port", "dashboard", "--port", &port]);
+    one_line_error(&out, &[&format!("port {port}"), "--port"]);
+}
