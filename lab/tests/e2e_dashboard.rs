@@ -176,6 +176,10 @@ async fn walk_through(lab: &TestLab, c: &Client, url: &str, up: &[&str]) {
     for service in ["lb-1", "server-1", "redis", "db-1"] {
         wait_drawn(c, service, "ok").await;
     }
+    // The scale box starts at the lab's count of servers.
+    let servers = c.find(Locator::Id("servers")).await.expect("the scale box");
+    let count = servers.prop("value").await.expect("its value");
+    assert_eq!(count.as_deref(), Some("1"));
 
     // Break server-1 from the page: the button reaches the lab, and the next
     // snapshot, read back from Docker, draws it down.

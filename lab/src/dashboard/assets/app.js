@@ -350,6 +350,7 @@ async function act(path, body) {
 $('heal-all').addEventListener('click', () => act('/api/heal-all'));
 $('sync').addEventListener('click', () => act('/api/replication', { mode: 'sync' }));
 $('async').addEventListener('click', () => act('/api/replication', { mode: 'async' }));
+$('servers').addEventListener('input', () => { $('servers').dataset.edited = 'yes'; });
 $('scale-form').addEventListener('submit', (e) => {
   e.preventDefault();
   act('/api/scale', { servers: Number($('servers').value) });
@@ -380,6 +381,11 @@ function draw(snap, rates) {
   $('entry').textContent = running && snap.status.entrypoint ? `entry point ${snap.status.entrypoint}` : '';
   const b = running && snap.status.balancer;
   $('settings').textContent = b ? `strategy ${b.strategy}, retries ${b.retries ? 'on' : 'off'}` : '';
+  // The scale box starts at the lab's count, until the student edits it.
+  const input = $('servers');
+  if (running && !input.dataset.edited) {
+    input.value = snap.status.services.filter((s) => s.role === 'server').length;
+  }
   drawTopology(snap, rates);
   drawChart();
 }
