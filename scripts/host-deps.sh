@@ -4,7 +4,8 @@
 # than after minutes of compiling.
 #
 #   scripts/host-deps.sh up      what `make up` / `make images` needs
-#   scripts/host-deps.sh test    what `make test` needs (real Redis, PostgreSQL)
+#   scripts/host-deps.sh test    what `make test` needs (real Redis, PostgreSQL,
+#                                headless Chromium and its WebDriver for the dashboard)
 #   scripts/host-deps.sh bench   what `make bench` needs (nginx, wrk, compose)
 #
 # Installs what is missing when it can (running as root, or sudo without a
@@ -21,7 +22,9 @@ case "${1:-up}" in
   up)    want mmdebstrap mmdebstrap ;;
   test)  want mmdebstrap mmdebstrap
          want redis-server redis-server
-         want /usr/lib/postgresql/15/bin/postgres postgresql-15 ;;
+         want /usr/lib/postgresql/15/bin/postgres postgresql-15
+         want chromium chromium
+         want chromedriver chromium-driver ;;
   bench) want mmdebstrap mmdebstrap
          want nginx nginx-light
          want wrk wrk

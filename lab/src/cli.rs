@@ -16,6 +16,7 @@ Examples:
   lab status                       what runs, its health and ports
   lab load --scenario sessions     drive users through the balancer and watch them suffer
   lab crash server-1               break something; lab heal --all mends it
+  lab dashboard --open             the lab in your browser, live, with its buttons
   lab logs server-1 --follow
   lab down                         remove everything the lab created";
 
@@ -76,6 +77,17 @@ pub enum Command {
         after_help = "Examples:\n  lab watch                 # keep it open while you break things elsewhere\n  lab watch --every 500ms"
     )]
     Watch(WatchArgs),
+
+    /// The lab in a web browser: its services, live, with buttons to break and mend them.
+    ///
+    /// Serves one page on 127.0.0.1 only and prints its URL, with a token
+    /// that the page's buttons need: only someone who can read this
+    /// terminal can act on the lab. Runs until Ctrl-C; survives `lab down`
+    /// and `lab up`.
+    #[command(
+        after_help = "Examples:\n  lab dashboard                 # prints http://127.0.0.1:8099/#token=...\n  lab dashboard --port 0 --open # any free port, in your browser\n  lab --lab class-2 dashboard --port 8100"
+    )]
+    Dashboard(DashboardArgs),
 
     /// Remove every container, network and volume of the lab.
     #[command(after_help = "Example:\n  lab down\n  lab --lab class-2 down")]
@@ -394,6 +406,16 @@ pub struct WatchArgs {
     /// Stop after N refreshes (default: until Ctrl-C).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DashboardArgs {
+    /// The port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, value_name = "P", default_value_t = crate::dashboard::DEFAULT_PORT)]
+    pub port: u16,
+    /// Open the page in the default browser (xdg-open) as well.
+    #[arg(long)]
+    pub open: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -5,6 +5,7 @@
 use thiserror::Error;
 
 use crate::bundle::BundleError;
+use crate::dashboard::DashboardError;
 use crate::faults::FaultError;
 use crate::ha::HaError;
 use crate::images::ImageError;
@@ -44,6 +45,8 @@ pub enum LabError {
     Load(#[from] LoadError),
     #[error(transparent)]
     Ha(#[from] HaError),
+    #[error(transparent)]
+    Dashboard(#[from] DashboardError),
     #[error("port {port} on 127.0.0.1 is already in use: stop what uses it, or pick another with --port (0 picks a free one)")]
     PortInUse { port: u16 },
     #[error(

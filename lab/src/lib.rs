@@ -12,6 +12,7 @@ pub mod chaos;
 pub mod cli;
 pub mod cmd;
 pub mod current;
+pub mod dashboard;
 pub mod doctor;
 pub mod down;
 pub mod error;

@@ -12,6 +12,7 @@ use crate::cli::{Cli, Command};
 use crate::error::Result;
 
 pub mod chaos;
+pub mod dashboard;
 pub mod down;
 pub mod fault;
 pub mod images;
@@ -146,6 +147,7 @@ pub async fn execute(cli: Cli) -> Result<Report> {
         Command::Up(a) => up::run(lab, a).await,
         Command::Status(a) => status::run(lab, a.json).await,
         Command::Watch(a) => watch::run(lab, a).await,
+        Command::Dashboard(a) => dashboard::run(lab, a).await,
         Command::Down => down::run(lab).await,
         Command::Logs(a) => logs::run(lab, a).await,
         Command::Scale(c) => scale::run(lab, c).await,
