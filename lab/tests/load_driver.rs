@@ -43,6 +43,8 @@ struct Fake {
     fail_window: Mutex<Option<(u64, u64)>>,
     /// Hold every request arriving between these offsets until the end.
     stall_window: Mutex<Option<(u64, u64)>>,
+    /// Lines in every cart the fake answers with (1 when 0).
+    cart_lines: AtomicU64,
     /// Every product read takes this long (a loaded database).
     product_delay_ms: AtomicU64,
 }
@@ -183,7 +185,13 @@ async fn cart(State(f): St, h: HeaderMap, Json(_): Json<Value>) -> Response {
         Err(r) => return r,
     };
     match session_user(&f, &h, s) {
-        Some(user) => answer(s, StatusCode::OK, json!({"user": user, "cart": [1]})),
+        Some(_) => {
+            let n = f.cart_lines.load(Ordering::SeqCst).max(1);
+            let cart: Vec<Value> = (1..=n)
+                .map(|id| json!({"product_id": id, "quantity": 1}))
+                .collect();
+            answer(s, StatusCode::OK, json!({ "cart": cart }))
+        }
         None => answer(
             s,
             StatusCode::UNAUTHORIZED,
@@ -574,6 +582,29 @@ async fn wiped_sessions_are_counted_once_per_user_and_users_recover() {
         vec![2],
         "the losses happen in the second of the wipe"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_ends_before_the_cart_is_full() {
+    // A cart near the app's limit ends the visit: the user logs in afresh
+    // (an empty cart) instead of adding until the app answers 409.
+    for (lines, logins) in [(1, 1), (lab_contract::app::MAX_CART_LINES as u64, 6)] {
+        let (fake, url) = start_fake().await;
+        fake.cart_lines.store(lines, Ordering::SeqCst);
+        let mut a = args(Scenario::Sessions, 30.0);
+        a.users = Some(1);
+        // A login, then every fifth request adds to the cart: 5 visits of
+        // a login and 5 requests, and a last login.
+        a.requests = Some(31);
+        let r = drive(&fake, &url, &a).await;
+        assert_eq!((r.requests, r.ok), (31, 31));
+        assert_eq!(
+            fake.logins.load(Ordering::SeqCst),
+            logins,
+            "a cart of {lines} lines"
+        );
+        assert_eq!(r.session_losses, 0);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

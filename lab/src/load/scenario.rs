@@ -198,6 +198,11 @@ pub struct BankEntry {
     pub ledger: Arc<Mutex<Ledger>>,
 }
 
+/// `sessions`: a visit ends (the user logs in afresh, with an empty cart)
+/// once the cart holds this many lines: a user who stayed forever would
+/// fill it to the app's limit and earn 409s the site is right to give.
+const FULL_ENOUGH: usize = app::MAX_CART_LINES - 5;
+
 /// `mixed`: the parts users share out, user id modulo their number.
 const MIXED: [Scenario; 3] = [Scenario::Browse, Scenario::Sessions, Scenario::Bank];
 /// How many parts `mixed` has.
@@ -422,12 +427,18 @@ impl User {
                     } else {
                         None
                     };
-                    let verdict =
-                        if kind == OpKind::AddToCart && (200..300).contains(&answer.status) {
-                            SessionVerdict::Known
-                        } else {
-                            checkers::judge_session(answer.status, &self.name, answered.as_deref())
-                        };
+                    let added = kind == OpKind::AddToCart && (200..300).contains(&answer.status);
+                    if added
+                        && serde_json::from_slice::<app::Cart>(&answer.body)
+                            .is_ok_and(|c| c.cart.len() >= FULL_ENOUGH)
+                    {
+                        *logged_in = false;
+                    }
+                    let verdict = if added {
+                        SessionVerdict::Known
+                    } else {
+                        checkers::judge_session(answer.status, &self.name, answered.as_deref())
+                    };
                     if verdict == SessionVerdict::Lost {
                         res.session_loss = true;
                         res.outcome = Outcome::Fail;

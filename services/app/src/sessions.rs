@@ -47,9 +47,7 @@ pub const COOKIE_NAME: &str = "lab_session";
 /// How long a session lives: since the last change for `memory` and
 /// `redis`, since login (or the last cart change) for `jwt`.
 pub const SESSION_LIFETIME_SECS: i64 = 24 * 3600;
-/// At most this many different products in a cart: a JWT cookie must stay
-/// well under the browsers' 4 KB cookie limit.
-pub const MAX_CART_LINES: usize = 50;
+pub use lab_contract::app::MAX_CART_LINES;
 /// At most this many units of one product in a cart.
 pub const MAX_LINE_QUANTITY: i64 = 1_000;
 

@@ -210,6 +210,11 @@ pub struct AddItem {
     pub quantity: i64,
 }
 
+/// At most this many different products in a cart: a JWT cookie must stay
+/// well under the browsers' 4 KB cookie limit. Past it, `POST /cart/items`
+/// answers 409.
+pub const MAX_CART_LINES: usize = 50;
+
 /// The answer of `POST /cart/items`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cart {
