@@ -27,7 +27,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::sizing::{start_box, BOX};
-use super::{step, Ctx, Lesson, Table};
+use super::{Ctx, Lesson, Table};
 use crate::error::Result;
 use crate::load::{LoadPlan, Scenario};
 use crate::spof::{self, Duty, Entry, Part, PartResult, ProbeSettings};
@@ -576,11 +576,11 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     for s in ["db-1", "server-1"] {
         f.start(s).await?;
     }
-    wait_ready(c, "server-1").await?;
     let url = format!(
         "http://{}",
         c.address("server-1", crate::roles::server::PORT).await?
     );
+    super::wait_ready(&url, "server-1").await?;
     let parts = site_parts(c).await?;
     let row = measure(c, Layout::Separated, Entry::Url(url), parts, rows.last()).await?;
     rows.push(row);
@@ -598,27 +598,6 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
 
     report(c, &rows);
     Ok(())
-}
-
-/// Waits for a server's `/readyz` (its database reachable, the schema in).
-async fn wait_ready(c: &Ctx<'_>, server: &str) -> Result<()> {
-    let addr = c.address(server, crate::roles::server::PORT).await?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| step("make an HTTP client")(&e))?;
-    for _ in 0..120 {
-        let ready = http
-            .get(format!("http://{addr}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(step("wait for server-1")(&"it was not ready within 60 s"))
 }
 
 /// The table beside the course's, then the verdicts.

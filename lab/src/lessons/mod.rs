@@ -543,6 +543,31 @@ fn busy_warning(load: f64, cores: usize) -> Option<String> {
     })
 }
 
+/// Waits up to 60 s for an app's `/readyz` at `base` (its database
+/// reachable, the schema in); `what` names it in the error.
+pub(crate) async fn wait_ready(base: &str, what: &str) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| step("make an HTTP client")(&e))?;
+    for _ in 0..120 {
+        let ready = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ready {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(LessonError::Step {
+        step: format!("wait for {what}"),
+        reason: "it was not ready within 60 s".into(),
+    }
+    .into())
+}
+
 /// A percentage with one decimal.
 pub fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)

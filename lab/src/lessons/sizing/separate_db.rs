@@ -342,26 +342,8 @@ pub(crate) async fn start_box(c: &Ctx<'_>, cpus: f64, product_query_ms: u32) -> 
         })?;
     let base = format!("http://{addr}");
     // Ready once its own database answers and the schema is in.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| step("make an HTTP client")(&e))?;
-    for _ in 0..120 {
-        let ready = http
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return Ok(base);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(LessonError::Step {
-        step: "start the one-machine container".into(),
-        reason: "its app and database were not ready within 60 s".into(),
-    }
-    .into())
+    crate::lessons::wait_ready(&base, "the one-machine container").await?;
+    Ok(base)
 }
 
 async fn body(c: &mut Ctx<'_>) -> Result<()> {
