@@ -7,14 +7,24 @@
 #
 # The same lab-app process serves both; two balancers with the same settings
 # differ only in the upstream address. Rounds alternate between the two, so
-# a machine that gets busier part-way hurts both alike. The request is
-# `GET /`, the app's cheapest answer (no database, no Redis): the path where
-# the proxy's share of the work is largest, so the ratio printed is the worst
-# a lab request sees. Everything listens on 127.0.0.1; every run is bounded.
+# a machine that gets busier part-way hurts both alike. Two requests, each
+# measured in its own rounds:
 #
-#   bench/faultproxy/app-path.sh                  # 10 rounds x 3 s per target (~1.5 min)
+#   GET /            the app's cheapest answer (no database, no Redis): the
+#                    path where the proxy's share of the work is largest, so
+#                    its ratio is the worst a lab request sees;
+#   GET /work?ms=1   one millisecond of the app's CPU and no database: a
+#                    stand-in for a request that does real work (a product
+#                    read in the lab costs the app more than that).
+#
+# Everything listens on 127.0.0.1; every run is bounded.
+#
+#   bench/faultproxy/app-path.sh                  # 10 rounds x 3 s per target and request (~2.5 min)
 #   ROUNDS=5 DURATION=5s bench/faultproxy/app-path.sh
+#   REQUESTS=/ bench/faultproxy/app-path.sh       # only GET /
 #   SAVE=0 bench/faultproxy/app-path.sh           # do not write results/
+#   PROXY_BIN=/tmp/lab-faultproxy-old bench/faultproxy/app-path.sh
+#                                                 # another proxy build (a before/after)
 #
 # Needs: cargo, wrk (apt-get install wrk).
 set -euo pipefail
@@ -25,6 +35,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 WORKERS=${WORKERS:-1}
 PROXY_WORKERS=${PROXY_WORKERS:-1}
+REQUESTS=${REQUESTS:-/ /work?ms=1}
 SAVE=${SAVE:-1}
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,6 +53,7 @@ echo "== building (release, as make does: the binaries the images carry)"
 (cd "$ROOT" && cargo build --release -q --workspace --bins)
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BIN="$TARGET_DIR/release"
+PROXY_BIN=${PROXY_BIN:-$BIN/lab-faultproxy}
 
 TMP=$(mktemp -d -t lab-bench-app-XXXXXX)
 PIDS=()
@@ -75,7 +87,7 @@ SERVER_NAME=server-1 BIND=127.0.0.1 PORT=$APP_PORT SESSION_STORE=memory \
 PIDS+=($!)
 APP_PID=$!
 
-RUST_LOG=warn "$BIN/lab-faultproxy" --link "service=127.0.0.1:$PROXY_PORT->127.0.0.1:$APP_PORT" \
+RUST_LOG=warn "$PROXY_BIN" --link "service=127.0.0.1:$PROXY_PORT->127.0.0.1:$APP_PORT" \
     --admin "127.0.0.1:$PROXY_ADMIN" --workers "$PROXY_WORKERS" &
 PIDS+=($!)
 PROXY_PID=$!
@@ -121,7 +133,7 @@ HZ=$(getconf CLK_TCK)
 
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
-run() { # target url
+run() { # target url request
     local out a0 a1 p0 p1 rps n p50 p99 errs app_cpu proxy_cpu
     a0=$(cpu_ticks "$APP_PID"); p0=$(cpu_ticks "$PROXY_PID")
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
@@ -134,30 +146,37 @@ run() { # target url
     app_cpu=$(awk -v t=$((a1 - a0)) -v n="$n" -v hz="$HZ" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
     proxy_cpu=$(awk -v t=$((p1 - p0)) -v n="$n" -v hz="$HZ" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')
     printf "%-7s rps=%9s p50=%8sus p99=%8sus cpu/req: app=%5sus proxy=%5sus %s\n" "$1" "$rps" "$p50" "$p99" "$app_cpu" "$proxy_cpu" "${errs:+errors: $errs}"
-    printf "%s\t%s\t%s\t%s\n" "$1" "$rps" "$p50" "$p99" >>"$RESULTS"
+    printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n" "$1" "$rps" "$p50" "$p99" "$app_cpu" "$proxy_cpu" "$3" >>"$RESULTS"
 }
 
 echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- services || echo '+changes')"
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "== wrk -t$THREADS -c$CONNECTIONS -d$DURATION GET /; lab-balancer workers=$WORKERS; lab-faultproxy --workers $PROXY_WORKERS; $ROUNDS rounds"
-for r in $(seq 1 "$ROUNDS"); do
-    echo "-- round $r"
-    if [ $((r % 2)) = 1 ]; then
-        run direct "http://127.0.0.1:$LB_DIRECT/"; run proxy "http://127.0.0.1:$LB_PROXY/"
-    else
-        run proxy "http://127.0.0.1:$LB_PROXY/"; run direct "http://127.0.0.1:$LB_DIRECT/"
-    fi
+echo "== wrk -t$THREADS -c$CONNECTIONS -d$DURATION; lab-balancer workers=$WORKERS; lab-faultproxy --workers $PROXY_WORKERS; $ROUNDS rounds per request"
+echo "== proxy binary: $PROXY_BIN (sha256 $(sha256sum "$PROXY_BIN" | cut -c1-12))"
+median() { sort -n | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+col() { awk -v t="$1" -v c="$2" -v q="$3" -F'\t' '$1 == t && $7 == q {print $c}' "$RESULTS" | median; }
+for req in $REQUESTS; do
+    echo "== GET $req"
+    for r in $(seq 1 "$ROUNDS"); do
+        echo "-- round $r"
+        if [ $((r % 2)) = 1 ]; then
+            run direct "http://127.0.0.1:$LB_DIRECT$req" "$req"; run proxy "http://127.0.0.1:$LB_PROXY$req" "$req"
+        else
+            run proxy "http://127.0.0.1:$LB_PROXY$req" "$req"; run direct "http://127.0.0.1:$LB_DIRECT$req" "$req"
+        fi
+    done
 done
 echo "== load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-median() { sort -n | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else printf "%.1f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
-col() { awk -v t="$1" -v c="$2" -F'\t' '$1 == t {print $c}' "$RESULTS" | median; }
-d_rps=$(col direct 2); p_rps=$(col proxy 2)
-d_p50=$(col direct 3); p_p50=$(col proxy 3)
-d_p99=$(col direct 4); p_p99=$(col proxy 4)
-echo "== medians over $ROUNDS rounds"
-echo "direct: rps=$d_rps p50=${d_p50}us p99=${d_p99}us"
-echo "proxy:  rps=$p_rps p50=${p_p50}us p99=${p_p99}us"
-awk -v d="$d_rps" -v p="$p_rps" -v d50="$d_p50" -v p50="$p_p50" 'BEGIN {
-    printf "throughput with the proxy: x%.3f of direct (target >= x0.9)\n", p / d
-    printf "p50 under this load: %+.1f us with the proxy (the one-connection figure is run.sh'"'"'s)\n", p50 - d50 }'
+for req in $REQUESTS; do
+    d_rps=$(col direct 2 "$req"); p_rps=$(col proxy 2 "$req")
+    d_p50=$(col direct 3 "$req"); p_p50=$(col proxy 3 "$req")
+    d_p99=$(col direct 4 "$req"); p_p99=$(col proxy 4 "$req")
+    d_app=$(col direct 5 "$req"); p_app=$(col proxy 5 "$req"); p_cpu=$(col proxy 6 "$req")
+    echo "== GET $req: medians over $ROUNDS rounds"
+    echo "direct: rps=$d_rps p50=${d_p50}us p99=${d_p99}us cpu/req: app=${d_app}us"
+    echo "proxy:  rps=$p_rps p50=${p_p50}us p99=${p_p99}us cpu/req: app=${p_app}us proxy=${p_cpu}us"
+    awk -v d="$d_rps" -v p="$p_rps" -v d50="$d_p50" -v p50="$p_p50" 'BEGIN {
+        printf "throughput with the proxy: x%.3f of direct (target >= x0.9)\n", p / d
+        printf "p50 under this load: %+.1f us with the proxy (the one-connection figure is run.sh'"'"'s)\n", p50 - d50 }'
+done

@@ -82,10 +82,13 @@ pub enum Command {
     ///
     /// Serves one page on 127.0.0.1 only and prints its URL, with a token
     /// that the page's buttons need: only someone who can read this
-    /// terminal can act on the lab. Runs until Ctrl-C; survives `lab down`
-    /// and `lab up`.
+    /// terminal can act on the lab. The page charts each second (requests
+    /// by kind, p50/p99, session losses, stale reads, share per server)
+    /// with every fault marked, starts a bounded load (at most 10 min) or
+    /// a lesson, and exports the last one as a self-contained HTML report.
+    /// Runs until Ctrl-C; survives `lab down` and `lab up`.
     #[command(
-        after_help = "Examples:\n  lab dashboard                 # prints http://127.0.0.1:8099/#token=...\n  lab dashboard --port 0 --open # any free port, in your browser\n  lab --lab class-2 dashboard --port 8100"
+        after_help = "Examples:\n  lab dashboard                 # prints http://127.0.0.1:8099/#token=...\n  lab dashboard --port 0 --open # any free port, in your browser\n  lab --lab class-2 dashboard --port 8100\n\nOn the page: \"start load\" (scenario, requests/s or users, seconds), then crash a\nserver and watch the charts; \"run lesson\"; \"export the report\" saves the last\nrun as one HTML file (GET /report). See docs/dashboard.md."
     )]
     Dashboard(DashboardArgs),
 
@@ -445,8 +448,8 @@ pub enum LessonCommand {
         #[arg(long)]
         json: bool,
         /// The shorter method, where a lesson has one (architecture: one
-        /// part of each kind crashed instead of every part, a coarser
-        /// capacity ramp); the verdicts are the same. The tests use it.
+        /// part of each kind crashed instead of every part, ramp steps of
+        /// 3 s instead of 5); the verdicts are the same. The tests use it.
         #[arg(long)]
         quick: bool,
     },

@@ -241,7 +241,34 @@ async fn replication_rows(rt: &dyn Runtime, primary: &str) -> BTreeMap<String, (
     rows
 }
 
+/// How far a status read looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Depth {
+    /// Everything `lab status` shows, including what only a command run
+    /// inside a container can tell (`docker exec`: each database node's
+    /// part and lag, replication, netem, the floating address). Each such
+    /// command costs Docker a process, tens of milliseconds of CPU.
+    Full,
+    /// Docker's own view, the balancers and the fault proxies (HTTP on
+    /// loopback, cheap); what needs `docker exec` is left out: no
+    /// `db_role`, `replication`, `vip`, nor netem and lag faults. For a
+    /// caller that reads every second and asks the rest less often (the
+    /// dashboard).
+    Outside,
+}
+
 pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<StatusReport> {
+    status_to(rt, lab, lb, Depth::Full).await
+}
+
+/// [`status`], looking only as far as `depth`.
+pub async fn status_to(
+    rt: &dyn Runtime,
+    lab: &str,
+    lb: &LbConnector,
+    depth: Depth,
+) -> Result<StatusReport> {
+    let full = depth == Depth::Full;
     rt.ping().await?;
     let mut all = containers(rt, lab).await?;
     if all.is_empty() {
@@ -281,10 +308,12 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
             let name = c.label(labels::SERVICE).unwrap_or(&c.name).to_string();
             // `docker exec` refuses a paused container: unknown, then.
             let st = match c.state {
-                State::Running => crate::ha::vip_state(rt, &c.name).await,
+                State::Running if full => crate::ha::vip_state(rt, &c.name).await,
                 _ => None,
             };
-            vips.insert(name, st);
+            if full {
+                vips.insert(name, st);
+            }
         }
     }
     // The site as users see it: through the master's view when one is known.
@@ -298,7 +327,11 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
         .or_else(|| views.first())
         .map(|(_, v)| v.clone());
     let per_lb: Vec<(String, BalancerView)> = if pair { views } else { Vec::new() };
-    let db = crate::primary::views(rt, &all).await;
+    let db = if full {
+        crate::primary::views(rt, &all).await
+    } else {
+        BTreeMap::new()
+    };
     let primary_svc = crate::primary::choose(lab, &db).ok();
     let running_primary = primary_svc
         .as_ref()
@@ -310,7 +343,7 @@ pub async fn status(rt: &dyn Runtime, lab: &str, lb: &LbConnector) -> Result<Sta
     let network = naming::network(lab);
     let mut services = futures::future::join_all(all.iter().map(|c| {
         service_status(
-            rt,
+            full.then_some(rt),
             c,
             &network,
             view.as_ref(),
@@ -353,8 +386,10 @@ fn settings_of(c: &ContainerInfo) -> Option<crate::topology::Topology> {
     serde_json::from_str(c.label(labels::SETTINGS)?).ok()
 }
 
+/// `inside`: the runtime to ask inside the container (`docker exec`), or
+/// None for a read from outside ([`Depth::Outside`]).
 async fn service_status(
-    rt: &dyn Runtime,
+    inside: Option<&dyn Runtime>,
     c: &ContainerInfo,
     network: &str,
     view: Option<&BalancerView>,
@@ -378,6 +413,8 @@ async fn service_status(
     }
     if c.state == State::Running {
         faults.extend(proxy_faults(c, &name).await);
+    }
+    if let (State::Running, Some(rt)) = (c.state, inside) {
         if let Some(n) = crate::faults::netem_of(rt, &c.name).await {
             faults.push(Fault::Slow {
                 latency_ms: n.latency_ms,
@@ -390,7 +427,7 @@ async fn service_status(
     let node = db.get(&name);
     // Every database node but the primary is (or will be again) a replica.
     if node.is_some() && primary != Some(name.as_str()) {
-        if c.state == State::Running {
+        if let (State::Running, Some(rt)) = (c.state, inside) {
             if let Some(d) = psql(rt, &c.name, "SHOW recovery_min_apply_delay")
                 .await
                 .and_then(|s| pg_duration_ms(&s))

@@ -168,7 +168,10 @@ pub enum Preset {
     Stateless,
     /// Stateless plus a cache in front of the database.
     Cached,
-    /// Everything: Redis sessions, cache, retries, a synchronous replica.
+    /// Everything the course adds: Redis sessions, cache, retries, a pair
+    /// of balancers, and 3 database nodes (synchronous replication) that
+    /// fail over by themselves: no single machine's loss stops the site's
+    /// database.
     Full,
 }
 
@@ -197,6 +200,7 @@ impl Preset {
                 f.cache = Some(Toggle::On);
                 f.replication = Some(Replication::Sync);
                 f.balancers = Some(2);
+                f.replicas = Some(u32::from(MIN_REPLICAS_FOR_FAILOVER));
             }
         }
         f
@@ -659,6 +663,8 @@ mod tests {
         assert_eq!(t.replication, Replication::Sync);
         assert_eq!(t.cache, Toggle::Off);
         assert_eq!(t.servers, 2);
+        // The full preset is the course's last row: 3 nodes, so failover.
+        assert_eq!((t.replicas, t.failover), (2, Toggle::On));
         let single = resolve_with(Some(&Preset::Single.file()), &UpArgs::default()).unwrap();
         assert_eq!(
             (single.servers, single.replicas, single.reads),

@@ -4,8 +4,14 @@
 //!
 //! What the router tests cannot show is proved here: the page's script
 //! draws the lab from the event stream, its buttons reach the lab with the
-//! token they took from the URL, a page without the token is read-only, and
-//! the page lives through `lab down` and `lab up`.
+//! token they took from the URL, a load started from the page is charted
+//! second by second, a crash shows as a server down and failed requests on
+//! the chart and a start as its recovery, the run exports as a report, a
+//! page without the token is read-only, and the page lives through
+//! `lab down` and `lab up`.
+//!
+//! With `LAB_SCREENSHOTS=DIR` the test saves the page at its main steps
+//! as `DIR/dashboard-*.png` (docs/images/ holds the ones the docs show).
 
 mod common;
 
@@ -150,7 +156,7 @@ async fn the_page_shows_the_lab_breaks_it_and_lives_through_down_and_up() {
         return;
     }
     let lab = TestLab::new("dash");
-    let up = ["up", "--servers", "1", "--replicas", "0", "--port", "0"];
+    let up = ["up", "--servers", "2", "--replicas", "0", "--port", "0"];
     lab.ok(&up);
     let (_dashboard, url) = dashboard(&lab);
     let scratch = tempfile::tempdir().expect("a scratch directory");
@@ -158,17 +164,168 @@ async fn the_page_shows_the_lab_breaks_it_and_lives_through_down_and_up() {
     let c = browser(driver_port, scratch.path()).await;
     // Killing chromedriver would leave its Chromium running: the session is
     // closed whatever happens, then a failure is passed on.
-    let outcome = AssertUnwindSafe(walk_through(&lab, &c, &url, &up))
-        .catch_unwind()
-        .await;
+    let outcome = AssertUnwindSafe(async {
+        load_crash_recover(&c, &url).await;
+        walk_through(&lab, &c, &url, &up).await;
+    })
+    .catch_unwind()
+    .await;
     let _ = c.close().await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
     }
 }
 
+/// Saves the page as `$LAB_SCREENSHOTS/dashboard-NAME.png`, when asked.
+async fn screenshot(c: &Client, name: &str) {
+    let Some(dir) = std::env::var_os("LAB_SCREENSHOTS") else {
+        return;
+    };
+    let png = c.screenshot().await.expect("a screenshot");
+    let path = std::path::Path::new(&dir).join(format!("dashboard-{name}.png"));
+    std::fs::write(&path, png).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// When screenshots are asked for, a few more seconds of load on the
+/// charts before each, so that they show what happened around it.
+async fn pause_for_screenshots() {
+    if std::env::var_os("LAB_SCREENSHOTS").is_some() {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+}
+
+/// A data attribute of an element, or None while it is not drawn.
+async fn data(c: &Client, css: &str, attr: &str) -> Option<String> {
+    let e = c.find(Locator::Css(css)).await.ok()?;
+    e.attr(attr).await.ok().flatten()
+}
+
+async fn number(c: &Client, css: &str, attr: &str) -> Option<u64> {
+    data(c, css, attr).await?.parse().ok()
+}
+
+/// Clicks a service's box until the page has selected it (the diagram is
+/// drawn anew with each snapshot: a box found just before a redraw is gone
+/// when clicked, so try again with the new one).
+async fn select(c: &Client, service: &str) {
+    let what = format!("a click on {service}'s box");
+    eventually(Duration::from_secs(10), &what, || async {
+        let css = format!("#topology g.node[data-service=\"{service}\"]");
+        c.find(Locator::Css(&css)).await.ok()?.click().await.ok()?;
+        let selected = text_of(c, "selected").await;
+        (selected == format!("{service}:")).then_some(())
+    })
+    .await;
+}
+
+/// Issue #18's point 7: a load started from the page, server-2 crashed
+/// from the page, its state down and failures on the chart, then started
+/// again and recovered; the run exported as a report.
+async fn load_crash_recover(c: &Client, url: &str) {
+    // Tall enough for the diagram and the charts in one screenshot.
+    c.set_window_size(1400, 2300).await.expect("a window size");
+    c.goto(url).await.expect("the page loads");
+    for service in ["lb-1", "server-1", "server-2"] {
+        wait_drawn(c, service, "ok").await;
+    }
+    // The page's own load: the ping scenario (no database), 40 requests/s,
+    // bounded to 120 s and stopped from the page before that.
+    let scenario = c.find(Locator::Id("scenario")).await.expect("scenario");
+    scenario.select_by_value("ping").await.expect("ping");
+    let amount = c.find(Locator::Id("amount")).await.expect("amount");
+    amount.clear().await.expect("cleared");
+    amount.send_keys("40").await.expect("typed");
+    let duration = c.find(Locator::Id("duration")).await.expect("duration");
+    duration.clear().await.expect("cleared");
+    duration.send_keys("120").await.expect("typed");
+    click_button(c, "#load-start").await;
+    eventually(Duration::from_secs(30), "the load to run", || async {
+        let state = data(c, "#job", "data-state").await?;
+        (state == "running").then_some(())
+    })
+    .await;
+    // Seconds of the load engine, with ok requests and no failure yet.
+    eventually(
+        Duration::from_secs(30),
+        "ok requests on the chart",
+        || async {
+            let source = data(c, "#charts", "data-source").await?;
+            let ok = number(c, "#chart-requests", "data-ok-total").await?;
+            (source == "load" && ok > 150).then_some(())
+        },
+    )
+    .await;
+    // A fresh lab may fail a first request or two: the crash must add more.
+    let before = number(c, "#chart-requests", "data-failed-total")
+        .await
+        .unwrap_or(0);
+
+    select(c, "server-2").await;
+    click_button(c, "#service-buttons button[data-verb=\"crash\"]").await;
+    wait_drawn(c, "server-2", "down").await;
+    let failed = eventually(Duration::from_secs(30), "failures on the chart", || async {
+        let n = number(c, "#chart-requests", "data-failed-total").await?;
+        (n > before).then_some(n)
+    })
+    .await;
+    eprintln!("{failed} failed requests charted, {before} before the crash");
+    let marks = text_of(c, "marks").await;
+    assert!(marks.contains("(page) crash server-2"), "{marks}");
+    assert!(marks.contains("server-2: ok → down"), "{marks}");
+    pause_for_screenshots().await;
+    screenshot(c, "crash").await;
+
+    select(c, "server-2").await;
+    click_button(c, "#service-buttons button[data-verb=\"start\"]").await;
+    wait_drawn(c, "server-2", "ok").await;
+    // Recovered: seconds without failures, and server-2 answering again.
+    eventually(
+        Duration::from_secs(60),
+        "server-2 back in the load",
+        || async {
+            let last_failed = number(c, "#chart-requests", "data-last-failed").await?;
+            let shares: serde_json::Value =
+                serde_json::from_str(&data(c, "#chart-share", "data-last-share").await?).ok()?;
+            let back = shares["server-2"].as_f64().unwrap_or(0.0) > 20.0;
+            (last_failed == 0 && back).then_some(())
+        },
+    )
+    .await;
+    pause_for_screenshots().await;
+    screenshot(c, "recovered").await;
+
+    click_button(c, "#job-stop").await;
+    eventually(Duration::from_secs(30), "the load to end", || async {
+        let state = data(c, "#job", "data-state").await?;
+        (state == "done").then_some(())
+    })
+    .await;
+    let summary = text_of(c, "job-steps").await;
+    assert!(summary.contains("requests"), "{summary}");
+    screenshot(c, "done").await;
+
+    // The report, as the page's link downloads it.
+    let base = url.split('#').next().unwrap_or_default();
+    let report = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a client")
+        .get(format!("{base}report"))
+        .send()
+        .await
+        .expect("the report")
+        .text()
+        .await
+        .expect("its text");
+    assert!(report.contains("crash server-2"), "{report}");
+    assert!(report.contains("Fault timeline") && report.contains("Totals"));
+    assert!(!report.contains("src=") && !report.contains("href="));
+}
+
 /// What a student does with the page, checked step by step.
 async fn walk_through(lab: &TestLab, c: &Client, url: &str, up: &[&str]) {
+    // A fresh load (the same URL again would only change the fragment).
+    c.goto("about:blank").await.expect("a blank page");
     c.goto(url).await.expect("the page loads");
     // The page keeps the token for itself and takes it out of the address bar.
     let shown = c.current_url().await.expect("a URL");
@@ -179,23 +336,11 @@ async fn walk_through(lab: &TestLab, c: &Client, url: &str, up: &[&str]) {
     // The scale box starts at the lab's count of servers.
     let servers = c.find(Locator::Id("servers")).await.expect("the scale box");
     let count = servers.prop("value").await.expect("its value");
-    assert_eq!(count.as_deref(), Some("1"));
+    assert_eq!(count.as_deref(), Some("2"));
 
     // Break server-1 from the page: the button reaches the lab, and the next
     // snapshot, read back from Docker, draws it down.
-    // The diagram is drawn anew with each snapshot: a box found just before
-    // a redraw is gone when clicked, so try again with the new one.
-    eventually(
-        Duration::from_secs(10),
-        "a click on server-1's box",
-        || async {
-            let css = "#topology g.node[data-service=\"server-1\"]";
-            c.find(Locator::Css(css)).await.ok()?.click().await.ok()?;
-            let selected = text_of(c, "selected").await;
-            (selected == "server-1:").then_some(())
-        },
-    )
-    .await;
+    select(c, "server-1").await;
     click_button(c, "#service-buttons button[data-verb=\"crash\"]").await;
     eventually(Duration::from_secs(30), "the crash's answer", || async {
         let answer = text_of(c, "answer").await;

@@ -182,7 +182,10 @@ async fn three_nodes_fail_over_and_the_old_primary_rejoins() {
 
     // Synchronous replication through Patroni, and back.
     lab.ok(&["replication", "sync"]);
-    eventually(Duration::from_secs(20), "a sync replica", || {
+    // Patroni names a synchronous standby on one of its loops, and the
+    // replica must then report in: seconds, but a 20 s wait ran out once
+    // with another end-to-end test beside this one.
+    eventually(Duration::from_secs(60), "a sync replica", || {
         let st = lab.status();
         async move {
             st["services"]

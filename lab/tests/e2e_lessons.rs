@@ -39,15 +39,6 @@ fn every_lesson_holds() {
         if only.as_ref().is_some_and(|o| !o.contains(name)) {
             continue;
         }
-        // Known not to hold yet (issue 17): three servers do not beat one,
-        // the database limits both at about 55 requests/s (raw runs in
-        // docs/labs/results/*architecture*). Run it with
-        // LAB_LESSONS=architecture; it is left out of the default run
-        // until the parts are sized so that the claim can be shown.
-        if name == "architecture" && only.is_none() {
-            eprintln!("lesson architecture: left out (known failing verdict, issue 17)");
-            continue;
-        }
         let started = Instant::now();
         // --quick: the architecture lesson crashes one part of each kind
         // and ramps more coarsely (its full run is in docs/labs); the other

@@ -916,3 +916,39 @@ async fn bad_arguments_and_targets_are_refused_before_any_load() {
     .unwrap_or_default();
     assert!(e.contains("only sends traffic to this machine"), "{e}");
 }
+
+/// `run_watched` hands a caller (the web dashboard) the very seconds the
+/// live view draws: one per second, in order, and they add up to the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_gets_each_second_the_live_view_gets() {
+    let (fake, url) = start_fake().await;
+    let mut a = args(Scenario::Browse, 3.0);
+    a.users = Some(4);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    fake.start_clock();
+    let r = load::run_watched(&a, &url, CancellationToken::new(), Some(tx))
+        .await
+        .expect("load run");
+    let mut seen = Vec::new();
+    while let Ok(s) = rx.try_recv() {
+        seen.push(s);
+    }
+    assert!(
+        (2..=3).contains(&seen.len()),
+        "{} seconds seen in a 3 s run",
+        seen.len()
+    );
+    for (i, s) in seen.iter().enumerate() {
+        let last = s.last.as_ref().expect("a second that ended");
+        assert_eq!(last.t, i as u64 + 1);
+        assert_eq!(s.elapsed, Duration::from_secs(i as u64 + 1));
+    }
+    let counted: u64 = seen
+        .iter()
+        .filter_map(|s| s.last.as_ref())
+        .map(|l| l.counts.requests)
+        .sum();
+    let timeline: u64 = r.timeline.iter().take(seen.len()).map(|s| s.requests).sum();
+    assert_eq!(counted, timeline);
+    assert!(counted > 0, "{r:#?}");
+}

@@ -2,8 +2,10 @@
 //! calls ([`crate::faults::Faults`], [`crate::live`]) and answers with the
 //! same typed result, as JSON, beside the text the command would print.
 //!
-//! Nothing is remembered here: a button changes Docker or a balancer, and
-//! the next snapshot reads the change back like `lab status` would. Every
+//! Nothing of the lab is remembered here: a button changes Docker or a
+//! balancer, and the next snapshot reads the change back like `lab status`
+//! would. What a button did is marked on the charts' time axis
+//! ([`job::Jobs::mark`]); a load or a lesson runs as the page's [`job`]. Every
 //! failure becomes one [`ApiError`], answered as `{"error": "..."}` with
 //! the one-line message the CLI prints and a status code that says whose
 //! fault it is.
@@ -19,6 +21,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::job::{self, JobError, Source};
 use super::AppState;
 use crate::cmd::Report;
 use crate::error::LabError;
@@ -77,6 +80,8 @@ pub enum ApiError {
     UnknownVerb(String),
     #[error("the request's body is not what this action takes: {0}")]
     Body(String),
+    #[error(transparent)]
+    Job(#[from] JobError),
 }
 
 impl ApiError {
@@ -84,6 +89,8 @@ impl ApiError {
         match self {
             ApiError::UnknownVerb(_) => StatusCode::NOT_FOUND,
             ApiError::Body(_) => StatusCode::BAD_REQUEST,
+            ApiError::Job(JobError::Busy(_) | JobError::Idle) => StatusCode::CONFLICT,
+            ApiError::Job(_) => StatusCode::BAD_REQUEST,
             ApiError::Lab(e) => match e {
                 LabError::Name(NameError::Unknown { .. }) => StatusCode::NOT_FOUND,
                 // Asked of a lab that is not there, or of a service in the
@@ -91,7 +98,12 @@ impl ApiError {
                 LabError::Name(NameError::NoLab(_)) => StatusCode::CONFLICT,
                 LabError::Fault(FaultError::Invalid { .. }) => StatusCode::BAD_REQUEST,
                 LabError::Fault(_) => StatusCode::CONFLICT,
-                LabError::Topology(_) | LabError::Set(_) => StatusCode::BAD_REQUEST,
+                LabError::Topology(_) | LabError::Set(_) | LabError::Load(_) => {
+                    StatusCode::BAD_REQUEST
+                }
+                LabError::Lesson(crate::lessons::LessonError::Unknown { .. }) => {
+                    StatusCode::NOT_FOUND
+                }
                 // Docker or a service did not do what it was asked.
                 LabError::Runtime(_) | LabError::Admin(_) | LabError::Proxy(_) => {
                     StatusCode::BAD_GATEWAY
@@ -160,19 +172,24 @@ pub async fn service(
         Verb::Heal => {
             let healed = f.heal(&name).await;
             s.feed.refresh();
-            return Ok(heal_answer(healed?));
+            let healed = healed?;
+            s.jobs.mark(Source::Page, format!("heal {name}"));
+            return Ok(heal_answer(healed));
         }
     };
-    fault_answer(&s, outcome)
+    fault_answer(&s, outcome, format!("{} {name}", verb.as_str()))
 }
 
-/// Shows the lab's change at once, and answers as `lab VERB` prints.
+/// Shows the lab's change at once, marks it on the time axis, and answers
+/// as `lab VERB` prints.
 fn fault_answer(
     s: &AppState,
     outcome: crate::error::Result<Outcome>,
+    what: String,
 ) -> Result<Response, ApiError> {
     s.feed.refresh();
     let outcome = outcome?;
+    s.jobs.mark(Source::Page, what);
     let text = Report::Fault(outcome.clone()).render();
     Ok(Json(FaultAnswer { outcome, text }).into_response())
 }
@@ -202,7 +219,7 @@ pub async fn slow(
         ..Default::default()
     };
     let outcome = faults(&s).slow(&name, &spec).await;
-    fault_answer(&s, outcome)
+    fault_answer(&s, outcome, format!("slow {name} +{} ms", b.latency_ms))
 }
 
 #[derive(Deserialize, Debug)]
@@ -221,7 +238,11 @@ pub async fn lag(
     let Json(b) = body?;
     let delay = (b.delay_ms > 0).then(|| ms(b.delay_ms));
     let outcome = faults(&s).lag(&name, delay).await;
-    fault_answer(&s, outcome)
+    let what = match b.delay_ms {
+        0 => format!("lag {name} off"),
+        d => format!("lag {name} {d} ms"),
+    };
+    fault_answer(&s, outcome, what)
 }
 
 #[derive(Deserialize, Debug)]
@@ -236,7 +257,14 @@ pub async fn replication(
 ) -> Result<Response, ApiError> {
     let Json(b) = body?;
     let outcome = faults(&s).replication(b.mode).await;
-    fault_answer(&s, outcome)
+    let what = format!(
+        "replication {}",
+        serde_json::to_value(b.mode)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    );
+    fault_answer(&s, outcome, what)
 }
 
 fn heal_answer(healed: Vec<Healed>) -> Response {
@@ -248,7 +276,9 @@ fn heal_answer(healed: Vec<Healed>) -> Response {
 pub async fn heal_all(State(s): State<AppState>) -> Result<Response, ApiError> {
     let healed = faults(&s).heal_all().await;
     s.feed.refresh();
-    Ok(heal_answer(healed?))
+    let healed = healed?;
+    s.jobs.mark(Source::Page, "heal all");
+    Ok(heal_answer(healed))
 }
 
 /// How long a live change may wait for replaced servers, as `lab set`'s
@@ -279,6 +309,8 @@ pub async fn scale(
     let r = crate::live::scale_servers(&*s.lab.rt, &s.lab.name, b.servers, &live_options(&s)).await;
     s.feed.refresh();
     let text = Report::Changed(r?).render();
+    s.jobs
+        .mark(Source::Page, format!("scale servers {}", b.servers));
     Ok(Json(ChangeAnswer { text }).into_response())
 }
 
@@ -300,7 +332,95 @@ pub async fn set(
     let r = crate::live::set(&*s.lab.rt, &s.lab.name, &b.pairs, &live_options(&s)).await;
     s.feed.refresh();
     let text = Report::Changed(r?).render();
+    s.jobs
+        .mark(Source::Page, format!("set {}", b.pairs.join(" ")));
     Ok(Json(ChangeAnswer { text }).into_response())
+}
+
+/// What starting or stopping a job did, in a line.
+#[derive(Serialize, Debug)]
+pub struct JobAnswer {
+    pub text: String,
+}
+
+fn started(s: &AppState, title: String) -> Response {
+    s.feed.refresh();
+    Json(JobAnswer {
+        text: format!("{title}: started; its figures follow on the charts"),
+    })
+    .into_response()
+}
+
+/// `POST /api/load` `{"scenario": "browse", "rate": 100, "duration_s": 60}`:
+/// `lab load --scenario browse --rate 100 --duration 60s`, in the
+/// dashboard's process, against the lab's entry point.
+pub async fn load(
+    State(s): State<AppState>,
+    body: Result<Json<job::LoadRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    let plan = b.plan()?;
+    plan.validate().map_err(LabError::from)?;
+    let all = crate::up::containers(&*s.lab.rt, &s.lab.name).await?;
+    let base = crate::up::entrypoint(&all)
+        .ok_or_else(|| LabError::from(NameError::NoLab(s.lab.name.clone())))?;
+    let title = s.jobs.start_load(plan, base)?;
+    Ok(started(&s, title))
+}
+
+#[derive(Deserialize, Debug)]
+pub struct LessonBody {
+    pub name: String,
+    #[serde(default)]
+    pub quick: bool,
+}
+
+/// `POST /api/lesson` `{"name": "sessions", "quick": true}`:
+/// `lab lesson run sessions --quick`, in its own lab as on the CLI.
+pub async fn lesson(
+    State(s): State<AppState>,
+    body: Result<Json<LessonBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(b) = body?;
+    let lesson = crate::lessons::find(&b.name).map_err(LabError::from)?;
+    let title = s.jobs.start_lesson(s.lab.clone(), lesson, b.quick)?;
+    Ok(started(&s, title))
+}
+
+/// `POST /api/job/stop`: Ctrl-C for the page's load or lesson.
+pub async fn stop(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let title = s.jobs.stop()?;
+    s.feed.refresh();
+    Ok(Json(JobAnswer {
+        text: format!("{title}: stopping"),
+    })
+    .into_response())
+}
+
+/// `GET /api/job`: the last load or lesson, whole (a snapshot carries only
+/// its latest seconds).
+pub async fn job(State(s): State<AppState>) -> Response {
+    Json(s.jobs.record()).into_response()
+}
+
+#[derive(Serialize, Debug)]
+pub struct LessonEntry {
+    pub name: &'static str,
+    pub number: u8,
+    pub summary: &'static str,
+}
+
+/// `GET /api/lessons`: what `lab lesson list` lists, for the page's menu.
+pub async fn lessons() -> Response {
+    let all: Vec<LessonEntry> = crate::lessons::all()
+        .into_iter()
+        .map(|l| LessonEntry {
+            name: l.name,
+            number: l.number,
+            summary: l.summary,
+        })
+        .collect();
+    Json(all).into_response()
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The page itself: one HTML file, one script and one style sheet, written
+//! The page itself: one HTML file, two scripts and one style sheet, written
 //! by hand for this project and compiled into the binary, so the dashboard
 //! works offline, fetches nothing from elsewhere and needs no front-end
 //! toolchain. Editing a file under `assets/` and rebuilding `lab` is all.
@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 pub const INDEX: &str = include_str!("assets/index.html");
 pub const SCRIPT: &str = include_str!("assets/app.js");
 pub const STYLE: &str = include_str!("assets/style.css");
+/// The charts, shared by the page and the exported report (which inlines it).
+pub const CHARTS: &str = include_str!("assets/charts.js");
 
 /// The page may load only its own files and talk only to its own server,
 /// and no other site may show it in a frame, where a student could be
@@ -39,6 +41,10 @@ pub async fn index() -> Response {
 
 pub async fn script() -> Response {
     file(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+pub async fn charts() -> Response {
+    file(CHARTS, "text/javascript; charset=utf-8")
 }
 
 pub async fn style() -> Response {

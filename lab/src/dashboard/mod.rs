@@ -18,7 +18,7 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `GET /`, `/app.js`, `/style.css` | the page |
+//! | `GET /`, `/app.js`, `/charts.js`, `/style.css` | the page (charts.js is inlined in the report too) |
 //! | `GET /events` | a snapshot per second, as server-sent events |
 //! | `GET /api/snapshot` | one snapshot, as JSON |
 //! | `POST /api/services/{name}/{verb}` | `lab VERB NAME`: crash, stop, start, restart, pause, resume, partition, heal |
@@ -28,6 +28,12 @@
 //! | `POST /api/heal-all` | `lab heal --all` |
 //! | `POST /api/scale` | `lab scale servers N`, body `{"servers": N}` |
 //! | `POST /api/set` | `lab set K=V...`, body `{"pairs": ["K=V"]}` |
+//! | `POST /api/load` | `lab load`, body `{"scenario": "browse", "rate": 100, "duration_s": 60}` (or `"users"`), bounded ([`job`]) |
+//! | `POST /api/lesson` | `lab lesson run NAME`, body `{"name": "sessions", "quick": true}` |
+//! | `POST /api/job/stop` | ends the running load or lesson (Ctrl-C for it) |
+//! | `GET /api/job` | the last load or lesson, every second of it, as JSON |
+//! | `GET /api/lessons` | the lessons, as `lab lesson list` |
+//! | `GET /report` | the last load or lesson as one self-contained HTML file ([`report`]) |
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -48,6 +54,8 @@ use crate::runtime::Runtime;
 pub mod actions;
 pub mod assets;
 pub mod guard;
+pub mod job;
+pub mod report;
 pub mod snapshot;
 
 #[cfg(test)]
@@ -82,6 +90,7 @@ pub struct AppState {
     pub lab: Arc<Lab>,
     pub feed: snapshot::Feed,
     pub guard: Guard,
+    pub jobs: job::Jobs,
 }
 
 impl AppState {
@@ -89,10 +98,12 @@ impl AppState {
     /// is open); needs a Tokio runtime.
     pub fn new(lab: Lab, guard: Guard, every: Duration) -> AppState {
         let lab = Arc::new(lab);
+        let jobs = job::Jobs::default();
         AppState {
-            feed: snapshot::Feed::start(lab.clone(), every),
+            feed: snapshot::Feed::start(lab.clone(), jobs.clone(), every),
             lab,
             guard,
+            jobs,
         }
     }
 }
@@ -103,6 +114,13 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(assets::index))
         .route("/app.js", get(assets::script))
         .route("/style.css", get(assets::style))
+        .route("/charts.js", get(assets::charts))
+        .route("/report", get(report::report))
+        .route("/api/job", get(actions::job))
+        .route("/api/lessons", get(actions::lessons))
+        .route("/api/load", post(actions::load))
+        .route("/api/lesson", post(actions::lesson))
+        .route("/api/job/stop", post(actions::stop))
         .route("/events", get(snapshot::events))
         .route("/api/snapshot", get(snapshot::once))
         .route("/api/services/{name}/{verb}", post(actions::service))

@@ -12,6 +12,7 @@ use futures::StreamExt;
 use tower::ServiceExt;
 
 use super::*;
+use super::{job, report};
 use crate::error::LabError;
 use crate::images::{Image, VERSION};
 use crate::lb_admin::FakeLb;
@@ -67,8 +68,8 @@ impl Fixture {
         self.rt.clear_calls();
     }
 
-    async fn send(&self, req: Request<Body>) -> Response {
-        app(self.state.clone()).oneshot(req).await.unwrap()
+    async fn send(&self, req: Req) -> Response {
+        app(self.state.clone()).oneshot(req.build()).await.unwrap()
     }
 
     fn kills(&self) -> Vec<String> {
@@ -80,14 +81,79 @@ impl Fixture {
     }
 }
 
-/// A request as the dashboard's own page sends it.
-fn from_page(method: &str, uri: &str) -> axum::http::request::Builder {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::HOST, format!("127.0.0.1:{PORT}"))
-        .header(header::ORIGIN, format!("http://127.0.0.1:{PORT}"))
-        .header(guard::TOKEN_HEADER, TOKEN)
+/// Every request the tests send, built in one place: as the dashboard's
+/// own page sends it (its Host, its Origin, the token), or as a plain read
+/// (Host only), then changed where a test needs another header.
+struct Req {
+    method: &'static str,
+    uri: String,
+    host: String,
+    origin: Option<String>,
+    token: Option<String>,
+    json: Option<String>,
+}
+
+/// A request from the page, with the token.
+fn page(method: &'static str, uri: &str) -> Req {
+    Req {
+        method,
+        uri: uri.into(),
+        host: format!("127.0.0.1:{PORT}"),
+        origin: Some(format!("http://127.0.0.1:{PORT}")),
+        token: Some(TOKEN.into()),
+        json: None,
+    }
+}
+
+/// A GET as a browser's address bar or `EventSource` sends it.
+fn read(uri: &str) -> Req {
+    Req {
+        method: "GET",
+        uri: uri.into(),
+        host: format!("127.0.0.1:{PORT}"),
+        origin: None,
+        token: None,
+        json: None,
+    }
+}
+
+impl Req {
+    fn host(mut self, host: &str) -> Req {
+        self.host = host.into();
+        self
+    }
+    fn origin(mut self, origin: Option<&str>) -> Req {
+        self.origin = origin.map(str::to_string);
+        self
+    }
+    fn token(mut self, token: Option<&str>) -> Req {
+        self.token = token.map(str::to_string);
+        self
+    }
+    fn json(mut self, body: &str) -> Req {
+        self.json = Some(body.into());
+        self
+    }
+    fn build(self) -> Request<Body> {
+        let mut b = Request::builder()
+            .method(self.method)
+            .uri(self.uri)
+            .header(header::HOST, self.host);
+        if let Some(o) = self.origin {
+            b = b.header(header::ORIGIN, o);
+        }
+        if let Some(t) = self.token {
+            b = b.header(guard::TOKEN_HEADER, t);
+        }
+        let body = match self.json {
+            Some(j) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Body::from(j)
+            }
+            None => Body::empty(),
+        };
+        b.body(body).unwrap()
+    }
 }
 
 async fn json(r: Response) -> serde_json::Value {
@@ -100,7 +166,7 @@ async fn json(r: Response) -> serde_json::Value {
 const CRASH: &str = "/api/services/server-1/crash";
 
 /// Each refusal is answered before the handler runs: the lab is untouched.
-async fn refused(f: &Fixture, req: Request<Body>, status: StatusCode, says: &str) {
+async fn refused(f: &Fixture, req: Req, status: StatusCode, says: &str) {
     let r = f.send(req).await;
     assert_eq!(r.status(), status);
     let body = json(r).await;
@@ -113,11 +179,7 @@ async fn refused(f: &Fixture, req: Request<Body>, status: StatusCode, says: &str
 async fn a_change_without_the_token_is_refused() {
     let f = fixture();
     f.up().await;
-    let req = Request::post(CRASH)
-        .header(header::HOST, format!("127.0.0.1:{PORT}"))
-        .header(header::ORIGIN, format!("http://127.0.0.1:{PORT}"))
-        .body(Body::empty())
-        .unwrap();
+    let req = page("POST", CRASH).token(None);
     refused(&f, req, StatusCode::UNAUTHORIZED, "needs the X-Lab-Token").await;
 }
 
@@ -126,11 +188,7 @@ async fn a_change_with_a_wrong_token_is_refused() {
     let f = fixture();
     f.up().await;
     // One character off: as long as the token, and still refused.
-    let mut req = from_page("POST", CRASH).body(Body::empty()).unwrap();
-    req.headers_mut().insert(
-        guard::TOKEN_HEADER,
-        "0123456789abcdef0123456789abcdee".parse().unwrap(),
-    );
+    let req = page("POST", CRASH).token(Some("0123456789abcdef0123456789abcdee"));
     refused(&f, req, StatusCode::UNAUTHORIZED, "wrong X-Lab-Token").await;
 }
 
@@ -138,9 +196,7 @@ async fn a_change_with_a_wrong_token_is_refused() {
 async fn a_change_from_another_site_is_refused_even_with_the_token() {
     let f = fixture();
     f.up().await;
-    let mut req = from_page("POST", CRASH).body(Body::empty()).unwrap();
-    req.headers_mut()
-        .insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+    let req = page("POST", CRASH).origin(Some("https://evil.example"));
     refused(&f, req, StatusCode::FORBIDDEN, "https://evil.example").await;
 }
 
@@ -151,26 +207,19 @@ async fn dns_rebinding_is_refused_for_changes_and_reads() {
     // The attacker's name resolves to 127.0.0.1; the browser sends it as
     // Host and thinks the page and the dashboard share an origin.
     let rebound = format!("evil.example:{PORT}");
-    let mut req = from_page("POST", CRASH).body(Body::empty()).unwrap();
-    req.headers_mut()
-        .insert(header::HOST, rebound.parse().unwrap());
-    req.headers_mut()
-        .insert(header::ORIGIN, format!("http://{rebound}").parse().unwrap());
+    let req = page("POST", CRASH)
+        .host(&rebound)
+        .origin(Some(&format!("http://{rebound}")));
     refused(&f, req, StatusCode::FORBIDDEN, "not to host").await;
-    let read = Request::get("/api/snapshot")
-        .header(header::HOST, rebound)
-        .body(Body::empty())
-        .unwrap();
-    refused(&f, read, StatusCode::FORBIDDEN, "evil.example").await;
+    let snapshot = read("/api/snapshot").host(&rebound);
+    refused(&f, snapshot, StatusCode::FORBIDDEN, "evil.example").await;
 }
 
 #[tokio::test]
 async fn the_page_with_its_token_crashes_a_server_as_the_cli_does() {
     let f = fixture();
     f.up().await;
-    let r = f
-        .send(from_page("POST", CRASH).body(Body::empty()).unwrap())
-        .await;
+    let r = f.send(page("POST", CRASH)).await;
     assert_eq!(r.status(), StatusCode::OK);
     let body = json(r).await;
     assert_eq!(body["outcome"]["service"], "server-1");
@@ -185,11 +234,9 @@ async fn the_page_with_its_token_crashes_a_server_as_the_cli_does() {
 async fn a_script_without_origin_may_act_with_the_token() {
     let f = fixture();
     f.up().await;
-    let req = Request::post(CRASH)
-        .header(header::HOST, format!("localhost:{PORT}"))
-        .header(guard::TOKEN_HEADER, TOKEN)
-        .body(Body::empty())
-        .unwrap();
+    let req = page("POST", CRASH)
+        .host(&format!("localhost:{PORT}"))
+        .origin(None);
     assert_eq!(f.send(req).await.status(), StatusCode::OK);
     assert_eq!(f.kills().len(), 1);
 }
@@ -198,66 +245,39 @@ async fn a_script_without_origin_may_act_with_the_token() {
 async fn errors_are_one_json_line_with_a_fitting_status() {
     let f = fixture();
     // No lab yet: a conflict with the lab as it is, and the CLI's fix.
-    let r = f
-        .send(from_page("POST", CRASH).body(Body::empty()).unwrap())
-        .await;
+    let r = f.send(page("POST", CRASH)).await;
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert!(json(r).await["error"]
         .as_str()
         .unwrap()
         .contains("start it with `lab up`"));
     f.up().await;
-    let r = f
-        .send(
-            from_page("POST", "/api/services/server-9/pause")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let r = f.send(page("POST", "/api/services/server-9/pause")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let err = json(r).await["error"].as_str().unwrap().to_string();
     assert!(err.contains("no service named \"server-9\""), "{err}");
-    let r = f
-        .send(
-            from_page("POST", "/api/services/server-1/explode")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let r = f.send(page("POST", "/api/services/server-1/explode")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(json(r).await["error"]
         .as_str()
         .unwrap()
         .contains("crash, stop"));
     let r = f
-        .send(
-            from_page("POST", "/api/scale")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(r#"{"servers": "many"}"#))
-                .unwrap(),
-        )
+        .send(page("POST", "/api/scale").json(r#"{"servers": "many"}"#))
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(json(r).await["error"].as_str().unwrap().contains("body"));
     // The library's own check, as `lab scale servers 0` gives it.
     let r = f
-        .send(
-            from_page("POST", "/api/scale")
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(r#"{"servers": 0}"#))
-                .unwrap(),
-        )
+        .send(page("POST", "/api/scale").json(r#"{"servers": 0}"#))
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{:?}", json(r).await);
     assert!(f.kills().is_empty());
 }
 
 /// A POST with a JSON body, as the page sends it.
-fn with_body(uri: &str, body: &str) -> Request<Body> {
-    from_page("POST", uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap()
+fn with_body(uri: &str, body: &str) -> Req {
+    page("POST", uri).json(body)
 }
 
 #[tokio::test]
@@ -300,15 +320,8 @@ async fn slow_lag_and_replication_reach_the_library_with_their_bodies() {
 async fn heal_starts_what_crash_stopped() {
     let f = fixture();
     f.up().await;
-    f.send(from_page("POST", CRASH).body(Body::empty()).unwrap())
-        .await;
-    let r = f
-        .send(
-            from_page("POST", "/api/heal-all")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    f.send(page("POST", CRASH)).await;
+    let r = f.send(page("POST", "/api/heal-all")).await;
     assert_eq!(r.status(), StatusCode::OK);
     let body = json(r).await;
     assert_eq!(
@@ -346,14 +359,7 @@ async fn next_event(
 #[tokio::test]
 async fn events_say_no_lab_then_recover_after_up() {
     let f = fixture();
-    let r = f
-        .send(
-            Request::get("/events")
-                .header(header::HOST, format!("127.0.0.1:{PORT}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let r = f.send(read("/events")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()[header::CONTENT_TYPE], "text/event-stream");
     let mut body = r.into_body().into_data_stream();
@@ -389,15 +395,9 @@ async fn events_say_no_lab_then_recover_after_up() {
 async fn a_snapshot_is_what_lab_status_json_says() {
     let f = fixture();
     f.up().await;
-    f.send(from_page("POST", CRASH).body(Body::empty()).unwrap())
-        .await;
+    f.send(page("POST", CRASH)).await;
     let r = f
-        .send(
-            Request::get("/api/snapshot")
-                .header(header::HOST, format!("localhost:{PORT}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .send(read("/api/snapshot").host(&format!("localhost:{PORT}")))
         .await;
     let snap = json(r).await;
     let status = crate::status::status(&*f.rt, LAB, &f.lb.connector())
@@ -418,17 +418,7 @@ async fn a_snapshot_is_what_lab_status_json_says() {
 async fn two_pages_see_the_same_snapshots() {
     let f = fixture();
     f.up().await;
-    let open = || async {
-        f.send(
-            Request::get("/events")
-                .header(header::HOST, format!("127.0.0.1:{PORT}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .into_body()
-        .into_data_stream()
-    };
+    let open = || async { f.send(read("/events")).await.into_body().into_data_stream() };
     let (mut a, mut b) = (open().await, open().await);
     // Both follow one reader: after their first events, the next snapshot
     // is the same one, to the millisecond.
@@ -449,14 +439,7 @@ async fn two_pages_see_the_same_snapshots() {
 #[tokio::test]
 async fn the_page_is_ours_and_fetches_nothing_from_elsewhere() {
     let f = fixture();
-    let r = f
-        .send(
-            Request::get("/")
-                .header(header::HOST, format!("127.0.0.1:{PORT}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let r = f.send(read("/")).await;
     assert_eq!(r.status(), StatusCode::OK);
     let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
         .to_str()
@@ -559,4 +542,298 @@ async fn a_real_socket_serves_reads_and_guards_changes() {
         .unwrap();
     // Past the guard, the library says there is no lab to heal.
     assert_eq!(r.status(), 409);
+}
+
+/// The text of an answer.
+async fn text(r: Response) -> String {
+    let body = axum::body::to_bytes(r.into_body(), 1 << 22).await.unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_page_action_is_marked_on_the_time_axis() {
+    let f = fixture();
+    f.up().await;
+    assert_eq!(f.send(page("POST", CRASH)).await.status(), StatusCode::OK);
+    let snap = json(f.send(read("/api/snapshot")).await).await;
+    let marks = snap["marks"].as_array().unwrap();
+    assert!(
+        marks
+            .iter()
+            .any(|m| m["source"] == "page" && m["text"] == "crash server-1"),
+        "{marks:?}"
+    );
+    // The condition the page colours comes with the snapshot.
+    assert_eq!(snap["conditions"]["server-1"], "down", "{snap}");
+    assert_eq!(snap["conditions"]["lb-1"], "ok", "{snap}");
+}
+
+#[tokio::test]
+async fn the_reader_marks_a_change_made_elsewhere() {
+    let f = fixture();
+    f.up().await;
+    let mut events = f.send(read("/events")).await.into_body().into_data_stream();
+    next_event(&mut events).await;
+    // As `lab crash server-1` in a terminal: not through the page.
+    let faults = crate::faults::Faults {
+        rt: &*f.rt,
+        lab: LAB,
+        lb: f.lb.connector(),
+    };
+    faults.crash("server-1").await.unwrap();
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..50 {
+        seen = next_event(&mut events).await;
+        let marked = seen["marks"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|m| m["source"] == "lab" && m["text"] == "server-1: ok → down")
+        });
+        if marked {
+            return;
+        }
+    }
+    panic!("no mark of server-1 going down: {seen}");
+}
+
+#[tokio::test]
+async fn a_load_from_the_page_is_bounded_and_alone() {
+    let f = fixture();
+    f.up().await;
+    for (body, says) in [
+        (
+            r#"{"scenario": "browse", "rate": 10, "duration_s": 0}"#,
+            "duration",
+        ),
+        (
+            r#"{"scenario": "browse", "rate": 10, "duration_s": 3600}"#,
+            "600 s",
+        ),
+        (
+            r#"{"scenario": "browse", "rate": 100000, "duration_s": 5}"#,
+            "at most",
+        ),
+        (
+            r#"{"scenario": "browse", "users": 5000, "duration_s": 5}"#,
+            "at most",
+        ),
+        (
+            r#"{"scenario": "shop", "users": 5, "duration_s": 5}"#,
+            "no scenario",
+        ),
+        // The engine's own check, as `lab load` gives it.
+        (
+            r#"{"scenario": "browse", "rate": 5, "users": 5, "duration_s": 5}"#,
+            "exclude",
+        ),
+    ] {
+        let r = f.send(with_body("/api/load", body)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+        let err = json(r).await["error"].as_str().unwrap().to_string();
+        assert!(err.contains(says), "{body}: {err}");
+    }
+    let r = f.send(page("POST", "/api/job/stop")).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    // A load against the fake lab's entry point (nothing listens there):
+    // it runs, counts its failures, and a second job is refused meanwhile.
+    let r = f
+        .send(with_body(
+            "/api/load",
+            r#"{"scenario": "ping", "users": 1, "duration_s": 30}"#,
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{}", json(r).await);
+    let r = f
+        .send(with_body(
+            "/api/lesson",
+            r#"{"name": "sessions", "quick": true}"#,
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(json(r).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("load: ping, 1 users, 30 s is running"));
+    let r = f.send(page("POST", "/api/job/stop")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut record = serde_json::Value::Null;
+    for _ in 0..200 {
+        record = json(f.send(read("/api/job")).await).await;
+        if record["phase"] == "done" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(record["phase"], "done", "{record}");
+    assert_eq!(record["kind"], "load");
+    assert!(record["load"]["interrupted"].as_bool().unwrap(), "{record}");
+    // Stopped, it makes room for the next job.
+    let r = f
+        .send(with_body("/api/lesson", r#"{"name": "no-such"}"#))
+        .await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+/// A lesson's record, as the page's job keeps it, with two verdicts.
+fn lesson_record() -> job::Record {
+    use crate::lessons::{Step, Verdict};
+    let verdict = |e: &str, passed| Verdict {
+        expectation: e.into(),
+        measured: "3 of 120 requests failed <b>".into(),
+        passed,
+    };
+    let started = job::now_ms() - 20_000;
+    let seconds = (1..=3)
+        .map(|t| job::Second {
+            at: started + t * 1000,
+            entry: crate::load::report::TimelineEntry {
+                t,
+                requests: 10,
+                ok: 9,
+                errors: 1,
+                session_losses: 0,
+                stale_reads: 0,
+                errors_by_kind: crate::load::report::Errors {
+                    connect: 1,
+                    ..Default::default()
+                },
+                p50_ms: 2.0,
+                p99_ms: 9.0,
+                max_ms: 10.0,
+                late: 0,
+                per_server: [("server-1".to_string(), 10)].into_iter().collect(),
+            },
+        })
+        .collect();
+    job::Record {
+        id: 1,
+        kind: job::Kind::Lesson,
+        title: "lesson 6: sessions".into(),
+        phase: job::Phase::Done,
+        started,
+        ended: Some(started + 10_000),
+        seconds,
+        steps: [
+            Step::Say {
+                text: "crash server-1".into(),
+            },
+            Step::Verdict(verdict("sessions survive a crash with redis", true)),
+            Step::Verdict(verdict("no session is lost", false)),
+        ]
+        .into_iter()
+        .map(|step| job::TimedStep {
+            at: started + 3_000,
+            step,
+        })
+        .collect(),
+        load: None,
+        lesson: None,
+        error: None,
+    }
+}
+
+#[test]
+fn the_report_stands_alone_and_holds_the_verdicts() {
+    let r = lesson_record();
+    let marks = vec![job::Mark {
+        t: r.started + 2_000,
+        source: job::Source::Page,
+        text: "crash server-1".into(),
+    }];
+    let html = report::html(LAB, &r, &marks);
+    assert!(html.starts_with("<!doctype html>"));
+    // Nothing is fetched: no src= or href= at all, so no http(s):// one.
+    for attr in ["src=", "href=", "@import", "url("] {
+        assert!(!html.contains(attr), "the report has {attr}");
+    }
+    for (i, _) in html.match_indices("://") {
+        let around = &html[i.saturating_sub(5)..(i + 24).min(html.len())];
+        assert!(around.contains("http://www.w3.org/2000/svg"), "{around}");
+    }
+    assert!(html.contains("sessions survive a crash with redis"));
+    assert!(html.contains("no session is lost"));
+    assert!(html.contains("✗"));
+    // What a measurement says is text, never markup.
+    assert!(html.contains("failed &lt;b&gt;") && !html.contains("failed <b>"));
+    // The fault timeline, and the charts' script and data inline.
+    assert!(html.contains("crash server-1") && html.contains("Fault timeline"));
+    assert!(html.contains("const Charts") && html.contains("const REPORT = {"));
+    assert!(
+        !html.contains("</script><"),
+        "the data ends no script early"
+    );
+}
+
+#[tokio::test]
+async fn report_is_a_download_once_something_ran() {
+    let f = fixture();
+    let r = f.send(read("/report")).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(json(r).await["error"]
+        .as_str()
+        .unwrap()
+        .contains("start one"));
+    f.up().await;
+    let r = f
+        .send(with_body(
+            "/api/load",
+            r#"{"scenario": "ping", "users": 1, "duration_s": 1}"#,
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    for _ in 0..200 {
+        if !f.state.jobs.busy() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = f.send(read("/report")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .contains("scaling-lab-dash-load.html"));
+    let html = text(r).await;
+    assert!(html.contains("load: ping, 1 users, 1 s"), "{html}");
+    assert!(html.contains("lost writes (audit)"));
+    assert!(!html.contains("src=") && !html.contains("href="));
+}
+
+#[tokio::test]
+async fn the_cheap_read_runs_nothing_inside_the_containers_and_keeps_the_full_reads_findings() {
+    let f = fixture();
+    f.up().await;
+    let (rt, lb) = (&*f.rt, f.lb.connector());
+    let full = crate::status::status_to(rt, LAB, &lb, crate::status::Depth::Full)
+        .await
+        .unwrap();
+    assert!(
+        f.rt.calls().iter().any(|c| c.starts_with("exec ")),
+        "a full read asks inside: {:?}",
+        f.rt.calls()
+    );
+    f.rt.clear_calls();
+    let mut quick = crate::status::status_to(rt, LAB, &lb, crate::status::Depth::Outside)
+        .await
+        .unwrap();
+    let execs: Vec<String> =
+        f.rt.calls()
+            .into_iter()
+            .filter(|c| c.starts_with("exec "))
+            .collect();
+    assert!(execs.is_empty(), "{execs:?}");
+    let db1 = |r: &crate::status::StatusReport| {
+        r.services
+            .iter()
+            .find(|s| s.name == "db-1")
+            .map(|s| s.db_role)
+            .unwrap()
+    };
+    assert_eq!(db1(&quick), None);
+    snapshot::carry(&mut quick, &full);
+    assert_eq!(db1(&quick), db1(&full));
+    // Carried over, the cheap read says what the full one said.
+    assert_eq!(
+        serde_json::to_value(&quick).unwrap()["services"],
+        serde_json::to_value(&full).unwrap()["services"]
+    );
 }

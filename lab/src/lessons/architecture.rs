@@ -49,16 +49,31 @@ pub const LESSON: Lesson = Lesson {
 pub const MACHINE_CPUS: f64 = 0.25;
 /// The server's own work on a product page (rendering it), cached or not.
 ///
-/// This and [`PRODUCT_QUERY_MS`] set which part is full first, as the
-/// course's table needs: one server alone runs out before its database
-/// does (so separating them, then adding servers, adds capacity), three
-/// servers outrun one database (so the cache adds capacity), and three
-/// servers stay under what the laptop can carry. The guide
-/// (docs/labs/13-architecture.md) gives what each part did in a reference
-/// run, and the runs that chose these values.
-const PAGE_MS: u32 = 12;
-/// The database's work for one product read (calibrated, see the app).
-const PRODUCT_QUERY_MS: u32 = 2;
+/// This sets which part is full first, as the course's table needs: one
+/// server alone runs out before its database does (so separating them,
+/// then adding servers, adds capacity), three servers outrun one database
+/// (so the cache adds capacity), and three servers stay under what the
+/// laptop can carry. Those depend on its ratio to the database's work per
+/// page, [`DB_PAGE_MS`]. The guide (docs/labs/13-architecture.md) gives
+/// the runs that chose both values.
+const PAGE_MS: u32 = 20;
+/// The database's whole work for one product page, in ms of a core: its
+/// sales rank (real work: every order line summed) plus the product read's
+/// deliberate work, sized on this machine to make up the rest.
+///
+/// Like the page's [`PAGE_MS`] on the server, this must not depend on the
+/// machine: the rank alone takes 5 ms of a core on an AMD EPYC, and more
+/// on the Xeon of earlier runs (one database served far less there), and
+/// with a fixed deliberate work that moved the balance between server and
+/// database from one machine to the next.
+/// With 16 ms, one database served 1.3x to 1.7x what one server did in the
+/// runs so far (so three servers outran it and the cache had load to take
+/// off it), and one machine running both half to 0.7x of what the server
+/// alone did. The guide (docs/labs/13-architecture.md) gives the runs.
+pub const DB_PAGE_MS: f64 = 16.0;
+/// Timings of the sales rank; the fastest is kept (a run that met a busy
+/// moment, or the end of the database's CPU share, only ever takes longer).
+const RANK_RUNS: usize = 7;
 /// The latency objective: 99% of requests answered within this.
 pub const P99_OBJECTIVE_MS: f64 = 500.0;
 /// Fewer failed requests than this share, or the rate did not hold.
@@ -69,9 +84,13 @@ pub const MAX_ERROR_SHARE: f64 = 0.01;
 const FIRST_RATE: f64 = 20.0;
 /// The ramp stops narrowing when the failing rate is within this factor
 /// of the holding one: the capacity found is at most this much too low.
+/// A quick run narrows as far: a coarser ramp could not tell a growth of
+/// [`GROWTH`] from none, and its verdicts would be a coin toss.
 const PRECISION: f64 = 1.12;
-const QUICK_PRECISION: f64 = 1.25;
-const _: () = assert!(PRECISION < QUICK_PRECISION, "a quick ramp is the coarser");
+const _: () = assert!(
+    PRECISION < GROWTH,
+    "the ramp must resolve the growth it judges"
+);
 /// The most steps a ramp takes.
 const MAX_STEPS: usize = 12;
 /// A step that grows the capacity by less than this is no growth: noise on
@@ -146,9 +165,11 @@ impl Layout {
         matches!(self, Layout::Cache | Layout::Replication)
     }
 
-    /// The lab for this row; the single server is one container of its own
-    /// ([`start_box`]), built beside the separated layout's network.
-    pub fn topology(self) -> Topology {
+    /// The lab for this row, each product read costing its database
+    /// `product_query_ms` of deliberate work; the single server is one
+    /// container of its own ([`start_box`]), built beside the separated
+    /// layout's network.
+    pub fn topology(self, product_query_ms: u32) -> Topology {
         let machine = Resources {
             cpus: Some(MACHINE_CPUS),
             memory: None,
@@ -160,7 +181,7 @@ impl Layout {
             sessions: Sessions::Memory,
             cache: Toggle::Off,
             lb: Strategy::RoundRobin,
-            product_query_ms: PRODUCT_QUERY_MS,
+            product_query_ms,
             resources: ResourceSet {
                 server: machine.clone(),
                 db: machine,
@@ -348,24 +369,27 @@ pub fn growth_verdict(before: &Row, after: &Row) -> (String, String, bool) {
 
 /// The capacity ramp against a site's entry point, from `first` requests/s.
 async fn ramp(c: &Ctx<'_>, target: Option<&str>, first: f64) -> Result<Vec<RampStep>> {
-    let (secs, precision) = if c.quick {
-        (3, QUICK_PRECISION)
-    } else {
-        (5, PRECISION)
+    let secs = if c.quick { 3 } else { 5 };
+    let plan = |rate: f64, secs: u64| LoadPlan {
+        scenario: Scenario::Mixed,
+        rate: Some(rate),
+        duration: Duration::from_secs(secs),
+        timeout: Duration::from_secs(2),
+        page_ms: PAGE_MS,
+        target: target.map(str::to_string),
+        ..LoadPlan::default()
     };
+    // A site just built is cold: empty connection pools, a database whose
+    // tables are not yet in its memory. Its first seconds would fail a rate
+    // it serves a moment later, so a light load warms it, uncounted.
+    let warm = (first / 2.0).max(2.0);
+    c.say(&format!(
+        "warming up: {warm:.0} requests/s for {secs} s, not counted"
+    ));
+    c.load(plan(warm, secs)).await?;
     let mut steps = Vec::new();
-    while let Some(rate) = next_rate(&steps, first, precision) {
-        let r = c
-            .load(LoadPlan {
-                scenario: Scenario::Mixed,
-                rate: Some(rate),
-                duration: Duration::from_secs(secs),
-                timeout: Duration::from_secs(2),
-                page_ms: PAGE_MS,
-                target: target.map(str::to_string),
-                ..LoadPlan::default()
-            })
-            .await?;
+    while let Some(rate) = next_rate(&steps, first, PRECISION) {
+        let r = c.load(plan(rate, secs)).await?;
         let served = r.ok as f64 / r.duration_s.max(0.001);
         let errors = r.requests.saturating_sub(r.ok) as f64 / (r.requests.max(1) as f64);
         let not_started = r.behind_schedule.as_ref().map_or(0, |b| b.not_started);
@@ -544,22 +568,92 @@ async fn site_parts(c: &Ctx<'_>) -> Result<Vec<Part>> {
     Ok(parts)
 }
 
+/// How this machine's database was sized: what its real work costs here and
+/// the deliberate work added to it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sizing {
+    /// The sales rank's time in db-1, ms (the fastest of [`RANK_RUNS`]).
+    pub rank_ms: f64,
+    /// The deliberate work of each product read, ms.
+    pub product_query_ms: u32,
+}
+
+impl Sizing {
+    /// The deliberate work that makes a page's database work
+    /// [`DB_PAGE_MS`] with a rank of `rank_ms`: at least 1 ms, so that even
+    /// a machine whose rank costs all of it still runs the product read the
+    /// lesson describes.
+    pub fn for_rank(rank_ms: f64) -> Self {
+        let rest = (DB_PAGE_MS - rank_ms.max(0.0)).round().max(1.0);
+        Sizing {
+            rank_ms,
+            product_query_ms: rest as u32,
+        }
+    }
+}
+
+/// The sales rank's time in db-1 by PostgreSQL itself (psql's `\timing`,
+/// no network), prepared as the app prepares it; the fastest of
+/// [`RANK_RUNS`].
+async fn rank_ms(c: &Ctx<'_>) -> Result<f64> {
+    let container = crate::naming::container(&c.lab, &crate::roles::names::db(1));
+    let prepare = format!(
+        "PREPARE rank(bigint) AS {}",
+        lab_contract::app::SALES_RANK_SQL
+    );
+    let mut cmd = vec![
+        "psql",
+        "-AtX",
+        "-U",
+        "postgres",
+        "-c",
+        &prepare,
+        "-c",
+        "\\timing on",
+    ];
+    for _ in 0..RANK_RUNS {
+        cmd.extend(["-c", "EXECUTE rank(1)"]);
+    }
+    let out = c.rt.exec(&container, &cmd).await?;
+    out.stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("Time: "))
+        .filter_map(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+        .min_by(f64::total_cmp)
+        .ok_or_else(|| {
+            super::step("time the sales rank in db-1")(&format!(
+                "psql printed no timing: {}",
+                out.stderr.trim()
+            ))
+        })
+}
+
 async fn body(c: &mut Ctx<'_>) -> Result<()> {
+    // Rows 1 and 2 share a lab: the separated layout's network and
+    // machines, stopped while the single box has the stage. It is built
+    // first with the deliberate work a 5 ms rank would need, then again
+    // (the server replaced) if this machine's rank says otherwise.
+    let guess = Sizing::for_rank(5.0);
+    c.up(Layout::Separated.topology(guess.product_query_ms))
+        .await?;
+    let sizing = Sizing::for_rank(rank_ms(c).await?);
+    if sizing.product_query_ms != guess.product_query_ms {
+        c.up(Layout::Separated.topology(sizing.product_query_ms))
+            .await?;
+    }
+    let pq = sizing.product_query_ms;
     c.say(&format!(
-        "every machine has {MACHINE_CPUS} of a core; a product page costs its server {PAGE_MS} ms and its database {PRODUCT_QUERY_MS} ms; a rate holds while p99 stays under {P99_OBJECTIVE_MS:.0} ms with under {:.0}% errors",
+        "every machine has {MACHINE_CPUS} of a core; a product page costs its server {PAGE_MS} ms and its database {DB_PAGE_MS:.0} ms: the sales rank, {:.1} ms on this machine, and {pq} ms of deliberate work; a rate holds while p99 stays under {P99_OBJECTIVE_MS:.0} ms with under {:.0}% errors",
+        sizing.rank_ms,
         MAX_ERROR_SHARE * 100.0
     ));
     let mut rows: Vec<Row> = Vec::new();
     let f = c.faults();
-
-    // Rows 1 and 2 share a lab: the separated layout's network and
-    // machines, stopped while the single box has the stage.
-    c.up(Layout::Separated.topology()).await?;
     for s in ["lb-1", "server-1", "db-1", "redis"] {
         f.stop(s).await?;
     }
     c.say("Single server: web server and database in one machine");
-    let url = start_box(c, MACHINE_CPUS, PRODUCT_QUERY_MS).await?;
+    let url = start_box(c, MACHINE_CPUS, pq).await?;
     let boxed = crate::naming::container(&c.lab, BOX);
     let part = Part {
         name: boxed.clone(),
@@ -587,7 +681,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
 
     for layout in &Layout::ALL[2..] {
         c.say(&format!("{}: building it", layout.name()));
-        c.up(layout.topology()).await?;
+        c.up(layout.topology(pq)).await?;
         if !layout.has_redis() {
             c.faults().stop("redis").await?;
         }
@@ -596,16 +690,18 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         rows.push(row);
     }
 
-    report(c, &rows);
+    report(c, &rows, sizing);
     Ok(())
 }
 
 /// The table beside the course's, then the verdicts.
-fn report(c: &mut Ctx<'_>, rows: &[Row]) {
+fn report(c: &mut Ctx<'_>, rows: &[Row], sizing: Sizing) {
     let first = rows.first().and_then(|r| r.capacity).unwrap_or(0.0);
     let mut t = Table::new(
         &format!(
-            "The course's table, measured (every machine {MACHINE_CPUS} of a core; a page {PAGE_MS} ms of server work and a {PRODUCT_QUERY_MS} ms product read; capacity: p99 under {P99_OBJECTIVE_MS:.0} ms, under {:.0}% errors)",
+            "The course's table, measured (every machine {MACHINE_CPUS} of a core; a page {PAGE_MS} ms of server work and {DB_PAGE_MS:.0} ms of database work: a {:.1} ms sales rank and a {} ms product read; capacity: p99 under {P99_OBJECTIVE_MS:.0} ms, under {:.0}% errors)",
+            sizing.rank_ms,
+            sizing.product_query_ms,
             MAX_ERROR_SHARE * 100.0
         ),
         &[
@@ -854,6 +950,26 @@ mod tests {
     }
 
     #[test]
+    fn the_database_does_the_same_work_per_page_on_any_machine() {
+        // The AMD EPYC of 1 December (a 4.9 ms rank) and a slower core.
+        assert_eq!(Sizing::for_rank(4.9).product_query_ms, 11);
+        assert_eq!(Sizing::for_rank(8.0).product_query_ms, 8);
+        for rank in [2.0, 4.9, 8.0, 12.6] {
+            let s = Sizing::for_rank(rank);
+            let total = rank + f64::from(s.product_query_ms);
+            assert!((total - DB_PAGE_MS).abs() <= 0.5, "{rank}: {total}");
+            assert_eq!(s.rank_ms, rank);
+        }
+    }
+
+    #[test]
+    fn a_rank_that_costs_a_page_still_leaves_the_product_read() {
+        assert_eq!(Sizing::for_rank(DB_PAGE_MS).product_query_ms, 1);
+        assert_eq!(Sizing::for_rank(40.0).product_query_ms, 1);
+        assert_eq!(Sizing::for_rank(-1.0).product_query_ms, 16);
+    }
+
+    #[test]
     fn growth_needs_a_clear_step() {
         let a = row(Layout::HaBalancers, Some(100.0), Vec::new());
         let b = row(Layout::Cache, Some(150.0), Vec::new());
@@ -882,7 +998,8 @@ mod tests {
 
     #[test]
     fn each_row_adds_one_thing_to_the_one_before() {
-        let t: Vec<Topology> = Layout::ALL.iter().map(|l| l.topology()).collect();
+        let t: Vec<Topology> = Layout::ALL.iter().map(|l| l.topology(11)).collect();
+        assert!(t.iter().all(|x| x.product_query_ms == 11));
         assert_eq!((t[1].servers, t[2].servers), (1, 3));
         assert_eq!((t[2].balancers, t[3].balancers), (1, 2));
         assert_eq!((t[3].cache, t[4].cache), (Toggle::Off, Toggle::On));

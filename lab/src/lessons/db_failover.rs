@@ -49,6 +49,8 @@ pub const READS_KEPT: f64 = 0.9;
 pub struct Op {
     /// When it ended, seconds since the load started.
     pub t: f64,
+    /// How long it took, seconds: it started at `t - took`.
+    pub took: f64,
     pub kind: String,
     pub ok: bool,
 }
@@ -61,6 +63,7 @@ pub fn read_history(path: &Path) -> Vec<Op> {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .map(|v| Op {
             t: v["t_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            took: v["latency_ms"].as_f64().unwrap_or(0.0) / 1000.0,
             kind: v["kind"].as_str().unwrap_or_default().to_string(),
             ok: v["outcome"] == "ok",
         })
@@ -69,13 +72,19 @@ pub fn read_history(path: &Path) -> Vec<Op> {
 
 /// Seconds from the crash at `at` until a deposit succeeded again after the
 /// first one that failed; 0 when none failed; None when none succeeded again.
+///
+/// Only a deposit that *started* after that failure shows writes are back:
+/// one sent before the crash can still be answered after a failure of
+/// another user's (it committed on the old primary just before the end),
+/// and counting it once made a site that never wrote again look as if it
+/// had failed over in 0.6 s.
 pub fn write_outage(ops: &[Op], at: f64) -> Option<f64> {
     let deposits = || ops.iter().filter(|o| o.kind == "deposit" && o.t >= at);
     let Some(first_fail) = deposits().filter(|o| !o.ok).map(|o| o.t).reduce(f64::min) else {
         return Some(0.0);
     };
     deposits()
-        .filter(|o| o.ok && o.t > first_fail)
+        .filter(|o| o.ok && o.t - o.took > first_fail)
         .map(|o| o.t)
         .reduce(f64::min)
         .map(|t| t - at)
@@ -318,6 +327,7 @@ mod tests {
     fn op(t: f64, kind: &str, ok: bool) -> Op {
         Op {
             t,
+            took: 0.01,
             kind: kind.into(),
             ok,
         }
@@ -342,6 +352,25 @@ mod tests {
         assert_eq!(write_outage(&ops[..5], 3.0), None);
         assert!(!failover_in_time(None));
         assert!(!failover_in_time(Some(12.0)));
+    }
+
+    #[test]
+    fn a_write_sent_before_the_failure_does_not_say_writes_are_back() {
+        let late = Op {
+            t: 3.6,
+            took: 0.3,
+            kind: "deposit".into(),
+            ok: true,
+        };
+        let ops = [op(3.5, "deposit", false), late];
+        // It ended after the failure but started before it: still no
+        // write issued after the crash has succeeded.
+        assert_eq!(write_outage(&ops, 3.0), None);
+        let sent_after = Op {
+            took: 0.05,
+            ..ops[1].clone()
+        };
+        assert!((write_outage(&[ops[0].clone(), sent_after], 3.0).unwrap() - 0.6).abs() < 1e-9);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{LabError, Result};
 use crate::faults::Faults;
@@ -74,7 +76,7 @@ pub enum LessonError {
         name: String,
         suggestion: Option<String>,
     },
-    #[error("interrupted (Ctrl-C); the lesson's lab was removed")]
+    #[error("interrupted (Ctrl-C or stop); the lesson's lab was removed")]
     Interrupted,
     #[error(
         "the lesson could not {step}: {reason}; run it again, or with --keep to look at the lab"
@@ -216,6 +218,27 @@ impl Table {
     }
 }
 
+/// What a lesson tells as it goes, for a caller that shows it elsewhere
+/// than the terminal (the web dashboard): the narration's lines, each
+/// verdict as it is reached, each table as it is filled.
+#[derive(Serialize, Debug, Clone)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Step {
+    Say { text: String },
+    Verdict(Verdict),
+    Table(Table),
+}
+
+/// Who watches a lesson besides the terminal, and how to stop it early.
+/// `Default` is nobody, and no stop but Ctrl-C (`lab lesson run`).
+#[derive(Clone, Default)]
+pub struct Watch {
+    /// Each step, as it happens.
+    pub steps: Option<mpsc::UnboundedSender<Step>>,
+    /// Cancelled: the lesson ends as on Ctrl-C, and its lab is removed.
+    pub stop: CancellationToken,
+}
+
 /// What a lesson body works with.
 pub struct Ctx<'r> {
     pub rt: &'r dyn Runtime,
@@ -228,14 +251,24 @@ pub struct Ctx<'r> {
     /// `--quick`: the shorter method where a lesson has one (the same
     /// verdicts, fewer or shorter measurements).
     pub quick: bool,
+    /// Where each step goes besides stdout, if anywhere.
+    pub steps: Option<mpsc::UnboundedSender<Step>>,
 }
 
 impl Ctx<'_> {
+    fn tell(&self, step: Step) {
+        if let Some(tx) = &self.steps {
+            // A watcher that went away does not stop the lesson.
+            let _ = tx.send(step);
+        }
+    }
+
     /// A line of narration: what the lesson does now.
     pub fn say(&self, msg: &str) {
         if self.narrate {
             println!("  → {msg}");
         }
+        self.tell(Step::Say { text: msg.into() });
     }
 
     pub fn expect(&mut self, expectation: &str, measured: String, passed: bool) {
@@ -245,17 +278,20 @@ impl Ctx<'_> {
                 if passed { "✓" } else { "✗" }
             );
         }
-        self.verdicts.push(Verdict {
+        let v = Verdict {
             expectation: expectation.into(),
             measured,
             passed,
-        });
+        };
+        self.tell(Step::Verdict(v.clone()));
+        self.verdicts.push(v);
     }
 
     pub fn table(&mut self, t: Table) {
         if self.narrate {
             print!("{}", t.render());
         }
+        self.tell(Step::Table(t.clone()));
         self.tables.push(t);
     }
 
@@ -433,6 +469,18 @@ pub async fn run(
     lesson: &Lesson,
     opts: RunOptions,
 ) -> Result<LessonReport> {
+    run_watched(rt, lab, lesson, opts, Watch::default()).await
+}
+
+/// Like [`run`], and tells `watch` each step; `watch.stop` ends it early
+/// (its lab removed all the same).
+pub async fn run_watched(
+    rt: &dyn Runtime,
+    lab: &str,
+    lesson: &Lesson,
+    opts: RunOptions,
+    watch: Watch,
+) -> Result<LessonReport> {
     let RunOptions {
         keep,
         narrate,
@@ -447,6 +495,7 @@ pub async fn run(
         tables: Vec::new(),
         narrate,
         quick,
+        steps: watch.steps.clone(),
     };
     if narrate {
         println!(
@@ -468,6 +517,7 @@ pub async fn run(
     let outcome = tokio::select! {
         r = (lesson.body)(&mut ctx) => r,
         _ = tokio::signal::ctrl_c() => Err(LessonError::Interrupted.into()),
+        _ = watch.stop.cancelled() => Err(LessonError::Interrupted.into()),
     };
     if keep {
         let _ = ctx.faults().heal_all().await;
@@ -640,6 +690,32 @@ mod tests {
             .unwrap()
             .contains("load average 3.4 on 2 cores"));
         assert!(busy_warning(1.9, 2).is_none());
+    }
+
+    #[test]
+    fn a_watcher_gets_each_step_as_it_happens() {
+        let rt = crate::runtime::fake::FakeRuntime::new();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut ctx = Ctx {
+            rt: &rt,
+            lab: "x".into(),
+            lb: http_connector(),
+            verdicts: Vec::new(),
+            tables: Vec::new(),
+            narrate: false,
+            quick: false,
+            steps: Some(tx),
+        };
+        ctx.say("crash server-1");
+        ctx.expect("no errors", "0 errors".into(), true);
+        ctx.table(Table::new("t", &["a"]));
+        let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|s| serde_json::to_value(s).unwrap()["kind"].to_string())
+            .collect();
+        assert_eq!(kinds, [r#""say""#, r#""verdict""#, r#""table""#]);
+        // The report keeps them too, as without a watcher.
+        assert_eq!(ctx.verdicts.len(), 1);
+        assert_eq!(ctx.tables.len(), 1);
     }
 
     #[test]

@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use report::Report;
 pub use scenario::Scenario;
-pub use view::LiveView;
+pub use view::{LiveView, Snapshot};
 
 use checkers::Ledger;
 use history::{HistoryLine, HistorySender, HistoryWriter};
@@ -58,7 +58,7 @@ use http::Target;
 use report::{Audit, BehindSchedule, HistoryInfo, Parts, TimelineEntry};
 use scenario::{BankBook, OpResult, RunCtx, User};
 use stats::{Sample, Stats};
-use view::{Snapshot, View};
+use view::View;
 
 /// The longest run `--duration` accepts.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
@@ -375,6 +375,22 @@ pub async fn run_until(
     base_url: &str,
     cancel: CancellationToken,
 ) -> Result<Report, LoadError> {
+    run_watched(args, base_url, cancel, None).await
+}
+
+/// Each second of a run as the live view draws it, for a caller that shows
+/// the run elsewhere (the web dashboard). The same [`Snapshot`] the view gets,
+/// from the same ticker, so there is one way a second is counted.
+pub type Seconds = mpsc::UnboundedSender<Snapshot>;
+
+/// Like [`run_until`], and sends every second's [`Snapshot`] to `seconds`
+/// too. A receiver that went away does not end the run.
+pub async fn run_watched(
+    args: &LoadPlan,
+    base_url: &str,
+    cancel: CancellationToken,
+    seconds: Option<Seconds>,
+) -> Result<Report, LoadError> {
     args.validate()?;
     let target = Arc::new(Target::parse(args.target.as_deref().unwrap_or(base_url))?);
     let (writer, history_tx) = match &args.history {
@@ -431,6 +447,7 @@ pub async fn run_until(
         Arc::clone(&shared),
         args.duration,
         ticker_done.clone(),
+        seconds,
     ));
 
     let stopper = {
@@ -548,6 +565,7 @@ async fn tick(
     shared: Arc<Shared>,
     planned: Duration,
     done: CancellationToken,
+    seconds: Option<Seconds>,
 ) -> View {
     let mut k: u32 = 1;
     loop {
@@ -568,6 +586,9 @@ async fn tick(
             }
         };
         view.tick(&snap);
+        if let Some(tx) = &seconds {
+            let _ = tx.send(snap);
+        }
         k = k.saturating_add(1);
     }
 }

@@ -86,16 +86,6 @@ const PRODUCT_SQL: &str = "SELECT p.id, p.name, p.price_cents \
      CROSS JOIN (SELECT count(*) FROM (SELECT generate_series(1, $2::bigint)) AS g) AS work \
      WHERE p.id = $1";
 
-/// A product page's second query: where the product ranks among the best
-/// sellers. Ranking one product needs every product's total, so PostgreSQL
-/// reads and sums every order line each time: the real, measurable cost of
-/// an uncached product page (`migrations/..._order_lines.sql` seeds them).
-const SALES_RANK_SQL: &str = "SELECT rank, sold FROM ( \
-         SELECT product_id, sum(quantity)::bigint AS sold, \
-                rank() OVER (ORDER BY sum(quantity) DESC) AS rank \
-         FROM order_lines GROUP BY product_id \
-     ) AS ranked WHERE product_id = $1";
-
 /// A deposit: create the account on first use, otherwise add to it.
 /// `bigint + bigint` raises SQLSTATE 22003 on overflow, which we answer as 409.
 const DEPOSIT_SQL: &str = "INSERT INTO accounts (id, balance) VALUES ($1, $2) \
@@ -278,29 +268,47 @@ impl Db {
             return;
         }
         loop {
-            let said = futures::future::join_all(self.nodes.iter().map(probe)).await;
-            for (node, s) in self.nodes.iter().zip(&said) {
-                node.heard.store(
-                    match s {
+            // Every node is asked at once, and each answer is used as it
+            // comes: a crashed node answers nothing until PROBE_TIMEOUT, and
+            // a new primary found meanwhile must not wait for it.
+            let mut asked: futures::stream::FuturesUnordered<_> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| async move { (i, probe(node).await) })
+                .collect();
+            let mut said = vec![None; self.nodes.len()];
+            while let Some((i, answer)) = futures::StreamExt::next(&mut asked).await {
+                said[i] = answer;
+                self.nodes[i].heard.store(
+                    match answer {
                         Some(false) => HEARD_PRIMARY,
                         Some(true) => HEARD_REPLICA,
                         None => HEARD_NOTHING,
                     },
                     Ordering::Relaxed,
                 );
-            }
-            let before = self.primary.load(Ordering::Acquire);
-            let now = choose_primary(before, &said);
-            if now != before {
-                self.primary.store(now, Ordering::Release);
-                match self.nodes.get(now) {
-                    Some(n) => tracing::info!(db = %n.name, "the primary is now {}", n.name),
-                    None => tracing::warn!("no database node takes writes"),
+                let before = self.primary.load(Ordering::Acquire);
+                if let Some(now) = adopt_at_once(before, i, answer) {
+                    self.set_primary(before, now);
                 }
             }
+            let before = self.primary.load(Ordering::Acquire);
+            self.set_primary(before, choose_primary(before, &said));
             tokio::select! {
                 _ = tokio::time::sleep(PROBE_INTERVAL) => {}
                 _ = self.probe_now.notified() => {}
+            }
+        }
+    }
+
+    /// Writes go to node `now` from here on (none: [`NO_PRIMARY`]).
+    fn set_primary(&self, before: usize, now: usize) {
+        if now != before {
+            self.primary.store(now, Ordering::Release);
+            match self.nodes.get(now) {
+                Some(n) => tracing::info!(db = %n.name, "the primary is now {}", n.name),
+                None => tracing::warn!("no database node takes writes"),
             }
         }
     }
@@ -396,11 +404,19 @@ impl Db {
 
     /// Measures how many rows per millisecond [`BURN_SQL`] counts here. Two
     /// sizes are timed and the difference used, which cancels the network
-    /// round trip and planning time; the fastest of three runs filters out
+    /// round trip and planning time; the fastest of several runs filters out
     /// noise from other processes.
+    ///
+    /// Both sizes take a few milliseconds, not tens: a database limited to
+    /// a quarter of a core (`lab resize --cpus 0.25`) may run 25 ms in each
+    /// 100 ms and then waits. A run longer than its share is timed with that
+    /// wait in it, and a rate measured so was as much as four times too low,
+    /// by chance of where the runs fell: product reads then cost a fraction
+    /// of `PRODUCT_QUERY_MS`, a different one after each start. A run of a
+    /// few milliseconds usually fits in the share, and the fastest one did.
     async fn calibrate(&self) -> Result<u64, sqlx::Error> {
-        const SMALL: i64 = 100_000;
-        const LARGE: i64 = 1_100_000;
+        const SMALL: i64 = 10_000;
+        const LARGE: i64 = 110_000;
         let mut conn = self.primary().pool.acquire().await?;
         let small = fastest_run(&mut conn, SMALL).await?;
         let large = fastest_run(&mut conn, LARGE).await?;
@@ -436,7 +452,7 @@ impl Db {
                     return Ok(None);
                 };
                 queries.inc();
-                let sales = sqlx::query_as::<_, (i64, i64)>(SALES_RANK_SQL)
+                let sales = sqlx::query_as::<_, (i64, i64)>(lab_contract::app::SALES_RANK_SQL)
                     .bind(id)
                     .fetch_optional(&mut *conn)
                     .await?;
@@ -563,6 +579,15 @@ async fn probe(node: &DbNode) -> Option<bool> {
     .ok()
 }
 
+/// Before a round of probes is over: the node to write to now, when node
+/// `i` has just said `answer`. Only while no node is known to take writes
+/// (a failover under way) does the first node that says it does get the
+/// writes at once; otherwise the round's end decides ([`choose_primary`]),
+/// so a primary that answers late is not dropped for one that answers early.
+pub fn adopt_at_once(current: usize, i: usize, answer: Option<bool>) -> Option<usize> {
+    (current == NO_PRIMARY && answer == Some(false)).then_some(i)
+}
+
 /// The node to write to, given what each node said (`Some(false)`: it takes
 /// writes). The current one while it still says so; else the first that
 /// does; else none. Two nodes taking writes at once (a split brain, which a
@@ -576,10 +601,14 @@ pub fn choose_primary(current: usize, said: &[Option<bool>]) -> usize {
         .unwrap_or(NO_PRIMARY)
 }
 
-/// The fastest of three runs of [`BURN_SQL`] counting `n` rows.
+/// Runs of each size in calibration: enough that one of them falls inside
+/// the database's CPU share on a busy, limited machine.
+const CALIBRATION_RUNS: usize = 9;
+
+/// The fastest of [`CALIBRATION_RUNS`] runs of [`BURN_SQL`] counting `n` rows.
 async fn fastest_run(conn: &mut PgConnection, n: i64) -> Result<Duration, sqlx::Error> {
     let mut best = Duration::MAX;
-    for _ in 0..3 {
+    for _ in 0..CALIBRATION_RUNS {
         let start = Instant::now();
         sqlx::query_scalar::<_, i64>(BURN_SQL)
             .bind(n)
@@ -689,6 +718,19 @@ pub(crate) fn short(err: &dyn std::fmt::Display) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_primary_gets_the_writes_before_a_dead_node_times_out() {
+        // A failover under way: the first node that says it takes writes
+        // gets them, whatever the others have not answered yet.
+        assert_eq!(adopt_at_once(NO_PRIMARY, 2, Some(false)), Some(2));
+        assert_eq!(adopt_at_once(NO_PRIMARY, 1, Some(true)), None);
+        assert_eq!(adopt_at_once(NO_PRIMARY, 1, None), None);
+        // A primary known: an early answer changes nothing until the round
+        // is over (the current one may yet say it still takes writes).
+        assert_eq!(adopt_at_once(0, 1, Some(false)), None);
+        assert_eq!(adopt_at_once(0, 0, Some(false)), None);
+    }
 
     #[test]
     fn writes_follow_the_node_that_takes_them() {

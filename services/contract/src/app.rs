@@ -210,6 +210,19 @@ pub struct AddItem {
     pub quantity: i64,
 }
 
+/// A product page's second query: where the product ranks among the best
+/// sellers (`$1` the product). Ranking one product needs every product's
+/// total, so PostgreSQL reads and sums every order line each time: the real,
+/// measurable cost of an uncached product page (the app's migrations seed
+/// the lines). The app runs it; lesson 13 times it in the database, to know
+/// what a page's real work costs this machine (a faster core does it in
+/// less time).
+pub const SALES_RANK_SQL: &str = "SELECT rank, sold FROM ( \
+         SELECT product_id, sum(quantity)::bigint AS sold, \
+                rank() OVER (ORDER BY sum(quantity) DESC) AS rank \
+         FROM order_lines GROUP BY product_id \
+     ) AS ranked WHERE product_id = $1";
+
 /// At most this many different products in a cart: a JWT cookie must stay
 /// well under the browsers' 4 KB cookie limit. Past it, `POST /cart/items`
 /// answers 409.

@@ -65,6 +65,11 @@ impl ActiveFault {
         }
     }
 
+    /// No fault at all, either way: connections may take the fast path.
+    pub fn is_clear(&self) -> bool {
+        !self.reset && self.to_service.is_clear() && self.from_service.is_clear()
+    }
+
     /// Whether a new connection must wait before its upstream is dialled: on a
     /// hung link the client's first packet (the SYN) would never arrive.
     pub fn holds_new_connections(&self) -> bool {

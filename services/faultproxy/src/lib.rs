@@ -15,6 +15,7 @@
 //! One process serves several *links* (`NAME=LISTEN->UPSTREAM`), each with
 //! its own fault, set and healed live through the admin HTTP API
 //! ([`admin`]). The parts: [`link`] (a port, its upstream, its fault),
+//! [`fast`] (copying a connection both ways while there is no fault),
 //! [`pump`] (copying one direction of one connection through the fault),
 //! [`fault`] (a fault made ready for the pumps).
 //!
@@ -23,6 +24,7 @@
 //! is what an application sees of it.
 
 pub mod admin;
+pub mod fast;
 pub mod fault;
 pub mod link;
 pub mod pump;

@@ -5,8 +5,9 @@
 //! address or a DNS name, resolved again for every connection, so a
 //! container that comes back with a new address is found). The link's fault
 //! lives in a `tokio::sync::watch` channel: setting a fault stores a new
-//! value and wakes every connection's pumps, which is how a fault reaches
-//! connections that are already open.
+//! value and wakes every connection (on the [fast path](crate::fast) or in
+//! its pumps), which is how a fault reaches connections that are already
+//! open.
 //!
 //! `reset` is the one fault the listener itself obeys: while it holds, the
 //! port refuses connections (the client's SYN gets an RST, exactly what a
@@ -26,8 +27,9 @@ use lab_contract::faultproxy::{Direction, Fault, LinkStatus};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 
+use crate::fast;
 use crate::fault::ActiveFault;
-use crate::pump::{pump, Cut};
+use crate::pump::{pump, Cut, NoFinOnDrop};
 use crate::LinkSpec;
 
 const BACKLOG: u32 = 1024;
@@ -234,9 +236,39 @@ impl Link {
             }
         };
         let _ = upstream.set_nodelay(true);
+        let mut client = client;
+        let mut upstream = upstream;
+
+        // A healthy link: both ways in this one task, until a fault is set.
+        let (there, back) = if faults.borrow_and_update().is_clear() {
+            match fast::both_ways(
+                &mut client,
+                &mut upstream,
+                &mut faults,
+                &self.to_service,
+                &self.from_service,
+            )
+            .await
+            {
+                fast::End::Closed => return,
+                fast::End::Failed(e) => {
+                    tracing::debug!(link = %self.name, error = %e, "connection failed");
+                    let _ = client.set_zero_linger();
+                    let _ = upstream.set_zero_linger();
+                    return;
+                }
+                fast::End::Changed {
+                    to_service,
+                    from_service,
+                } => (to_service, from_service),
+            }
+        } else {
+            Default::default()
+        };
 
         let (client_r, client_w) = client.into_split();
         let (upstream_r, upstream_w) = upstream.into_split();
+        let (client_w, upstream_w) = (NoFinOnDrop::new(client_w), NoFinOnDrop::new(upstream_w));
         // The answers get a task of their own, so each direction's pump is
         // woken only by its own socket.
         let back = {
@@ -249,6 +281,7 @@ impl Link {
                     Direction::FromService,
                     faults,
                     &link.from_service,
+                    back,
                 )
                 .await
             })
@@ -260,6 +293,7 @@ impl Link {
             Direction::ToService,
             faults,
             &self.to_service,
+            there,
         );
         tokio::pin!(forth);
         tokio::select! {

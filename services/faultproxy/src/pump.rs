@@ -7,8 +7,10 @@
 //! connection feels a new latency on its very next query): the pump waits on
 //! "bytes to read" *and* "the fault changed" at the same time.
 //!
-//! With no fault, a pump is a plain copy: read into a buffer, write it out
-//! (the fast path; it costs what any proxy costs). With a fault, it becomes
+//! A connection starts on the [fast path](crate::fast), both ways in one
+//! task, and comes here once the link's fault changes; it stays here after
+//! a heal. With no fault, a pump is a plain copy: read into a buffer, write
+//! it out. With a fault, it becomes
 //! a *delay line*: every chunk read is stamped with the time it is due
 //! (now + latency ± jitter, never earlier than the chunk before it, so the
 //! bytes of one connection never overtake each other), queued, and written
@@ -51,6 +53,18 @@ pub enum Cut {
     Io(io::Error),
 }
 
+/// What the [fast path](crate::fast) had in hand when a fault was set, for
+/// the pump of the same way to send first (through the new fault).
+#[derive(Debug, Default)]
+pub struct Leftover {
+    /// Read from one side, not yet written to the other.
+    pub data: Vec<u8>,
+    /// The peer's close was read and not yet passed on.
+    pub eof: bool,
+    /// The close was already passed on: this way is over, no pump needed.
+    pub closed: bool,
+}
+
 enum Item {
     Data(Bytes),
     /// The peer closed its side: pass the close on.
@@ -62,16 +76,19 @@ enum Item {
 /// RST, which happens when their last half is dropped).
 pub async fn pump(
     mut from: OwnedReadHalf,
-    to: OwnedWriteHalf,
+    mut to: NoFinOnDrop,
     way: Direction,
     faults: watch::Receiver<Arc<ActiveFault>>,
     bytes: &AtomicU64,
+    first: Leftover,
 ) -> Result<(), Cut> {
-    let mut to = NoFinOnDrop(Some(to));
     let Some(w) = to.0.as_mut() else {
         return Ok(());
     };
-    let result = copy(&mut from, w, way, faults, bytes).await;
+    if first.closed {
+        return Ok(());
+    }
+    let result = copy(&mut from, w, way, faults, bytes, first).await;
     if result.is_err() {
         // SO_LINGER 0: closing sends RST instead of FIN, at once.
         let _ = from.as_ref().set_zero_linger();
@@ -83,8 +100,15 @@ pub async fn pump(
 /// tokio's write half sends a FIN when dropped; a cut connection must end
 /// with an RST alone, so the FIN is sent only where a close is passed on
 /// (`shutdown` in the pump) and a dropped half just lets go of the socket.
-/// This also covers a pump that is dropped mid-way (its partner was cut).
-struct NoFinOnDrop(Option<OwnedWriteHalf>);
+/// The half is wrapped before the pump's future is made: a pump dropped
+/// before its first poll (its partner was cut at once) sends no FIN either.
+pub struct NoFinOnDrop(Option<OwnedWriteHalf>);
+
+impl NoFinOnDrop {
+    pub fn new(half: OwnedWriteHalf) -> Self {
+        Self(Some(half))
+    }
+}
 
 impl Drop for NoFinOnDrop {
     fn drop(&mut self) {
@@ -100,6 +124,7 @@ async fn copy(
     way: Direction,
     mut faults: watch::Receiver<Arc<ActiveFault>>,
     bytes: &AtomicU64,
+    first: Leftover,
 ) -> Result<(), Cut> {
     let mut buf = vec![0u8; BUF_SIZE];
     let mut fault = faults.borrow_and_update().clone();
@@ -111,6 +136,20 @@ async fn copy(
     let mut pending: Option<(Instant, Bytes)> = None;
     let mut last_due = Instant::now();
     let mut eof_read = false;
+
+    // What the fast path handed over is sent first, as if just read: the
+    // fault that stopped the fast path is the first thing it feels.
+    let shape = fault.shaping(way);
+    if !first.data.is_empty() {
+        last_due += shape.sample_delay();
+        line_bytes += first.data.len();
+        line.push_back((last_due, Item::Data(Bytes::from(first.data))));
+    }
+    if first.eof {
+        eof_read = true;
+        let due = (Instant::now() + shape.latency + shape.slow_close).max(last_due);
+        line.push_back((due, Item::Eof));
+    }
 
     loop {
         if fault.reset {

@@ -505,3 +505,73 @@ async fn connections_are_counted_while_open_and_only_then() {
     }
     assert_eq!(link.status().total_connections, 50);
 }
+
+/// A connection used before any fault sits idle on the fast path (both ways
+/// in one task); a latency set then is felt by its very next request, each
+/// way, and after a heal it is quick again.
+#[tokio::test]
+async fn a_latency_reaches_a_connection_idle_on_the_fast_path() {
+    let (echo, mut arrivals) = echo_server().await;
+    let p = proxy(&[("svc", echo.to_string())]).await;
+    let mut c = p.connect("svc").await;
+    for _ in 0..3 {
+        round_trip(&mut c, b"warm").await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    p.set("svc", latency(200, Direction::FromService)).await;
+    while arrivals.try_recv().is_ok() {}
+    let sent = Instant::now();
+    let rtt = round_trip(&mut c, b"next request").await;
+    let there = ms(arrivals.recv().await.unwrap() - sent);
+    assert!(there < SLACK_MS, "the request was held {there} ms");
+    assert!(
+        (200..200 + SLACK_MS).contains(&ms(rtt)),
+        "200 ms from the service gave a round trip of {rtt:?}"
+    );
+
+    p.heal("svc").await;
+    let after = round_trip(&mut c, b"healed").await;
+    assert!(ms(after) < 100, "healed link still slow: {after:?}");
+    assert_eq!(
+        p.running.link("svc").unwrap().status().bytes_to_service,
+        3 * 4 + 12 + 6
+    );
+}
+
+/// The fast path passes a half-close on (the client is done sending) and
+/// keeps the other way open; a fault set then still reaches that other way.
+#[tokio::test]
+async fn a_half_closed_connection_on_the_fast_path_still_feels_a_fault() {
+    let service = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let p = proxy(&[("svc", service.local_addr().unwrap().to_string())]).await;
+    let mut client = p.connect("svc").await;
+    client.write_all(b"request").await.unwrap();
+    client.shutdown().await.unwrap();
+    let (mut upstream, _) = timeout(Duration::from_secs(2), service.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut request = Vec::new();
+    timeout(Duration::from_secs(2), upstream.read_to_end(&mut request))
+        .await
+        .expect("the client's close was not passed on")
+        .unwrap();
+    assert_eq!(request, b"request");
+
+    p.set("svc", latency(200, Direction::FromService)).await;
+    let sent = Instant::now();
+    upstream.write_all(b"answer").await.unwrap();
+    drop(upstream);
+    let mut answer = Vec::new();
+    timeout(Duration::from_secs(2), client.read_to_end(&mut answer))
+        .await
+        .expect("answer or close not passed on")
+        .unwrap();
+    assert_eq!(answer, b"answer");
+    let took = ms(sent.elapsed());
+    assert!(
+        (200..200 + SLACK_MS).contains(&took),
+        "200 ms from the service took {took} ms"
+    );
+}

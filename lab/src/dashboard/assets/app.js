@@ -4,8 +4,9 @@
 // `lab status --json`, see src/dashboard/snapshot.rs); this script draws
 // each one from scratch, so what the page shows is always what the lab
 // is, and a second browser shows the same. The only memory kept here is
-// the last two minutes of counts, for the chart, and the marks of the
-// changes seen in them. Buttons are POSTs carrying the run's token (see
+// the last two minutes of the balancer's counts and the seconds of the
+// page's load as they arrive, for the charts (drawn by charts.js); the
+// marks on the time axis come with each snapshot. Buttons are POSTs carrying the run's token (see
 // src/dashboard/guard.rs); what they change comes back in the next
 // snapshot, never from the button's own answer.
 'use strict';
@@ -29,23 +30,12 @@ const $ = (id) => document.getElementById(id);
 
 // ---- what a service's state means -------------------------------------
 
-// One word for a service's condition: it picks the colour and is what the
-// chart's marks compare. Order matters: a stopped service is down, whatever
-// else is wrong with it.
+// One word for a service's condition, decided by the dashboard (see
+// src/dashboard/snapshot.rs) and sent with each snapshot: it picks the
+// colour, and the marks under the charts use the same words.
 function condition(s) {
-  const kinds = (s.faults || []).map((f) => f.kind);
-  if (kinds.includes('stopped') || ['exited', 'dead', 'created'].includes(s.state)) return 'down';
-  if (kinds.includes('paused') || s.state === 'paused') return 'paused';
-  // A hung or refusing link cuts the service off as a partition does.
-  const cut = (s.faults || []).some((f) => f.kind === 'link' && (f.blackhole || f.reset));
-  if (kinds.includes('partition') || cut) return 'partitioned';
-  if (kinds.includes('slow') || kinds.includes('link')) return 'slow';
-  // A replica more than a second behind lags, whatever made it late.
-  const late = s.replication && s.replication.replay_lag_ms > 1000;
-  if (kinds.includes('lag') || late) return 'lagging';
-  if (s.health === 'unhealthy') return 'unhealthy';
-  if (s.health === 'starting' || s.state === 'restarting') return 'starting';
-  return 'ok';
+  const c = lastSnapshot && lastSnapshot.conditions ? lastSnapshot.conditions[s.name] : undefined;
+  return c || 'starting';
 }
 
 function faultText(f) {
@@ -76,16 +66,18 @@ function roleText(s) {
   return { lb: 'balancer', server: 'app server', redis: 'redis', database: 'database', edge: 'edge (the internet)' }[s.role] || s.role;
 }
 
-// ---- per-second figures from two snapshots ----------------------------
+// ---- per-second figures ----------------------------------------------
 
-// The balancer counts requests and failures since it started; a second's
-// figures are the difference between two snapshots.
+// With no load of the page's, a second is what the balancer counted
+// between two snapshots (it counts since it started). A load run from the
+// page brings its own seconds, counted by the load engine, with latency
+// and the checkers' findings; those are charted instead.
 let previous = null;
-const counts = []; // {t, ok, failed}
-const marks = []; // {t, text}
+const counts = []; // balancer seconds, in the charts' shape
+let job = null; // the page's load or lesson: its record, seconds merged by time
 
 function perSecond(snap) {
-  const out = { t: snap.t, ok: 0, failed: 0, servers: {} };
+  const out = { at: snap.t, ok: 0, errors: 0, per_server: {} };
   if (!previous || previous.state !== 'running' || snap.state !== 'running') return out;
   const dt = (snap.t - previous.t) / 1000;
   if (dt <= 0) return out;
@@ -97,32 +89,32 @@ function perSecond(snap) {
     // A restarted balancer starts counting from zero again.
     const req = Math.max(0, s.lb.requests - b.requests) / dt;
     const fail = Math.max(0, s.lb.failures - b.failures) / dt;
-    out.servers[s.name] = req;
-    out.failed += fail;
+    out.per_server[s.name] = req;
+    out.errors += fail;
     out.ok += Math.max(0, req - fail);
   }
   return out;
 }
 
-// Marks a change the snapshots show: a service that appears, goes, or
-// changes condition, a database node that changes part, the lab itself.
-function noteChanges(snap) {
-  const mark = (text) => marks.push({ t: snap.t, text });
-  if (!previous) return;
-  if (previous.state !== snap.state) mark(`lab: ${previous.state} → ${snap.state}`);
-  if (previous.state !== 'running' || snap.state !== 'running') return;
-  const old = {};
-  for (const s of previous.status.services) old[s.name] = s;
-  const seen = new Set();
-  for (const s of snap.status.services) {
-    seen.add(s.name);
-    const o = old[s.name];
-    if (!o) { mark(`${s.name} added`); continue; }
-    if (condition(o) !== condition(s)) mark(`${s.name}: ${condition(o)} → ${condition(s)}`);
-    if (o.db_role !== s.db_role) mark(`${s.name}: ${o.db_role} → ${s.db_role}`);
-    if (o.lb && s.lb && o.lb.state !== s.lb.state) mark(`${s.name} in the balancer: ${o.lb.state} → ${s.lb.state}`);
+// Keeps the job's record whole: a snapshot carries its latest seconds
+// only, and a new job (or a page opened mid-run) fetches the rest.
+function mergeJob(recent) {
+  if (!recent) return;
+  if (!job || job.id !== recent.id) {
+    job = Object.assign({}, recent, { seconds: [] });
+    fetch('/api/job').then((r) => r.json()).then((full) => {
+      if (full && job && full.id === job.id) mergeSeconds(full.seconds);
+    }).catch(() => {});
   }
-  for (const name of Object.keys(old)) if (!seen.has(name)) mark(`${name} removed`);
+  const seconds = job.seconds;
+  Object.assign(job, recent, { seconds });
+  mergeSeconds(recent.seconds);
+}
+
+function mergeSeconds(list) {
+  const have = new Set(job.seconds.map((s) => s.t));
+  for (const s of list || []) if (!have.has(s.t)) job.seconds.push(s);
+  job.seconds.sort((a, b) => a.t - b.t);
 }
 
 // ---- the diagram ------------------------------------------------------
@@ -197,7 +189,7 @@ function drawTopology(snap, rates) {
       }, links);
     }
   }
-  const total = Object.values(rates.servers).reduce((a, b) => a + b, 0);
+  const total = Object.values(rates.per_server).reduce((a, b) => a + b, 0);
   for (const s of all) drawNode(svg, s, at[s.name], rates, total);
 }
 
@@ -216,7 +208,7 @@ function drawNode(svg, s, p, rates, total) {
   const faults = (s.faults || []).map(faultText);
   line(52, faults.length ? faults.join(', ') : `${s.state}, ${s.health}`);
   if (s.lb) {
-    const rate = rates.servers[s.name];
+    const rate = rates.per_server[s.name];
     const share = total > 0 && rate !== undefined ? ` · ${Math.round((100 * rate) / total)}%` : '';
     const perSecond = rate !== undefined ? ` · ${rate.toFixed(0)}/s` : '';
     line(69, `balancer: ${s.lb.state}${share}${perSecond}`);
@@ -233,59 +225,75 @@ function drawNode(svg, s, p, rates, total) {
   g.addEventListener('keydown', (e) => { if (e.key === 'Enter') select(s.name); });
 }
 
-// ---- the chart --------------------------------------------------------
+// ---- the charts ------------------------------------------------------
 
-function drawChart() {
-  const c = $('chart');
-  const ctx = c.getContext('2d');
-  const W = c.width;
-  const H = c.height;
-  const left = 44;
-  const bottom = H - 20;
-  ctx.clearRect(0, 0, W, H);
-  const now = counts.length ? counts[counts.length - 1].t : Date.now();
-  const t0 = now - HISTORY_S * 1000;
-  const x = (t) => left + ((t - t0) / (HISTORY_S * 1000)) * (W - left - 8);
-  const top = Math.max(10, ...counts.map((h) => h.ok + h.failed));
-  const y = (v) => bottom - (v / top) * (bottom - 10);
-  ctx.strokeStyle = '#b0bec5';
-  ctx.fillStyle = '#616161';
-  ctx.font = '11px system-ui, sans-serif';
-  ctx.beginPath();
-  ctx.moveTo(left, 10);
-  ctx.lineTo(left, bottom);
-  ctx.lineTo(W - 8, bottom);
-  ctx.stroke();
-  ctx.fillText(top.toFixed(0), 4, 16);
-  ctx.fillText('0', 4, bottom);
-  ctx.fillText(`last ${HISTORY_S} s`, W - 70, H - 4);
-  const series = (pick, colour) => {
-    ctx.strokeStyle = colour;
-    ctx.lineWidth = 2;
-    ctx.beginPath();
-    counts.forEach((h, i) => (i ? ctx.lineTo(x(h.t), y(pick(h))) : ctx.moveTo(x(h.t), y(pick(h)))));
-    ctx.stroke();
-    ctx.lineWidth = 1;
-  };
-  series((h) => h.ok, getComputedStyle(document.documentElement).getPropertyValue('--ok'));
-  series((h) => h.failed, getComputedStyle(document.documentElement).getPropertyValue('--down'));
-  ctx.strokeStyle = '#1565c0';
-  ctx.fillStyle = '#1565c0';
-  marks.forEach((m, i) => {
-    if (m.t < t0) return;
-    ctx.beginPath();
-    ctx.moveTo(x(m.t), 10);
-    ctx.lineTo(x(m.t), bottom);
-    ctx.stroke();
-    ctx.fillText(String(i + 1), x(m.t) + 2, 20);
-  });
+// A load of the page's is charted from its start to now, while it runs and
+// for two minutes after; otherwise the last two minutes of the balancer's
+// counts.
+function drawCharts(snap) {
+  const marks = snap.marks || [];
+  let seconds;
+  let t0;
+  const t1 = snap.t;
+  const recent = job && (!job.ended || snap.t - job.ended < HISTORY_S * 1000);
+  const load = recent && job.kind === 'load' && job.seconds.length > 0;
+  if (load) {
+    seconds = job.seconds;
+    t0 = job.started;
+  } else {
+    seconds = counts;
+    t0 = t1 - HISTORY_S * 1000;
+  }
+  const shown = marks.filter((m) => m.t >= t0 && m.t <= t1 + 5000);
+  Charts.draw($('charts'), seconds, shown, t0, t1);
+  $('charts').dataset.source = load ? 'load' : 'balancer';
   const list = $('marks');
   list.replaceChildren();
-  marks.forEach((m) => {
+  shown.forEach((m) => {
     const li = document.createElement('li');
-    li.textContent = `${new Date(m.t).toLocaleTimeString()} ${m.text}`;
+    li.textContent = `${new Date(m.t).toLocaleTimeString()} ${m.source === 'page' ? '(page) ' : ''}${m.text}`;
     list.appendChild(li);
   });
+}
+
+// ---- the page's load or lesson ------------------------------------------
+
+function drawJob() {
+  const box = $('job');
+  const running = job && (job.phase === 'running' || job.phase === 'stopping');
+  box.dataset.state = job ? job.phase : 'none';
+  box.dataset.kind = job ? job.kind : '';
+  $('job-title').textContent = job ? `${job.title}: ${job.phase}${job.error ? ` (${job.error})` : ''}` : 'nothing has run yet';
+  $('job-stop').disabled = !token || !running;
+  $('load-start').disabled = !token || running;
+  $('lesson-start').disabled = !token || running;
+  $('report').hidden = !job;
+  const steps = $('job-steps');
+  steps.replaceChildren();
+  if (!job) return;
+  for (const s of job.steps || []) {
+    const li = document.createElement('li');
+    if (s.kind === 'say') li.textContent = `→ ${s.text}`;
+    else if (s.kind === 'verdict') {
+      li.textContent = `${s.passed ? '✓' : '✗'} ${s.expectation}: ${s.measured}`;
+      li.className = s.passed ? 'pass' : 'fail';
+    } else if (s.kind === 'table') li.textContent = `table: ${s.title}`;
+    steps.appendChild(li);
+  }
+  const r = job.load;
+  if (r) {
+    const li = document.createElement('li');
+    li.textContent = `${r.requests} requests, ${r.ok} ok, p99 ${r.latency_ms.p99.toFixed(1)} ms, ` +
+      `${r.session_losses} session losses, ${r.stale_reads} stale reads, ${r.lost_writes} lost writes (audit)`;
+    li.className = 'summary';
+    steps.appendChild(li);
+  }
+  if (job.lesson) {
+    const li = document.createElement('li');
+    li.textContent = `Verdict: ${job.lesson.passed ? 'the claim holds' : 'the claim did NOT hold'}`;
+    li.className = job.lesson.passed ? 'pass' : 'fail';
+    steps.appendChild(li);
+  }
 }
 
 // ---- buttons ----------------------------------------------------------
@@ -348,6 +356,26 @@ async function act(path, body) {
 }
 
 $('heal-all').addEventListener('click', () => act('/api/heal-all'));
+$('load-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const body = { scenario: $('scenario').value, duration_s: Number($('duration').value) };
+  const n = Number($('amount').value);
+  if ($('model').value === 'rate') body.rate = n; else body.users = n;
+  act('/api/load', body);
+});
+$('lesson-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  act('/api/lesson', { name: $('lesson').value, quick: $('quick').checked });
+});
+$('job-stop').addEventListener('click', () => act('/api/job/stop'));
+fetch('/api/lessons').then((r) => r.json()).then((all) => {
+  for (const l of all) {
+    const o = document.createElement('option');
+    o.value = l.name;
+    o.textContent = `${l.number}. ${l.name}: ${l.summary}`;
+    $('lesson').appendChild(o);
+  }
+}).catch(() => {});
 $('sync').addEventListener('click', () => act('/api/replication', { mode: 'sync' }));
 $('async').addEventListener('click', () => act('/api/replication', { mode: 'async' }));
 $('servers').addEventListener('input', () => { $('servers').dataset.edited = 'yes'; });
@@ -367,7 +395,7 @@ if (!token) {
 
 // ---- one snapshot -----------------------------------------------------
 
-let lastRates = { servers: {} };
+let lastRates = { per_server: {} };
 
 function draw(snap, rates) {
   $('lab').textContent = `lab "${snap.lab}"`;
@@ -387,17 +415,17 @@ function draw(snap, rates) {
     input.value = snap.status.services.filter((s) => s.role === 'server').length;
   }
   drawTopology(snap, rates);
-  drawChart();
+  drawCharts(snap);
+  drawJob();
 }
 
 function onSnapshot(snap) {
   const rates = perSecond(snap);
-  noteChanges(snap);
   if (previous) {
-    counts.push({ t: rates.t, ok: rates.ok, failed: rates.failed });
-    while (counts.length && counts[0].t < snap.t - HISTORY_S * 1000) counts.shift();
-    while (marks.length && marks[0].t < snap.t - HISTORY_S * 1000) marks.shift();
+    counts.push(rates);
+    while (counts.length && counts[0].at < snap.t - HISTORY_S * 1000) counts.shift();
   }
+  mergeJob(snap.job);
   previous = snap;
   lastSnapshot = snap;
   lastRates = rates;
