@@ -31,6 +31,7 @@ pub mod plan;
 pub mod primary;
 pub mod progress;
 pub mod proxy_admin;
+pub mod readiness;
 pub mod roles;
 pub mod runtime;
 pub mod secrets;

@@ -233,6 +233,7 @@ mod tests {
             labels: spec.labels.clone(),
             state: State::Running,
             health: crate::runtime::Health::Healthy,
+            health_test: Vec::new(),
             ports: BTreeMap::new(),
             networks: vec![spec.network.clone()],
             cpus: None,

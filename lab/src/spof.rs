@@ -384,6 +384,7 @@ mod tests {
             .into(),
             state: State::Running,
             health: Health::Healthy,
+            health_test: Vec::new(),
             ports: Default::default(),
             networks: Vec::new(),
             cpus: None,

@@ -140,9 +140,13 @@ fn lab_labels(lab: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// Every container of a lab.
+/// Every container of a lab, each one's health as of now
+/// ([`crate::readiness`]: a container Docker still calls starting is
+/// checked at once).
 pub async fn containers(rt: &dyn Runtime, lab: &str) -> Result<Vec<ContainerInfo>> {
-    Ok(rt.list_containers(&[(labels::LAB, lab)]).await?)
+    let mut all = rt.list_containers(&[(labels::LAB, lab)]).await?;
+    crate::readiness::refresh(rt, &mut all).await;
+    Ok(all)
 }
 
 /// The network carries the secrets; make both on the first `up`. Also
@@ -633,7 +637,9 @@ async fn roll_one(
     })
 }
 
-/// Polls Docker until every service is healthy, showing who we wait for.
+/// Polls until every service is healthy, showing who we wait for (a
+/// container Docker still calls starting has its check run at once:
+/// [`crate::readiness`]).
 pub async fn wait_healthy(
     rt: &dyn Runtime,
     lab: &str,
@@ -739,6 +745,36 @@ mod tests {
         assert!(pos("start t1-db-2") < pos("create t1-server-1"));
         assert!(pos("start t1-server-3") < pos("create t1-lb-1"));
         assert!(r.entrypoint.unwrap().starts_with("http://127.0.0.1:"));
+    }
+
+    #[tokio::test]
+    async fn waiting_runs_a_starting_container_s_check_instead_of_docker_s_clock() {
+        let rt = runtime();
+        up(&rt, "tw", &topo(), &opts()).await.unwrap();
+        let desired: Vec<ContainerSpec> = ["tw-db-2", "tw-server-1"]
+            .iter()
+            .map(|n| rt.spec(n).unwrap())
+            .collect();
+        // Docker has not yet run db-2's check; the check would pass.
+        rt.set_health("tw-db-2", Health::Starting);
+        let quick = Duration::from_millis(300);
+        let silent = crate::progress::Silent;
+        wait_healthy(&rt, "tw", &desired, quick, &silent)
+            .await
+            .unwrap();
+        assert!(rt
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("exec tw-db-2 /usr/lib/postgresql/15/bin/pg_isready")));
+        // The check fails: still starting, whatever the lab's patience.
+        rt.set_exec_code("tw-db-2", 2);
+        let e = wait_healthy(&rt, "tw", &desired, quick, &silent)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, LabError::NotHealthy { ref first, .. } if first == "db-2"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

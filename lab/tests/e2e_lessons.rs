@@ -56,20 +56,28 @@ fn every_lesson_holds() {
             }
         };
         eprintln!("lesson {name} ({:.0} s):", started.elapsed().as_secs_f64());
+        // The failed verdicts are repeated in the final message: a CI log
+        // cut in the middle must still say which claim failed and by what.
+        let mut missed = Vec::new();
         for v in report["verdicts"].as_array().unwrap() {
-            eprintln!(
-                "  {} {}: {}",
-                if v["passed"] == true { "ok  " } else { "FAIL" },
+            let line = format!(
+                "{}: {}",
                 v["expectation"].as_str().unwrap_or_default(),
                 v["measured"].as_str().unwrap_or_default()
             );
+            let passed = v["passed"] == true;
+            eprintln!("  {} {line}", if passed { "ok  " } else { "FAIL" });
+            if !passed {
+                missed.push(format!("  FAIL {line}"));
+            }
         }
         if report["passed"] != true {
             assert_eq!(out.status.code(), Some(1), "a failed lesson exits 1");
-            failed.push(format!(
-                "{name}: {}",
-                report["error"].as_str().unwrap_or("a verdict failed")
-            ));
+            let why = match report["error"].as_str() {
+                Some(e) => e.to_string(),
+                None => format!("a verdict failed\n{}", missed.join("\n")),
+            };
+            failed.push(format!("{name}: {why}"));
         } else {
             assert!(out.status.success());
         }

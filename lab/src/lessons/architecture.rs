@@ -66,11 +66,18 @@ const PAGE_MS: u32 = 20;
 /// on the Xeon of earlier runs (one database served far less there), and
 /// with a fixed deliberate work that moved the balance between server and
 /// database from one machine to the next.
-/// With 16 ms, one database served 1.3x to 1.7x what one server did in the
-/// runs so far (so three servers outran it and the cache had load to take
-/// off it), and one machine running both half to 0.7x of what the server
-/// alone did. The guide (docs/labs/13-architecture.md) gives the runs.
-pub const DB_PAGE_MS: f64 = 16.0;
+///
+/// Why 14: call x the database's work per request over the server's (a
+/// third of the requests are pages). Separating them grows capacity by
+/// 1 + x, three servers by 1 / x (the database is then the limit) and the
+/// cache by up to 3 times x (the servers are). The smallest of the three
+/// is largest near x = 0.6. The runs place that between 13 and 15 ms: at
+/// 15 two runs gave 13 -> 26 -> 33 requests/s (2.0x, then 1.27x), at 13
+/// one gave 22 -> 28 -> 44 (1.27x, then 1.57x), at 14 one gave 20 -> 24
+/// -> 44 (1.19x, then 1.83x), at 16 the middle step was 1.29x in a
+/// clean-clone `make test`. The guide (docs/labs/13-architecture.md) has
+/// the runs.
+pub const DB_PAGE_MS: f64 = 14.0;
 /// Timings of the sales rank; the fastest is kept (a run that met a busy
 /// moment, or the end of the database's CPU share, only ever takes longer).
 const RANK_RUNS: usize = 7;
@@ -84,13 +91,22 @@ pub const MAX_ERROR_SHARE: f64 = 0.01;
 const FIRST_RATE: f64 = 20.0;
 /// The ramp stops narrowing when the failing rate is within this factor
 /// of the holding one: the capacity found is at most this much too low.
-/// A quick run narrows as far: a coarser ramp could not tell a growth of
-/// [`GROWTH`] from none, and its verdicts would be a coin toss.
-const PRECISION: f64 = 1.12;
+/// A quick run narrows as far. At 1.12 two rows each found up to 12% low
+/// could hide half the margin of a step that grows 1.3x over the bar of
+/// [`GROWTH`]; one more step of the ramp costs 6 s.
+const PRECISION: f64 = 1.06;
 const _: () = assert!(
     PRECISION < GROWTH,
     "the ramp must resolve the growth it judges"
 );
+/// Ramps per row; the one that found the higher capacity counts. Other
+/// work on a shared laptop (a compile, a browser, Docker's own) only ever
+/// lowers a capacity, and one ramp moved by 15 to 30% from run to run: a
+/// row just built found 44 requests/s where the next, with the same
+/// database as its limit, found 57. The best of two, like the fastest of
+/// several timings, keeps what the site can do rather than what the
+/// laptop let it do once.
+const RAMPS: usize = 2;
 /// The most steps a ramp takes.
 const MAX_STEPS: usize = 12;
 /// A step that grows the capacity by less than this is no growth: noise on
@@ -368,8 +384,17 @@ pub fn growth_verdict(before: &Row, after: &Row) -> (String, String, bool) {
 }
 
 /// The capacity ramp against a site's entry point, from `first` requests/s.
-async fn ramp(c: &Ctx<'_>, target: Option<&str>, first: f64) -> Result<Vec<RampStep>> {
-    let secs = if c.quick { 3 } else { 5 };
+async fn ramp(
+    c: &Ctx<'_>,
+    target: Option<&str>,
+    machines: &[String],
+    first: f64,
+) -> Result<Vec<RampStep>> {
+    // Quick runs too: a p99 over 3 s (some 90 requests at the first row's
+    // capacity) is nearly the slowest single request, and a quick run's
+    // 3 s steps moved the capacities by a step of the ramp from one run to
+    // the next, as much as the growth judged.
+    let secs = 5;
     let plan = |rate: f64, secs: u64| LoadPlan {
         scenario: Scenario::Mixed,
         rate: Some(rate),
@@ -407,10 +432,39 @@ async fn ramp(c: &Ctx<'_>, target: Option<&str>, first: f64) -> Result<Vec<RampS
             error_share: errors,
             held,
         });
-        // Queues left by an overloaded step drain before the next.
-        tokio::time::sleep(Duration::from_secs(if held { 1 } else { 3 })).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if !held {
+            drain(c, machines).await;
+        }
     }
     Ok(steps)
+}
+
+/// A machine doing less than this share of one CPU, in percent, has worked
+/// off what an overloaded rate left it (at rest the busiest, a database
+/// node under Patroni, uses a few percent; each machine may use 25).
+const IDLE_CPU_PERCENT: f64 = 10.0;
+/// The longest wait for that.
+const DRAIN_LIMIT: Duration = Duration::from_secs(20);
+
+/// Waits, after a rate that did not hold, until every machine of the row
+/// is idle again. A database a quarter of a core wide goes on for seconds
+/// with queries whose clients gave up; a fixed 3 s pause was too short
+/// after a hard overload, and the next rate was judged on that backlog.
+async fn drain(c: &Ctx<'_>, machines: &[String]) {
+    let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
+    loop {
+        // Each reading spans about a second (Docker's own sample).
+        let now = futures::future::join_all(machines.iter().map(|m| c.rt.usage(m))).await;
+        let busiest = now
+            .iter()
+            .filter_map(|u| u.as_ref().ok())
+            .map(|u| u.cpu_percent)
+            .fold(0.0, f64::max);
+        if busiest < IDLE_CPU_PERCENT || tokio::time::Instant::now() >= deadline {
+            return;
+        }
+    }
 }
 
 /// The parts to crash: all of them, or in a quick run one of each kind (a
@@ -511,7 +565,20 @@ async fn measure(
     let first = before
         .and_then(|r| r.capacity)
         .map_or(FIRST_RATE, |x| (x / 2.0).round().max(FIRST_RATE));
-    let ramp = ramp(c, target, first).await?;
+    let mut best: Option<Vec<RampStep>> = None;
+    for n in 1..=RAMPS {
+        if RAMPS > 1 {
+            c.say(&format!("ramp {n} of {RAMPS}"));
+        }
+        let steps = ramp(c, target, &containers, first).await?;
+        if best
+            .as_ref()
+            .is_none_or(|b| capacity(&steps).unwrap_or(0.0) > capacity(b).unwrap_or(0.0))
+        {
+            best = Some(steps);
+        }
+    }
+    let ramp = best.unwrap_or_default();
     let capacity = capacity(&ramp);
     let (chosen, skipped) = choose_parts(c, parts).await?;
     let settings = probe_settings(c, capacity);
@@ -604,6 +671,9 @@ async fn rank_ms(c: &Ctx<'_>) -> Result<f64> {
     let mut cmd = vec![
         "psql",
         "-AtX",
+        "-v",
+        // A failed statement prints a timing too (of the error): stop at it.
+        "ON_ERROR_STOP=1",
         "-U",
         "postgres",
         "-c",
@@ -615,6 +685,12 @@ async fn rank_ms(c: &Ctx<'_>) -> Result<f64> {
         cmd.extend(["-c", "EXECUTE rank(1)"]);
     }
     let out = c.rt.exec(&container, &cmd).await?;
+    if out.code != 0 {
+        return Err(super::step("time the sales rank in db-1")(&format!(
+            "psql failed: {}",
+            out.stderr.trim()
+        )));
+    }
     out.stdout
         .lines()
         .filter_map(|l| l.strip_prefix("Time: "))
@@ -636,6 +712,13 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     let guess = Sizing::for_rank(5.0);
     c.up(Layout::Separated.topology(guess.product_query_ms))
         .await?;
+    // The rank needs the shop's tables: server-1 is ready once its
+    // migrations are in.
+    let server_1 = format!(
+        "http://{}",
+        c.address("server-1", crate::roles::server::PORT).await?
+    );
+    super::wait_ready(&server_1, "server-1").await?;
     let sizing = Sizing::for_rank(rank_ms(c).await?);
     if sizing.product_query_ms != guess.product_query_ms {
         c.up(Layout::Separated.topology(sizing.product_query_ms))
@@ -952,8 +1035,8 @@ mod tests {
     #[test]
     fn the_database_does_the_same_work_per_page_on_any_machine() {
         // The AMD EPYC of 1 December (a 4.9 ms rank) and a slower core.
-        assert_eq!(Sizing::for_rank(4.9).product_query_ms, 11);
-        assert_eq!(Sizing::for_rank(8.0).product_query_ms, 8);
+        assert_eq!(Sizing::for_rank(4.9).product_query_ms, 9);
+        assert_eq!(Sizing::for_rank(8.0).product_query_ms, 6);
         for rank in [2.0, 4.9, 8.0, 12.6] {
             let s = Sizing::for_rank(rank);
             let total = rank + f64::from(s.product_query_ms);
@@ -966,7 +1049,7 @@ mod tests {
     fn a_rank_that_costs_a_page_still_leaves_the_product_read() {
         assert_eq!(Sizing::for_rank(DB_PAGE_MS).product_query_ms, 1);
         assert_eq!(Sizing::for_rank(40.0).product_query_ms, 1);
-        assert_eq!(Sizing::for_rank(-1.0).product_query_ms, 16);
+        assert_eq!(Sizing::for_rank(-1.0).product_query_ms, 14);
     }
 
     #[test]

@@ -292,6 +292,11 @@ impl Runtime for DockerRuntime {
             let mut networks: Vec<String> = ns.networks.unwrap_or_default().into_keys().collect();
             networks.sort();
             let hc = i.host_config.unwrap_or_default();
+            let health_test = i
+                .config
+                .and_then(|c| c.healthcheck)
+                .and_then(|h| h.test)
+                .unwrap_or_default();
             out.push(ContainerInfo {
                 id,
                 name: i
@@ -302,6 +307,7 @@ impl Runtime for DockerRuntime {
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
                 state,
                 health,
+                health_test,
                 ports,
                 networks,
                 cpus: hc.nano_cpus.filter(|n| *n > 0).map(|n| n as f64 / 1e9),

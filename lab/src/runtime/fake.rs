@@ -24,6 +24,8 @@ struct Inner {
     next_subnet: u8,
     /// What `exec` answers on stdout, per container name.
     exec_stdout: BTreeMap<String, String>,
+    /// The exit code `exec` answers, per container name (0 if not set).
+    exec_code: BTreeMap<String, i64>,
     volumes: BTreeMap<String, BTreeMap<String, String>>,
     images: BTreeMap<String, ImageInfo>,
     calls: Vec<String>,
@@ -69,6 +71,18 @@ impl FakeRuntime {
     /// Every call made so far, e.g. `create lab-server-1`.
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
+    }
+
+    /// Make `exec` in this container exit with `code`.
+    pub fn set_exec_code(&self, name: &str, code: i64) {
+        self.lock().exec_code.insert(name.to_string(), code);
+    }
+
+    /// Set a container's health as Docker would report it.
+    pub fn set_health(&self, name: &str, health: Health) {
+        if let Some((_, i)) = self.lock().containers.get_mut(name) {
+            i.health = health;
+        }
     }
 
     pub fn clear_calls(&self) {
@@ -173,6 +187,11 @@ impl Runtime for FakeRuntime {
             labels: spec.labels.clone(),
             state: State::Created,
             health: Health::None,
+            health_test: spec
+                .healthcheck
+                .as_ref()
+                .map(|h| h.test.clone())
+                .unwrap_or_default(),
             ports,
             networks: vec![spec.network.clone()],
             cpus: spec.cpus,
@@ -245,7 +264,9 @@ impl Runtime for FakeRuntime {
             .get(name)
             .cloned()
             .unwrap_or_default();
+        let code = self.lock().exec_code.get(name).copied().unwrap_or(0);
         self.with(name, |_| ExecOutput {
+            code,
             stdout,
             ..ExecOutput::default()
         })

@@ -200,6 +200,10 @@ pub struct ContainerInfo {
     pub labels: BTreeMap<String, String>,
     pub state: State,
     pub health: Health,
+    /// The health check Docker runs in it, as Docker stores it
+    /// (`["CMD", "pg_isready", ...]` or `["CMD-SHELL", "..."]`); empty
+    /// when it has none. [`crate::readiness`] runs it itself.
+    pub health_test: Vec<String>,
     /// container port -> "127.0.0.1:49153"
     pub ports: BTreeMap<u16, String>,
     /// Networks the container is attached to right now.
