@@ -26,3 +26,35 @@ check_lab_ready() {
             || die "image scaling-lab/$img:$VERSION is missing: run 'make images' in $ROOT"
     done
 }
+
+# Whether a container's own health check passes now: the command Docker
+# would run, run by `docker exec`.
+passes_own_check() {
+    local cmd
+    cmd=$(docker inspect --format '{{json .Config.Healthcheck.Test}}' "$1" | python3 -c '
+import json, shlex, sys
+t = json.load(sys.stdin) or []
+if t[:1] == ["CMD"]: print(shlex.join(t[1:]))
+elif t[:1] == ["CMD-SHELL"]: print(shlex.join(["/bin/sh", "-c", t[1]]))
+')
+    [ -n "$cmd" ] || return 1
+    eval "docker exec $(printf %q "$1") $cmd" >/dev/null 2>&1
+}
+
+# Whether every container matching a docker ps filter (label=...) is
+# healthy: by Docker's word or, for one Docker still calls starting, by
+# passing its own check now (`lab up` runs that check itself rather than
+# wait for Docker's next run: lab/src/readiness.rs).
+lab_is_healthy() {
+    local filter=$1 name status n=0
+    while read -r name status; do
+        [ -n "$name" ] || continue
+        n=$((n + 1))
+        case "$status" in
+            *"(healthy)"*) ;;
+            *"(health: starting)"*) passes_own_check "$name" || return 1 ;;
+            *) return 1 ;;
+        esac
+    done < <(docker ps -a --filter "$filter" --format '{{.Names}} {{.Status}}')
+    [ "$n" -gt 0 ]
+}

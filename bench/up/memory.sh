@@ -123,10 +123,10 @@ for r in $(seq 1 "$ROUNDS"); do
         tail -20 "$TMP/lab-up.log" >&2; die "lab up failed (round $r)"
     fi
     up=$(elapsed "$t0" "$(now)")
-    # `lab up` returned: check with Docker that everything is healthy indeed.
+    # `lab up` returned: check independently that everything is healthy.
     st=$(docker ps -a --filter "$FILTER" --format "{{.Label \"$KEY\"}} {{.Status}}")
     n=$(wc -l <<<"$st")
-    [ "$(grep -c '(healthy)' <<<"$st" || true)" -eq "$n" ] || { echo "$st" >&2; die "lab up returned before every service was healthy (round $r)"; }
+    lab_is_healthy "$FILTER" || { echo "$st" >&2; die "lab up returned before every service was healthy (round $r)"; }
     [ "$r" -gt 1 ] || echo "  services: $(cut -d' ' -f1 <<<"$st" | sort -V | tr '\n' ' ')($n)"
     record up "$PRESET" "$r" "$up"
     record load "$PRESET" "$r" "$l"
