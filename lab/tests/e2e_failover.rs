@@ -197,7 +197,17 @@ async fn three_nodes_fail_over_and_the_old_primary_rejoins() {
         }
     })
     .await;
-    assert_eq!(deposit(&http, &base, account).await.0, 200);
+    // The standby Patroni just named may still be catching up (here, just
+    // after two promotions): a write then waits for it, and the app gives
+    // up after its 5 s write timeout (504). Writes must go through once it
+    // has caught up; a CI run saw one 504 first.
+    let (http_ref, base_ref) = (&http, base.as_str());
+    eventually(
+        Duration::from_secs(30),
+        "a deposit under sync replication",
+        || async move { (deposit(http_ref, base_ref, account).await.0 == 200).then_some(()) },
+    )
+    .await;
     lab.ok(&["replication", "async"]);
 
     lab.ok(&["heal", "--all"]);
