@@ -441,8 +441,9 @@ async fn ramp(
 }
 
 /// A machine doing less than this share of one CPU, in percent, has worked
-/// off what an overloaded rate left it (at rest the busiest, a database
-/// node under Patroni, uses a few percent; each machine may use 25).
+/// off what an overloaded rate left it (each machine may use 25; what the
+/// busiest at rest, a database node under Patroni, uses was not measured
+/// apart: if it were above this, each wait would last [`DRAIN_LIMIT`]).
 const IDLE_CPU_PERCENT: f64 = 10.0;
 /// The longest wait for that.
 const DRAIN_LIMIT: Duration = Duration::from_secs(20);
