@@ -1,16 +1,14 @@
 #!/bin/bash
 # The lab's web server, behind its own fault proxy.
 #
-# The app listens on an internal port ($PORT); lab-faultproxy listens on the
-# service's port and copies bytes both ways, so `lab slow server-2` can delay,
-# throttle, hang or cut what reaches this server on any kernel, without a
-# capability (docs/architecture.md). The proxy reads its links and admin
-# address from FAULTPROXY_LINKS and FAULTPROXY_ADMIN; without them it is not
-# started and the app alone serves.
+# The app listens on an internal port ($PORT) and runs the fault proxy's
+# links itself, from FAULTPROXY_LINKS and FAULTPROXY_ADMIN: the link on the
+# service's port hands its connections to the app in the same process, so
+# `lab slow server-2` can delay, throttle, hang or cut what reaches this
+# server on any kernel, without a capability and without a second TCP hop
+# on every request (docs/architecture.md). Without those variables the app
+# alone serves.
 set -euo pipefail
-if [ -n "${FAULTPROXY_LINKS:-}" ]; then
-  /usr/local/bin/lab-faultproxy &
-fi
 # LOCAL_DATABASE=on makes this container a whole machine (lesson 3,
 # separate-db): a PostgreSQL of its own starts beside the app, on loopback,
 # so both share the container's CPU and memory limits as they would share

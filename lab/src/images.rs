@@ -309,10 +309,10 @@ fn context_for(image: Image, opts: &BuildOptions) -> Result<Context, ImageError>
     };
     Ok(match image {
         Image::App => Context::new(format!(
-            "FROM {base}\nCOPY lab-app {FAULTPROXY} /usr/local/bin/\nCOPY entrypoint.sh /usr/local/bin/lab-server\n#LABELS#\nUSER nobody\nEXPOSE 8000\nENTRYPOINT [\"/usr/local/bin/lab-server\"]\n"
+            "FROM {base}\nCOPY lab-app /usr/local/bin/\nCOPY entrypoint.sh /usr/local/bin/lab-server\n#LABELS#\nUSER nobody\nEXPOSE 8000\nENTRYPOINT [\"/usr/local/bin/lab-server\"]\n"
         ))
+        // No lab-faultproxy: the app runs the fault proxy's links itself.
         .add("lab-app", read_bin("lab-app")?, 0o755)
-        .add(FAULTPROXY, read_bin(FAULTPROXY)?, 0o755)
         .add("entrypoint.sh", APP_ENTRYPOINT.as_bytes().to_vec(), 0o755),
         // No `USER nobody`: keepalived needs root in a pair, and the
         // entrypoint drops the balancer (and the edge's forwarder) to nobody

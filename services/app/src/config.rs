@@ -64,6 +64,65 @@ pub struct Config {
     /// `WORK_THREADS`: how many `/work` requests burn CPU at the same time;
     /// the others wait their turn, like requests for a fixed worker pool.
     pub work_threads: usize,
+    /// `FAULTPROXY_LINKS` and `FAULTPROXY_ADMIN`: the fault proxy's links,
+    /// run inside this process; `None` when no link is given.
+    pub fault_proxy: Option<FaultProxy>,
+}
+
+/// The fault proxy in front of this server, written by `lab up` in the
+/// same variables the proxy's own binary reads. The app runs the links
+/// itself ([`lab_faultproxy::local`]): the link whose upstream is the
+/// app's own port on loopback hands its connections straight to the app,
+/// with no second TCP hop; any other link is an ordinary proxied one.
+#[derive(Debug, Clone)]
+pub struct FaultProxy {
+    pub links: Vec<lab_faultproxy::LinkSpec>,
+    /// Where the proxy's admin API listens.
+    pub admin: std::net::SocketAddr,
+    /// The link in front of the app's own port, if one is.
+    pub own_link: Option<String>,
+}
+
+impl FaultProxy {
+    fn from_vars(
+        links: Option<String>,
+        admin: Option<String>,
+        port: u16,
+    ) -> Result<Option<Self>, ConfigError> {
+        use lab_contract::faultproxy::env as proxy_env;
+        let Some(links) = links else {
+            return Ok(None);
+        };
+        let links = links
+            .split(',')
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                l.parse::<lab_faultproxy::LinkSpec>()
+                    .map_err(|e| ConfigError(format!("{}: {e}", proxy_env::LINKS)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let admin = admin.unwrap_or_else(|| "127.0.0.1:9100".into());
+        let admin = admin.trim().parse().map_err(|_| {
+            ConfigError(format!(
+                "{} must be IP:PORT such as 0.0.0.0:9100 (got {admin:?})",
+                proxy_env::ADMIN
+            ))
+        })?;
+        let own = [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        let own_link = links
+            .iter()
+            .find(|l| own.contains(&l.upstream))
+            .map(|l| l.name.clone());
+        Ok(Some(Self {
+            links,
+            admin,
+            own_link,
+        }))
+    }
 }
 
 /// A configuration mistake; its message is the whole line printed after `error: `.
@@ -206,6 +265,12 @@ impl Config {
             },
         };
 
+        let fault_proxy = FaultProxy::from_vars(
+            get(lab_contract::faultproxy::env::LINKS),
+            get(lab_contract::faultproxy::env::ADMIN),
+            port,
+        )?;
+
         Ok(Self {
             server_name,
             bind,
@@ -222,6 +287,7 @@ impl Config {
             session_secret,
             write_timeout,
             work_threads,
+            fault_proxy,
         })
     }
 
@@ -495,6 +561,46 @@ mod tests {
         assert_eq!(c.cache_ttl, written.cache_ttl);
         assert_eq!(c.product_query_ms, written.product_query_ms);
         assert_eq!(c.session_secret, Some(SECRET.as_bytes().to_vec()));
+    }
+
+    #[test]
+    fn the_proxy_link_on_the_apps_own_port_is_served_in_process() {
+        let c = parse(&with(&[
+            ("PORT", "18000"),
+            (
+                "FAULTPROXY_LINKS",
+                "service=0.0.0.0:8000->127.0.0.1:18000,wal=127.0.0.1:5499->db-1:5432",
+            ),
+            ("FAULTPROXY_ADMIN", "0.0.0.0:9100"),
+        ]))
+        .unwrap();
+        let fp = c.fault_proxy.unwrap();
+        assert_eq!(fp.links.len(), 2);
+        assert_eq!(fp.own_link.as_deref(), Some("service"));
+        assert_eq!(fp.admin, "0.0.0.0:9100".parse().unwrap());
+
+        // A link to another port of this host is an ordinary proxied one.
+        let c = parse(&with(&[
+            ("PORT", "18000"),
+            ("FAULTPROXY_LINKS", "other=0.0.0.0:8000->127.0.0.1:18001"),
+        ]))
+        .unwrap();
+        let fp = c.fault_proxy.unwrap();
+        assert_eq!(fp.own_link, None);
+        assert_eq!(fp.admin, "127.0.0.1:9100".parse().unwrap());
+        assert!(parse(&BASE).unwrap().fault_proxy.is_none());
+    }
+
+    #[test]
+    fn a_wrong_proxy_link_names_its_variable() {
+        let err = parse(&with(&[("FAULTPROXY_LINKS", "service")])).unwrap_err();
+        assert!(err.0.starts_with("FAULTPROXY_LINKS: "), "{}", err.0);
+        let err = parse(&with(&[
+            ("FAULTPROXY_LINKS", "service=0.0.0.0:8000->127.0.0.1:8001"),
+            ("FAULTPROXY_ADMIN", "localhost"),
+        ]))
+        .unwrap_err();
+        assert!(err.0.starts_with("FAULTPROXY_ADMIN must be"), "{}", err.0);
     }
 
     #[test]

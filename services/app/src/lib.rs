@@ -222,15 +222,21 @@ fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     AppError::Internal("a handler panicked".into()).into_response()
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves, then stops
-/// accepting and lets in-flight requests finish. Also runs the database
-/// preparation (wait, migrate, calibrate) and, when the primary can move,
-/// the search for it, in the background meanwhile.
+/// Serves `state` on `listener`, and on `local` (the fault proxy's link
+/// in front of this server, run in this process) when there is one, until
+/// `shutdown` resolves; then stops accepting and lets in-flight requests
+/// finish. Also runs the database preparation (wait, migrate, calibrate)
+/// and, when the primary can move, the search for it, in the background
+/// meanwhile.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    local: Option<lab_faultproxy::LocalListener>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use futures::FutureExt;
+    use std::future::IntoFuture;
+
     let prepare = {
         let state = state.clone();
         tokio::spawn(async move { state.db().prepare().await })
@@ -241,9 +247,20 @@ pub async fn serve(
         let state = state.clone();
         tokio::spawn(async move { state.db().follow_primary().await })
     };
-    let result = axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let shutdown = shutdown.shared();
+    let direct = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(shutdown.clone())
+        .into_future();
+    let result = match local {
+        None => direct.await,
+        Some(local) => {
+            let proxied = axum::serve(local, app(state))
+                .with_graceful_shutdown(shutdown)
+                .into_future();
+            let (direct, proxied) = tokio::join!(direct, proxied);
+            direct.and(proxied)
+        }
+    };
     prepare.abort();
     follow.abort();
     result
@@ -288,6 +305,9 @@ pub enum RunError {
     /// The state could not be built.
     #[error("{0}")]
     State(#[from] AppError),
+    /// The fault proxy in front of this server could not start.
+    #[error("the fault proxy cannot start: {0}")]
+    FaultProxy(#[from] lab_faultproxy::StartError),
     /// The server stopped with an I/O error.
     #[error("server error: {0}")]
     Serve(std::io::Error),
@@ -302,9 +322,23 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             addr: addr.clone(),
             source,
         })?;
+    let mut proxy = match &config.fault_proxy {
+        None => None,
+        Some(fp) => Some(
+            lab_faultproxy::start(lab_faultproxy::Config {
+                links: fp.links.clone(),
+                admin: fp.admin,
+                connect_timeout: std::time::Duration::from_secs(5),
+                in_process: fp.own_link.clone(),
+            })
+            .await?,
+        ),
+    };
+    let local = proxy.as_mut().and_then(|p| p.local.take());
     tracing::info!(
         server = %config.server_name,
         %addr,
+        fault_proxy = ?local.as_ref().map(|l| l.local_addr()),
         sessions = config.session_store.as_str(),
         cache = config.cache,
         primary = %config.primary.name,
@@ -313,9 +347,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         "lab-app listening"
     );
     let state = AppState::new(config)?;
-    serve(listener, state, shutdown_signal())
+    serve(listener, local, state, shutdown_signal())
         .await
         .map_err(RunError::Serve)?;
+    if let Some(proxy) = proxy {
+        proxy.shutdown();
+    }
     tracing::info!("all in-flight requests finished; bye");
     Ok(())
 }

@@ -17,7 +17,8 @@
 //! ([`admin`]). The parts: [`link`] (a port, its upstream, its fault),
 //! [`fast`] (copying a connection both ways while there is no fault),
 //! [`pump`] (copying one direction of one connection through the fault),
-//! [`fault`] (a fault made ready for the pumps).
+//! [`fault`] (a fault made ready for the pumps), [`local`] (the same links
+//! run inside a service of ours, which saves its port the second hop).
 //!
 //! What it cannot do, netem can: lose or reorder individual packets. TCP
 //! over a lossy link shows up here as latency (the retransmissions), which
@@ -27,6 +28,7 @@ pub mod admin;
 pub mod fast;
 pub mod fault;
 pub mod link;
+pub mod local;
 pub mod pump;
 
 use std::fmt;
@@ -40,6 +42,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use link::Link;
+pub use local::{LocalListener, LocalStream};
 
 /// One link as given on the command line: `NAME=LISTEN->UPSTREAM`, for
 /// example `clients=0.0.0.0:5432->127.0.0.1:15432` or
@@ -116,6 +119,10 @@ pub struct Config {
     pub admin: SocketAddr,
     /// How long dialling an upstream may take before the client is reset.
     pub connect_timeout: Duration,
+    /// The link, if any, whose connections the caller serves itself, in
+    /// this process ([`local`]): they come out of [`Running::local`]
+    /// instead of being dialled through to the link's upstream.
+    pub in_process: Option<String>,
 }
 
 /// Why the proxy cannot start.
@@ -125,6 +132,8 @@ pub enum StartError {
     NoLinks,
     #[error("two links are named {0:?}: each link needs its own name")]
     DuplicateName(String),
+    #[error("no link is named {0:?}, so it cannot be served in process")]
+    NoInProcessLink(String),
     #[error(
         "cannot listen on {addr} for link {link:?}: {source} (is another program on that port?)"
     )]
@@ -143,6 +152,9 @@ pub enum StartError {
 pub struct Running {
     pub links: Vec<Arc<Link>>,
     pub admin: SocketAddr,
+    /// The in-process link's connections (see [`Config::in_process`]), for
+    /// the caller to take and serve.
+    pub local: Option<LocalListener>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -167,18 +179,35 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if config.links.is_empty() {
         return Err(StartError::NoLinks);
     }
+    if let Some(name) = &config.in_process {
+        if !config.links.iter().any(|l| &l.name == name) {
+            return Err(StartError::NoInProcessLink(name.clone()));
+        }
+    }
     let mut links = Vec::new();
     let mut listeners = Vec::new();
+    let mut local = None;
     for spec in &config.links {
         if links.iter().any(|l: &Arc<Link>| l.name == spec.name) {
             return Err(StartError::DuplicateName(spec.name.clone()));
         }
+        let (to_service, accepted) = if config.in_process.as_ref() == Some(&spec.name) {
+            let (tx, rx) = tokio::sync::mpsc::channel(local::QUEUE);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let (link, listener) =
-            Link::bind(spec, config.connect_timeout).map_err(|source| StartError::Listen {
-                link: spec.name.clone(),
-                addr: spec.listen,
-                source,
+            Link::bind(spec, config.connect_timeout, to_service).map_err(|source| {
+                StartError::Listen {
+                    link: spec.name.clone(),
+                    addr: spec.listen,
+                    source,
+                }
             })?;
+        if let Some(rx) = accepted {
+            local = Some(LocalListener::new(rx, link.listen));
+        }
         links.push(link);
         listeners.push(listener);
     }
@@ -211,6 +240,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     Ok(Running {
         links,
         admin,
+        local,
         tasks,
     })
 }

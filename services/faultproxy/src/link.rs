@@ -25,11 +25,12 @@ use std::time::Duration;
 
 use lab_contract::faultproxy::{Direction, Fault, LinkStatus};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::fast;
 use crate::fault::ActiveFault;
-use crate::pump::{pump, Cut, NoFinOnDrop};
+use crate::local::{Accepted, LocalStream};
+use crate::pump::{pump, Cut, Leftover, NoFinOnDrop, ReadEnd, WriteEnd};
 use crate::LinkSpec;
 
 const BACKLOG: u32 = 1024;
@@ -42,18 +43,24 @@ pub struct Link {
     pub listen: SocketAddr,
     pub upstream: String,
     connect_timeout: Duration,
+    /// For an [in-process](crate::local) link: where accepted connections
+    /// go, instead of being dialled through to the upstream.
+    local: Option<mpsc::Sender<Accepted>>,
     faults: watch::Sender<Arc<ActiveFault>>,
     open: AtomicU64,
     total: AtomicU64,
-    to_service: AtomicU64,
-    from_service: AtomicU64,
+    pub(crate) to_service: AtomicU64,
+    pub(crate) from_service: AtomicU64,
 }
 
 impl Link {
     /// Binds the link's listening port; the caller then runs [`Link::serve`].
-    pub fn bind(
+    /// With `local`, the link is [in-process](crate::local): its connections
+    /// are sent there rather than dialled through to the upstream.
+    pub(crate) fn bind(
         spec: &LinkSpec,
         connect_timeout: Duration,
+        local: Option<mpsc::Sender<Accepted>>,
     ) -> io::Result<(Arc<Self>, TcpListener)> {
         if spec.listen.port() != 0 {
             // SO_REUSEPORT (needed to hold the port during a reset) would let
@@ -75,6 +82,7 @@ impl Link {
             listen: listener.local_addr()?,
             upstream: spec.upstream.clone(),
             connect_timeout,
+            local,
             faults: watch::Sender::new(Arc::new(ActiveFault::healthy())),
             open: AtomicU64::new(0),
             total: AtomicU64::new(0),
@@ -175,8 +183,8 @@ impl Link {
                     }
                 }
                 accepted = l.accept() => match accepted {
-                    Ok((client, _)) => {
-                        tokio::spawn(Arc::clone(&self).connection(client));
+                    Ok((client, peer)) => {
+                        tokio::spawn(Arc::clone(&self).connection(client, peer));
                     }
                     Err(e) => {
                         // Out of file descriptors, most likely: wait a little
@@ -196,10 +204,9 @@ impl Link {
     }
 
     /// Serves one client connection from accept to close.
-    async fn connection(self: Arc<Self>, client: TcpStream) {
+    async fn connection(self: Arc<Self>, client: TcpStream, peer: SocketAddr) {
         self.total.fetch_add(1, Ordering::Relaxed);
-        self.open.fetch_add(1, Ordering::Relaxed);
-        let _open = OpenGuard(&self.open);
+        let open = Open::new(&self);
         let _ = client.set_nodelay(true);
 
         let mut faults = self.faults.subscribe();
@@ -216,6 +223,14 @@ impl Link {
                 return;
             }
         }
+
+        if let Some(service) = &self.local {
+            // The service is in this process: it takes the socket itself.
+            let stream = LocalStream::new(client, Arc::clone(&self), faults, open);
+            let _ = service.send((stream, peer)).await;
+            return;
+        }
+        let _open = open;
 
         let upstream = match tokio::time::timeout(
             self.connect_timeout,
@@ -268,11 +283,37 @@ impl Link {
 
         let (client_r, client_w) = client.into_split();
         let (upstream_r, upstream_w) = upstream.into_split();
+        self.relay(
+            (client_r, client_w),
+            (upstream_r, upstream_w),
+            faults,
+            there,
+            back,
+        )
+        .await;
+    }
+
+    /// Copies a connection both ways through the link's fault (the pumps)
+    /// until both closes are passed on or the connection is cut. `there`
+    /// and `back` are what the fast path had read and not yet written.
+    pub(crate) async fn relay<CR, CW, UR, UW>(
+        self: &Arc<Self>,
+        (client_r, client_w): (CR, CW),
+        (upstream_r, upstream_w): (UR, UW),
+        faults: watch::Receiver<Arc<ActiveFault>>,
+        there: Leftover,
+        back: Leftover,
+    ) where
+        CR: ReadEnd,
+        CW: WriteEnd,
+        UR: ReadEnd,
+        UW: WriteEnd,
+    {
         let (client_w, upstream_w) = (NoFinOnDrop::new(client_w), NoFinOnDrop::new(upstream_w));
         // The answers get a task of their own, so each direction's pump is
         // woken only by its own socket.
         let back = {
-            let link = Arc::clone(&self);
+            let link = Arc::clone(self);
             let faults = faults.clone();
             tokio::spawn(async move {
                 pump(
@@ -335,11 +376,19 @@ fn reusable_socket(addr: SocketAddr) -> io::Result<TcpSocket> {
     Ok(socket)
 }
 
-struct OpenGuard<'a>(&'a AtomicU64);
+/// Counts a connection as open for as long as it is held.
+pub(crate) struct Open(Arc<Link>);
 
-impl Drop for OpenGuard<'_> {
+impl Open {
+    fn new(link: &Arc<Link>) -> Self {
+        link.open.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(link))
+    }
+}
+
+impl Drop for Open {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

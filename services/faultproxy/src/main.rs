@@ -91,6 +91,7 @@ fn main() -> ExitCode {
         links: args.links,
         admin: args.admin,
         connect_timeout: args.connect_timeout,
+        in_process: None,
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,

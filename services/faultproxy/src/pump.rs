@@ -29,7 +29,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use lab_contract::faultproxy::Direction;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf,
+};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
@@ -71,12 +73,54 @@ enum Item {
     Eof,
 }
 
+/// One end of a connection as a pump reads it: a TCP socket's read half, or
+/// the proxy's end of an [in-process](crate::local) pipe to the app.
+pub trait ReadEnd: AsyncRead + Unpin + Send + 'static {
+    /// Makes the connection end abruptly once this end is dropped: an RST
+    /// for TCP. A pipe needs nothing: dropping it ends it.
+    fn sever(&self) {}
+}
+
+/// One end of a connection as a pump writes to it.
+pub trait WriteEnd: AsyncWrite + Unpin + Send + 'static {
+    /// As [`ReadEnd::sever`].
+    fn sever(&self) {}
+    /// Lets go of the end without passing a close on. tokio's TCP write
+    /// half would send a FIN when dropped, and a cut connection must end
+    /// with an RST alone.
+    fn release(self)
+    where
+        Self: Sized,
+    {
+    }
+}
+
+impl ReadEnd for OwnedReadHalf {
+    fn sever(&self) {
+        // SO_LINGER 0: closing sends RST instead of FIN, at once.
+        let _ = self.as_ref().set_zero_linger();
+    }
+}
+
+impl WriteEnd for OwnedWriteHalf {
+    fn sever(&self) {
+        let _ = self.as_ref().set_zero_linger();
+    }
+
+    fn release(self) {
+        self.forget();
+    }
+}
+
+impl ReadEnd for ReadHalf<DuplexStream> {}
+impl WriteEnd for WriteHalf<DuplexStream> {}
+
 /// Copies `from` → `to` until the close has been passed on (`Ok`) or the
-/// connection must be cut (`Err`; both sockets are then set to close with
-/// RST, which happens when their last half is dropped).
-pub async fn pump(
-    mut from: OwnedReadHalf,
-    mut to: NoFinOnDrop,
+/// connection must be cut (`Err`; both ends are then [severed](ReadEnd::sever),
+/// which takes effect when their last half is dropped).
+pub async fn pump<R: ReadEnd, W: WriteEnd>(
+    mut from: R,
+    mut to: NoFinOnDrop<W>,
     way: Direction,
     faults: watch::Receiver<Arc<ActiveFault>>,
     bytes: &AtomicU64,
@@ -90,37 +134,36 @@ pub async fn pump(
     }
     let result = copy(&mut from, w, way, faults, bytes, first).await;
     if result.is_err() {
-        // SO_LINGER 0: closing sends RST instead of FIN, at once.
-        let _ = from.as_ref().set_zero_linger();
-        let _ = w.as_ref().set_zero_linger();
+        from.sever();
+        w.sever();
     }
     result
 }
 
-/// tokio's write half sends a FIN when dropped; a cut connection must end
-/// with an RST alone, so the FIN is sent only where a close is passed on
-/// (`shutdown` in the pump) and a dropped half just lets go of the socket.
-/// The half is wrapped before the pump's future is made: a pump dropped
-/// before its first poll (its partner was cut at once) sends no FIN either.
-pub struct NoFinOnDrop(Option<OwnedWriteHalf>);
+/// A write end that passes no close on when dropped: the close is sent
+/// only where one is passed on (`shutdown` in the pump), and a dropped end
+/// just lets go (see [`WriteEnd::release`]). The end is wrapped before the
+/// pump's future is made: a pump dropped before its first poll (its partner
+/// was cut at once) sends no FIN either.
+pub struct NoFinOnDrop<W: WriteEnd>(Option<W>);
 
-impl NoFinOnDrop {
-    pub fn new(half: OwnedWriteHalf) -> Self {
+impl<W: WriteEnd> NoFinOnDrop<W> {
+    pub fn new(half: W) -> Self {
         Self(Some(half))
     }
 }
 
-impl Drop for NoFinOnDrop {
+impl<W: WriteEnd> Drop for NoFinOnDrop<W> {
     fn drop(&mut self) {
         if let Some(w) = self.0.take() {
-            w.forget();
+            w.release();
         }
     }
 }
 
-async fn copy(
-    from: &mut OwnedReadHalf,
-    to: &mut OwnedWriteHalf,
+async fn copy<R: ReadEnd, W: WriteEnd>(
+    from: &mut R,
+    to: &mut W,
     way: Direction,
     mut faults: watch::Receiver<Arc<ActiveFault>>,
     bytes: &AtomicU64,

@@ -434,7 +434,7 @@ impl TestApp {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            lab_app::serve(listener, serve_state, shutdown)
+            lab_app::serve(listener, None, serve_state, shutdown)
                 .await
                 .unwrap();
         });

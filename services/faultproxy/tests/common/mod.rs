@@ -94,6 +94,7 @@ pub async fn proxy(links: &[(&str, String)]) -> Proxy {
             .collect(),
         admin: "127.0.0.1:0".parse().unwrap(),
         connect_timeout: Duration::from_secs(2),
+        in_process: None,
     };
     let running = lab_faultproxy::start(config).await.unwrap();
     Proxy {
@@ -161,4 +162,54 @@ pub async fn round_trip(s: &mut TcpStream, msg: &[u8]) -> Duration {
 
 pub fn ms(d: Duration) -> u128 {
     d.as_millis()
+}
+
+/// A proxy whose one link, `svc`, is served in this process (as lab-app
+/// serves its own port) by an echo service that reads the accepted streams
+/// itself. Each read's arrival time is sent on the returned channel, with
+/// whether the stream was still on its own socket (not yet moved to the
+/// pumps by a fault).
+pub async fn in_process_echo() -> (Proxy, mpsc::UnboundedReceiver<(Instant, bool)>) {
+    let config = Config {
+        links: vec![LinkSpec {
+            name: "svc".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            // Never dialled: the service is in this process.
+            upstream: "127.0.0.1:1".into(),
+        }],
+        admin: "127.0.0.1:0".parse().unwrap(),
+        connect_timeout: Duration::from_secs(2),
+        in_process: Some("svc".into()),
+    };
+    let mut running = lab_faultproxy::start(config).await.unwrap();
+    let mut local = running
+        .local
+        .take()
+        .expect("the in-process link's listener");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some((mut s, _peer)) = local.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            let _ = tx.send((Instant::now(), s.is_direct()));
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let proxy = Proxy {
+        admin: format!("http://{}", running.admin),
+        http: reqwest::Client::new(),
+        running,
+    };
+    (proxy, rx)
 }
