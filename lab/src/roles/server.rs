@@ -9,9 +9,11 @@ use super::{database, http_health, names, proxy, redis, Ctx, Parts, RoleKind};
 use crate::images::Image;
 use crate::topology::{HealthChecks, Reads};
 
-/// The server's port on the lab network (its fault proxy listens there).
+/// The server's port on the lab network: the fault proxy's link listens
+/// there, run by the app itself in its own process (no second hop).
 pub const PORT: u16 = 8000;
-/// Where the app itself listens, behind the proxy.
+/// Where the app also listens directly, past the proxy's link (the
+/// benchmark of the link's cost compares the two).
 pub const INTERNAL_PORT: u16 = 18000;
 
 pub struct Server;

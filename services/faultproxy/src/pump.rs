@@ -1,7 +1,8 @@
 //! # Pumps: copying one connection's bytes, one way, through the link's fault
 //!
-//! A proxied connection is two sockets (client side, service side) and two
-//! pumps: one copies client → service, the other service → client. Each pump
+//! A proxied connection is two ends (the client's socket, and the
+//! service's: a socket, or a pipe to a service in this
+//! [process](crate::local)) and two pumps: one copies client → service, the other service → client. Each pump
 //! holds a `watch::Receiver` on its link's fault, so a fault set through the
 //! admin API reaches connections that are already open (a pooled database
 //! connection feels a new latency on its very next query): the pump waits on
