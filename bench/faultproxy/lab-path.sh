@@ -38,6 +38,7 @@
 #   REQUESTS=/ bench/faultproxy/lab-path.sh
 #   SAVE=0 bench/faultproxy/lab-path.sh          # print only
 #   LAB_BIN=/path/to/lab bench/faultproxy/lab-path.sh
+#   NOTE="old app image" bench/faultproxy/lab-path.sh   # a line in the header
 #
 # Needs: the images (`make images`), a release `lab` (make builds it), wrk,
 # curl, python3. A trap runs `lab down` on exit, failure or Ctrl-C.
@@ -73,6 +74,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD -- services lab || echo '+changes')"
+[ -z "${NOTE:-}" ] || echo "== note: $NOTE"
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== lab up --servers 1 --replicas 0 --cache off --port 0 (lab $LAB)"
 "$LAB_BIN" --lab "$LAB" up --servers 1 --replicas 0 --cache off --port 0 >/dev/null
