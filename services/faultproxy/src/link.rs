@@ -3,7 +3,9 @@
 //! A link is the proxy's picture of one network path: clients dial its
 //! listening address, and each connection is forwarded to its upstream (an
 //! address or a DNS name, resolved again for every connection, so a
-//! container that comes back with a new address is found). The link's fault
+//! container that comes back with a new address is found), or, when the
+//! service runs the link in its own process, handed to it
+//! ([`local`](crate::local)). The link's fault
 //! lives in a `tokio::sync::watch` channel: setting a fault stores a new
 //! value and wakes every connection (on the [fast path](crate::fast) or in
 //! its pumps), which is how a fault reaches connections that are already
