@@ -23,6 +23,32 @@ impl Drop for Guard {
     }
 }
 
+/// Sends SIGTERM, as `docker stop` does.
+fn sigterm(guard: &Guard) {
+    let pid = guard.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits up to 10 s for the binary to exit, and checks it exited with 0.
+async fn exits_cleanly(guard: &mut Guard) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lab-app did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
 fn run_with(vars: &[(&str, &str)]) -> std::process::Output {
     Command::new(BIN)
         .env_clear()
@@ -132,29 +158,13 @@ async fn starts_without_its_database_and_drains_on_sigterm() {
         tokio::spawn(async move { get(&http, &url, None).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let pid = guard.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&guard);
 
     let reply = work.await.unwrap();
     assert_eq!(reply.status, 200, "the in-flight request completes");
     assert_eq!(reply.json, json!({"ms": 1000, "server": "server-9"}));
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lab-app did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(status.code(), Some(0));
+    exits_cleanly(&mut guard).await;
     assert!(
         http.get(format!("{base}/healthz")).send().await.is_err(),
         "nothing listens after the exit"
@@ -264,23 +274,7 @@ async fn serves_its_fault_proxy_link_in_process() {
         "healed link took {healed:?}"
     );
 
-    let pid = guard.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&guard);
     drop(http);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lab-app did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(status.code(), Some(0));
+    exits_cleanly(&mut guard).await;
 }

@@ -230,31 +230,49 @@ impl AsyncRead for LocalStream {
     }
 }
 
+/// What a write is, as either kind of connection end takes it.
+type Write<'a> = &'a mut dyn FnMut(
+    Pin<&mut (dyn AsyncWrite + Unpin)>,
+    &mut Context<'_>,
+) -> Poll<io::Result<usize>>;
+
+impl LocalStream {
+    /// Runs `write` on the socket while the link has no fault (counting the
+    /// bytes), on the pipe to the pumps once a fault has moved it there.
+    fn poll_write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: Write<'_>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            self.follow();
+            match &mut self.io {
+                Io::Direct(socket) => match write(Pin::new(socket), cx) {
+                    Poll::Ready(Ok(n)) => {
+                        self.link
+                            .from_service
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                        return Poll::Ready(Ok(n));
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending if self.wait_for_change(cx) => continue,
+                    Poll::Pending => return Poll::Pending,
+                },
+                Io::Relayed(pipe) => return write(Pin::new(pipe), cx),
+                Io::Moving => return Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+            }
+        }
+    }
+}
+
 impl AsyncWrite for LocalStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        loop {
-            this.follow();
-            match &mut this.io {
-                Io::Direct(socket) => match Pin::new(socket).poll_write(cx, data) {
-                    Poll::Ready(Ok(n)) => {
-                        this.link
-                            .from_service
-                            .fetch_add(n as u64, Ordering::Relaxed);
-                        return Poll::Ready(Ok(n));
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending if this.wait_for_change(cx) => continue,
-                    Poll::Pending => return Poll::Pending,
-                },
-                Io::Relayed(pipe) => return Pin::new(pipe).poll_write(cx, data),
-                Io::Moving => return Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-            }
-        }
+        self.get_mut()
+            .poll_write_with(cx, &mut |io, cx| io.poll_write(cx, data))
     }
 
     fn poll_write_vectored(
@@ -262,25 +280,8 @@ impl AsyncWrite for LocalStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        loop {
-            this.follow();
-            match &mut this.io {
-                Io::Direct(socket) => match Pin::new(socket).poll_write_vectored(cx, bufs) {
-                    Poll::Ready(Ok(n)) => {
-                        this.link
-                            .from_service
-                            .fetch_add(n as u64, Ordering::Relaxed);
-                        return Poll::Ready(Ok(n));
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending if this.wait_for_change(cx) => continue,
-                    Poll::Pending => return Poll::Pending,
-                },
-                Io::Relayed(pipe) => return Pin::new(pipe).poll_write_vectored(cx, bufs),
-                Io::Moving => return Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-            }
-        }
+        self.get_mut()
+            .poll_write_with(cx, &mut |io, cx| io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {

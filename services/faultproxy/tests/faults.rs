@@ -10,7 +10,6 @@ use std::time::Duration;
 use common::{echo_server, ms, proxy, round_trip, sink_server};
 use lab_contract::faultproxy::{Direction, Fault};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 /// Slack allowed above a configured delay: scheduling on a busy machine.
@@ -214,85 +213,14 @@ async fn bandwidth_is_shared_by_the_connections_of_a_link() {
 async fn blackhole_hangs_the_link_and_heal_delivers_the_held_bytes() {
     let (echo, _) = echo_server().await;
     let p = proxy(&[("svc", echo.to_string())]).await;
-    let mut open = p.connect("svc").await;
-    round_trip(&mut open, b"warm").await;
-
-    p.set(
-        "svc",
-        Fault {
-            blackhole: true,
-            ..Fault::default()
-        },
-    )
-    .await;
-    open.write_all(b"anyone?").await.unwrap();
-    let mut buf = [0u8; 7];
-    assert!(
-        timeout(Duration::from_millis(400), open.read_exact(&mut buf))
-            .await
-            .is_err(),
-        "an answer came through a blackhole"
-    );
-    // A new connection is accepted, and hangs too.
-    let mut fresh = timeout(Duration::from_secs(1), TcpStream::connect(p.addr("svc")))
-        .await
-        .unwrap()
-        .unwrap();
-    fresh.write_all(b"hello?!").await.unwrap();
-    let mut buf2 = [0u8; 7];
-    assert!(
-        timeout(Duration::from_millis(300), fresh.read_exact(&mut buf2))
-            .await
-            .is_err()
-    );
-
-    p.heal("svc").await;
-    timeout(Duration::from_secs(2), open.read_exact(&mut buf))
-        .await
-        .expect("held bytes not delivered after heal")
-        .unwrap();
-    assert_eq!(&buf, b"anyone?");
-    timeout(Duration::from_secs(2), fresh.read_exact(&mut buf2))
-        .await
-        .expect("held connection not served after heal")
-        .unwrap();
-    assert_eq!(&buf2, b"hello?!");
+    common::blackhole_hangs_the_link_and_heal_delivers(&p).await;
 }
 
 #[tokio::test]
 async fn reset_refuses_new_connections_and_cuts_open_ones() {
     let (echo, _) = echo_server().await;
     let p = proxy(&[("svc", echo.to_string())]).await;
-    let mut open = p.connect("svc").await;
-    round_trip(&mut open, b"warm").await;
-
-    p.set(
-        "svc",
-        Fault {
-            reset: true,
-            ..Fault::default()
-        },
-    )
-    .await;
-    let mut buf = [0u8; 1];
-    let read = timeout(Duration::from_secs(2), open.read(&mut buf))
-        .await
-        .expect("open connection not cut");
-    assert_eq!(
-        read.map_err(|e| e.kind()),
-        Err(ErrorKind::ConnectionReset),
-        "the open connection should see an RST"
-    );
-    let refused = TcpStream::connect(p.addr("svc")).await;
-    assert_eq!(
-        refused.map(|_| ()).map_err(|e| e.kind()),
-        Err(ErrorKind::ConnectionRefused)
-    );
-    assert_eq!(p.running.link("svc").unwrap().status().open_connections, 0);
-
-    p.heal("svc").await;
-    let mut again = p.connect("svc").await;
-    round_trip(&mut again, b"back").await;
+    common::reset_refuses_and_cuts_open_connections(&p).await;
 }
 
 #[tokio::test]

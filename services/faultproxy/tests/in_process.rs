@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::io::ErrorKind;
 use std::time::Duration;
 
 use common::{in_process_echo, ms, round_trip};
 use lab_contract::faultproxy::{Direction, Fault};
-use lab_faultproxy::{Config, LinkSpec, StartError};
+use lab_faultproxy::StartError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
 
 const SLACK_MS: u128 = 150;
@@ -149,92 +147,13 @@ async fn bandwidth_is_held_within_20_percent() {
 #[tokio::test]
 async fn blackhole_hangs_the_link_and_heal_delivers_the_held_bytes() {
     let (p, _reads) = in_process_echo().await;
-    let mut open = p.connect("svc").await;
-    round_trip(&mut open, b"warm").await;
-
-    p.set(
-        "svc",
-        Fault {
-            blackhole: true,
-            ..Fault::default()
-        },
-    )
-    .await;
-    open.write_all(b"anyone?").await.unwrap();
-    let mut buf = [0u8; 7];
-    assert!(
-        timeout(Duration::from_millis(400), open.read_exact(&mut buf))
-            .await
-            .is_err(),
-        "an answer came through a blackhole"
-    );
-    let mut fresh = timeout(Duration::from_secs(1), TcpStream::connect(p.addr("svc")))
-        .await
-        .unwrap()
-        .unwrap();
-    fresh.write_all(b"hello?!").await.unwrap();
-    let mut buf2 = [0u8; 7];
-    assert!(
-        timeout(Duration::from_millis(300), fresh.read_exact(&mut buf2))
-            .await
-            .is_err()
-    );
-
-    p.heal("svc").await;
-    timeout(Duration::from_secs(2), open.read_exact(&mut buf))
-        .await
-        .expect("held bytes not delivered after heal")
-        .unwrap();
-    assert_eq!(&buf, b"anyone?");
-    timeout(Duration::from_secs(2), fresh.read_exact(&mut buf2))
-        .await
-        .expect("held connection not served after heal")
-        .unwrap();
-    assert_eq!(&buf2, b"hello?!");
+    common::blackhole_hangs_the_link_and_heal_delivers(&p).await;
 }
 
 #[tokio::test]
 async fn reset_refuses_new_connections_and_cuts_open_ones() {
     let (p, _reads) = in_process_echo().await;
-    let mut open = p.connect("svc").await;
-    round_trip(&mut open, b"warm").await;
-
-    p.set(
-        "svc",
-        Fault {
-            reset: true,
-            ..Fault::default()
-        },
-    )
-    .await;
-    let mut buf = [0u8; 1];
-    let read = timeout(Duration::from_secs(2), open.read(&mut buf))
-        .await
-        .expect("open connection not cut");
-    assert_eq!(
-        read.map_err(|e| e.kind()),
-        Err(ErrorKind::ConnectionReset),
-        "the open connection should see an RST"
-    );
-    let refused = TcpStream::connect(p.addr("svc")).await;
-    assert_eq!(
-        refused.map(|_| ()).map_err(|e| e.kind()),
-        Err(ErrorKind::ConnectionRefused)
-    );
-    // The service lets go of the cut connection once it reads its end.
-    let link = p.running.link("svc").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while link.status().open_connections > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the cut connection is still open"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    p.heal("svc").await;
-    let mut again = p.connect("svc").await;
-    round_trip(&mut again, b"back").await;
+    common::reset_refuses_and_cuts_open_connections(&p).await;
 }
 
 #[tokio::test]
@@ -253,18 +172,8 @@ async fn a_close_on_the_socket_reaches_the_service_and_back() {
 
 #[tokio::test]
 async fn an_in_process_link_must_be_one_of_the_links() {
-    let config = Config {
-        links: vec![LinkSpec {
-            name: "svc".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            upstream: "127.0.0.1:1".into(),
-        }],
-        admin: "127.0.0.1:0".parse().unwrap(),
-        connect_timeout: Duration::from_secs(1),
-        in_process: Some("service".into()),
-    };
     assert!(matches!(
-        lab_faultproxy::start(config).await,
+        lab_faultproxy::start(common::in_process_config("service")).await,
         Err(StartError::NoInProcessLink(name)) if name == "service"
     ));
 }
