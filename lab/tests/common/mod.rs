@@ -54,13 +54,44 @@ impl TestLab {
     /// Runs a command that must succeed; returns its stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.lab(args);
-        assert!(
-            out.status.success(),
-            "lab {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            panic!(
+                "lab {args:?} failed:\n{}\n{stderr}{}",
+                String::from_utf8_lossy(&out.stdout),
+                self.why_not_healthy(&stderr)
+            );
+        }
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// When a service did not become healthy, what the error tells the
+    /// user to read (`lab status` and the service's last log lines), read
+    /// now: a CI log then says why, without a rerun.
+    fn why_not_healthy(&self, stderr: &str) -> String {
+        let Some(service) = stderr
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("error: ")?
+                    .split_once(" did not become healthy")
+            })
+            .map(|(s, _)| s.to_string())
+        else {
+            return String::new();
+        };
+        let text = |args: &[&str]| {
+            let o = self.lab(args);
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        };
+        format!(
+            "\n--- lab status\n{}\n--- lab logs {service} --tail 40\n{}",
+            text(&["status"]),
+            text(&["logs", &service, "--tail", "40"])
+        )
     }
 
     /// Runs a command that must fail with exit code 1; returns its stderr.
