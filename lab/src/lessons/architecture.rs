@@ -22,7 +22,7 @@
 //! That limit is the machine's, not the architecture's, and the lesson says
 //! where it was reached.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -47,7 +47,8 @@ pub const LESSON: Lesson = Lesson {
 /// a quarter of a core, so that six web and database machines fit in a
 /// laptop's two cores beside the balancer and the load driver.
 pub const MACHINE_CPUS: f64 = 0.25;
-/// The server's own work on a product page (rendering it), cached or not.
+/// The server's own work on a product page (rendering it), cached or not,
+/// unless the mix's sizing raises it ([`Sizing::for_mix`]).
 ///
 /// This sets which part is full first, as the course's table needs: one
 /// server alone runs out before its database does (so separating them,
@@ -59,7 +60,9 @@ pub const MACHINE_CPUS: f64 = 0.25;
 const PAGE_MS: u32 = 20;
 /// The database's whole work for one product page, in ms of a core: its
 /// sales rank (real work: every order line summed) plus the product read's
-/// deliberate work, sized on this machine to make up the rest.
+/// deliberate work, sized on this machine to make up the rest. This is the
+/// first sizing, from the rank alone; the mix then refines it
+/// ([`DB_OVER_SERVER`]).
 ///
 /// Like the page's [`PAGE_MS`] on the server, this must not depend on the
 /// machine: the rank alone takes 5 ms of a core on an AMD EPYC, and more
@@ -78,6 +81,36 @@ const PAGE_MS: u32 = 20;
 /// clean-clone `make test`. The guide (docs/labs/13-architecture.md) has
 /// the runs.
 pub const DB_PAGE_MS: f64 = 14.0;
+/// The database's CPU per request of the mix over the server's, which the
+/// lesson sets on this machine ([`Sizing::for_mix`]). [`DB_PAGE_MS`] and
+/// [`PAGE_MS`] give it on the machines where the table was tuned, but the
+/// mix is more than pages: logins, deposits and balances cost both
+/// machines too, and their cost moves with the machine (on a slower one of
+/// 1 December they cost about four times as much, the database was the
+/// limit from the second row on, and more web servers added nothing). So
+/// the lesson measures what the mix costs each machine and sizes the
+/// deliberate work to keep this ratio.
+///
+/// Why 0.55: call it x. Separating the database grows capacity about
+/// 1 + x times, and three servers at most 1 / x times. The rank's sizing
+/// measured x = 0.77 on an AMD EPYC of 1 December (three servers: 1.3x at
+/// most, too near the bar of [`GROWTH`]); at 0.55 the same machine grew
+/// 1.68x, 2.34x, then 1.48x with the cache
+/// (docs/labs/results/2026-12-01-architecture-quick-mix-sizing.txt).
+pub const DB_OVER_SERVER: f64 = 0.55;
+/// The share of the mix's requests that are product pages (one user in
+/// [`crate::load::scenario::MIXED_PARTS`] browses): the deliberate work of
+/// both machines is paid on these only.
+const PAGE_SHARE: f64 = 1.0 / crate::load::scenario::MIXED_PARTS as f64;
+/// The probe that measures the mix's cost: a rate every row serves, for
+/// long enough that each machine's CPU time is counted over some hundred
+/// requests.
+const PROBE_RATE: f64 = 8.0;
+const PROBE_SECS: u64 = 10;
+/// The quiet before it, to count what the machines do unasked.
+const IDLE_SECS: u64 = 5;
+/// The most page work the sizing gives the server, in ms.
+const MAX_PAGE_MS: u32 = 80;
 /// Timings of the sales rank; the fastest is kept (a run that met a busy
 /// moment, or the end of the database's CPU share, only ever takes longer).
 const RANK_RUNS: usize = 7;
@@ -268,7 +301,13 @@ pub fn next_rate(steps: &[RampStep], first: f64, precision: f64) -> Option<f64> 
         (Some(h), None) => Some(h * 2.0),
         // Even the first rate failed: try lower, down to a few requests.
         (None, Some(f)) => (f / 2.0 >= 2.0).then_some(f / 2.0),
-        (Some(h), Some(f)) => (f / h > precision).then(|| (h * f).sqrt().round()),
+        // Whole requests/s: between close rates the middle can round onto
+        // one of them, and a rate already held (or already failed) tells
+        // nothing new; the ramp is as narrow as it can get.
+        (Some(h), Some(f)) => {
+            let middle = (h * f).sqrt().round();
+            (f / h > precision && middle > h && middle < f).then_some(middle)
+        }
     }
 }
 
@@ -408,6 +447,7 @@ async fn ramp(
     target: Option<&str>,
     machines: &[String],
     first: f64,
+    page_ms: u32,
 ) -> Result<Vec<RampStep>> {
     // Quick runs too: a p99 over 3 s (some 90 requests at the first row's
     // capacity) is nearly the slowest single request, and a quick run's
@@ -419,7 +459,7 @@ async fn ramp(
         rate: Some(rate),
         duration: Duration::from_secs(secs),
         timeout: Duration::from_secs(2),
-        page_ms: PAGE_MS,
+        page_ms,
         target: target.map(str::to_string),
         ..LoadPlan::default()
     };
@@ -582,6 +622,7 @@ async fn measure(
     entry: Entry,
     parts: Vec<Part>,
     before: Option<&Row>,
+    page_ms: u32,
 ) -> Result<Row> {
     let containers: Vec<String> = parts.iter().map(|p| p.container.clone()).collect();
     let memory_mb = memory_mb(c, &containers).await?;
@@ -597,7 +638,7 @@ async fn measure(
     let first = before
         .and_then(|r| r.capacity)
         .map_or(FIRST_RATE, |x| (x / 2.0).round().max(FIRST_RATE));
-    let ramp = ramp(c, target, &containers, first).await?;
+    let ramp = ramp(c, target, &containers, first, page_ms).await?;
     let capacity = capacity(&ramp);
     let (chosen, skipped) = choose_parts(c, parts).await?;
     let settings = probe_settings(c, capacity);
@@ -654,7 +695,16 @@ async fn site_parts(c: &Ctx<'_>) -> Result<Vec<Part>> {
     Ok(parts)
 }
 
-/// How this machine's database was sized: what its real work costs here and
+/// What the mix cost each machine of the separated layout, per request.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct MixCost {
+    /// ms of server-1's CPU per request.
+    pub server_ms: f64,
+    /// ms of db-1's CPU per request.
+    pub db_ms: f64,
+}
+
+/// How this machine's site was sized: what its real work costs here and
 /// the deliberate work added to it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sizing {
@@ -662,20 +712,101 @@ pub struct Sizing {
     pub rank_ms: f64,
     /// The deliberate work of each product read, ms.
     pub product_query_ms: u32,
+    /// The server's work on each product page, ms.
+    pub page_ms: u32,
+    /// What the probe measured, and with which deliberate work.
+    pub probe: Option<(MixCost, u32, u32)>,
 }
 
 impl Sizing {
     /// The deliberate work that makes a page's database work
     /// [`DB_PAGE_MS`] with a rank of `rank_ms`: at least 1 ms, so that even
     /// a machine whose rank costs all of it still runs the product read the
-    /// lesson describes.
+    /// lesson describes. The server's page work is [`PAGE_MS`].
     pub fn for_rank(rank_ms: f64) -> Self {
         let rest = (DB_PAGE_MS - rank_ms.max(0.0)).round().max(1.0);
         Sizing {
             rank_ms,
             product_query_ms: rest as u32,
+            page_ms: PAGE_MS,
+            probe: None,
         }
     }
+
+    /// Sized from what the mix cost with this sizing's deliberate work:
+    /// the product read's work is set so that the database's CPU per
+    /// request is [`DB_OVER_SERVER`] of the server's with [`PAGE_MS`] of
+    /// page work; where even 1 ms of it leaves the database above that (its
+    /// other queries cost too much here), the server's page work grows
+    /// instead. What is not deliberate work is the machine's own cost of
+    /// the mix, and it stays.
+    pub fn for_mix(self, cost: MixCost) -> Self {
+        let probe = Some((cost, self.product_query_ms, self.page_ms));
+        let valid = |x: f64| x.is_finite() && x > 0.0;
+        if !valid(cost.server_ms) || !valid(cost.db_ms) {
+            return Sizing { probe, ..self };
+        }
+        let db_own = (cost.db_ms - PAGE_SHARE * f64::from(self.product_query_ms)).max(0.0);
+        let server_own = (cost.server_ms - PAGE_SHARE * f64::from(self.page_ms)).max(0.0);
+        let server = server_own + PAGE_SHARE * f64::from(PAGE_MS);
+        let pq = ((DB_OVER_SERVER * server - db_own) / PAGE_SHARE).round();
+        if pq >= 1.0 {
+            return Sizing {
+                product_query_ms: pq.min(f64::from(MAX_PAGE_MS)) as u32,
+                page_ms: PAGE_MS,
+                probe,
+                ..self
+            };
+        }
+        let db = db_own + PAGE_SHARE;
+        let page = ((db / DB_OVER_SERVER - server_own) / PAGE_SHARE).round();
+        Sizing {
+            product_query_ms: 1,
+            page_ms: (page.max(f64::from(PAGE_MS)) as u32).min(MAX_PAGE_MS),
+            probe,
+            ..self
+        }
+    }
+}
+
+/// What the mix costs server-1 and db-1 per request at [`PROBE_RATE`],
+/// sent to server-1 itself, from their containers' CPU time.
+///
+/// Both machines also work when no one asks anything (the balancer's
+/// health checks, the database's own upkeep); at a light load that work
+/// would weigh on each request. So the lesson first counts what each
+/// spends in [`IDLE_SECS`] of quiet, and takes that rate off.
+async fn mix_cost(c: &Ctx<'_>, server_1: &str, page_ms: u32) -> Result<MixCost> {
+    let plan = |secs: u64| LoadPlan {
+        scenario: Scenario::Mixed,
+        rate: Some(PROBE_RATE),
+        duration: Duration::from_secs(secs),
+        timeout: Duration::from_secs(2),
+        page_ms,
+        target: Some(server_1.to_string()),
+        ..LoadPlan::default()
+    };
+    // Warm: pools open, tables in the database's memory.
+    c.load(plan(3)).await?;
+    let server = crate::roles::names::server(1);
+    let db = crate::roles::names::db(1);
+    let cpu = || async {
+        Ok::<_, crate::error::LabError>((c.cpu_ms(&server).await?, c.cpu_ms(&db).await?))
+    };
+    let (quiet, idle_0) = (Instant::now(), cpu().await?);
+    tokio::time::sleep(Duration::from_secs(IDLE_SECS)).await;
+    let idle_1 = cpu().await?;
+    let quiet = quiet.elapsed().as_secs_f64();
+    let (busy, load_0) = (Instant::now(), cpu().await?);
+    let r = c.load(plan(PROBE_SECS)).await?;
+    let load_1 = cpu().await?;
+    let busy = busy.elapsed().as_secs_f64();
+    let n = r.requests.max(1) as f64;
+    let per_request = |idle: f64, load: f64| (load - idle * busy / quiet.max(0.001)).max(0.0) / n;
+    Ok(MixCost {
+        server_ms: per_request(idle_1.0 - idle_0.0, load_1.0 - load_0.0),
+        db_ms: per_request(idle_1.1 - idle_0.1, load_1.1 - load_0.1),
+    })
 }
 
 /// The sales rank's time in db-1 by PostgreSQL itself (psql's `\timing`,
@@ -723,6 +854,16 @@ async fn rank_ms(c: &Ctx<'_>) -> Result<f64> {
         })
 }
 
+/// server-1's address on loopback, once it is ready (its migrations in).
+async fn server_url(c: &Ctx<'_>) -> Result<String> {
+    let url = format!(
+        "http://{}",
+        c.address("server-1", crate::roles::server::PORT).await?
+    );
+    super::wait_ready(&url, "server-1").await?;
+    Ok(url)
+}
+
 async fn body(c: &mut Ctx<'_>) -> Result<()> {
     // Rows 1 and 2 share a lab: the separated layout's network and
     // machines, stopped while the single box has the stage. It is built
@@ -733,20 +874,33 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         .await?;
     // The rank needs the shop's tables: server-1 is ready once its
     // migrations are in.
-    let server_1 = format!(
-        "http://{}",
-        c.address("server-1", crate::roles::server::PORT).await?
-    );
-    super::wait_ready(&server_1, "server-1").await?;
-    let sizing = Sizing::for_rank(rank_ms(c).await?);
-    if sizing.product_query_ms != guess.product_query_ms {
+    let mut server_1 = server_url(c).await?;
+    let rank = Sizing::for_rank(rank_ms(c).await?);
+    if rank.product_query_ms != guess.product_query_ms {
+        c.up(Layout::Separated.topology(rank.product_query_ms))
+            .await?;
+        server_1 = server_url(c).await?;
+    }
+    // The rank is one query of the mix: what the whole mix costs each
+    // machine here sets the deliberate work.
+    let sizing = rank.for_mix(mix_cost(c, &server_1, rank.page_ms).await?);
+    if sizing.product_query_ms != rank.product_query_ms {
         c.up(Layout::Separated.topology(sizing.product_query_ms))
             .await?;
     }
     let pq = sizing.product_query_ms;
+    let page_ms = sizing.page_ms;
+    if let Some((cost, probe_pq, probe_page)) = sizing.probe {
+        c.say(&format!(
+            "the mix cost server-1 {:.1} ms and db-1 {:.1} ms of CPU per request (sales rank {:.1} ms, product read {probe_pq} ms, page {probe_page} ms): the database {:.2} of the server; the lesson keeps it near {DB_OVER_SERVER}",
+            cost.server_ms,
+            cost.db_ms,
+            sizing.rank_ms,
+            cost.db_ms / cost.server_ms.max(0.001)
+        ));
+    }
     c.say(&format!(
-        "every machine has {MACHINE_CPUS} of a core; a product page costs its server {PAGE_MS} ms and its database {DB_PAGE_MS:.0} ms: the sales rank, {:.1} ms on this machine, and {pq} ms of deliberate work; a rate holds while p99 stays under {P99_OBJECTIVE_MS:.0} ms with under {:.0}% errors",
-        sizing.rank_ms,
+        "every machine has {MACHINE_CPUS} of a core; a product page costs its server {page_ms} ms of work and its database the sales rank and a {pq} ms product read; a rate holds while p99 stays under {P99_OBJECTIVE_MS:.0} ms with under {:.0}% errors",
         MAX_ERROR_SHARE * 100.0
     ));
     let mut rows: Vec<Row> = Vec::new();
@@ -763,7 +917,17 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         role: BOX.into(),
         duties: vec![Duty::Web, Duty::Db],
     };
-    rows.push(measure(c, Layout::SingleServer, Entry::Url(url), vec![part], None).await?);
+    rows.push(
+        measure(
+            c,
+            Layout::SingleServer,
+            Entry::Url(url),
+            vec![part],
+            None,
+            page_ms,
+        )
+        .await?,
+    );
     c.rt.stop_container(&boxed, Duration::from_secs(5)).await?;
     c.rt.remove_container(&boxed).await?;
 
@@ -772,13 +936,17 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
     for s in ["db-1", "server-1"] {
         f.start(s).await?;
     }
-    let url = format!(
-        "http://{}",
-        c.address("server-1", crate::roles::server::PORT).await?
-    );
-    super::wait_ready(&url, "server-1").await?;
+    let url = server_url(c).await?;
     let parts = site_parts(c).await?;
-    let row = measure(c, Layout::Separated, Entry::Url(url), parts, rows.last()).await?;
+    let row = measure(
+        c,
+        Layout::Separated,
+        Entry::Url(url),
+        parts,
+        rows.last(),
+        page_ms,
+    )
+    .await?;
     rows.push(row);
 
     for layout in &Layout::ALL[2..] {
@@ -788,7 +956,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
             c.faults().stop("redis").await?;
         }
         let parts = site_parts(c).await?;
-        let row = measure(c, *layout, Entry::Lab, parts, rows.last()).await?;
+        let row = measure(c, *layout, Entry::Lab, parts, rows.last(), page_ms).await?;
         rows.push(row);
     }
 
@@ -801,7 +969,8 @@ fn report(c: &mut Ctx<'_>, rows: &[Row], sizing: Sizing) {
     let first = rows.first().and_then(|r| r.capacity).unwrap_or(0.0);
     let mut t = Table::new(
         &format!(
-            "The course's table, measured (every machine {MACHINE_CPUS} of a core; a page {PAGE_MS} ms of server work and {DB_PAGE_MS:.0} ms of database work: a {:.1} ms sales rank and a {} ms product read; capacity: p99 under {P99_OBJECTIVE_MS:.0} ms, under {:.0}% errors)",
+            "The course's table, measured (every machine {MACHINE_CPUS} of a core; a page {} ms of server work, and of database work a {:.1} ms sales rank and a {} ms product read; capacity: p99 under {P99_OBJECTIVE_MS:.0} ms, under {:.0}% errors)",
+            sizing.page_ms,
             sizing.rank_ms,
             sizing.product_query_ms,
             MAX_ERROR_SHARE * 100.0
@@ -975,6 +1144,24 @@ mod tests {
     }
 
     #[test]
+    fn a_middle_that_rounds_onto_a_rate_tried_ends_the_ramp() {
+        // 14 held, 15 did not: 15/14 is wider than the precision, but the
+        // middle rounds to 14, which already held. The slow machine of
+        // 1 December tried 14 eleven times here, to the step limit.
+        let mut steps = vec![
+            step_at(10.0, true),
+            step_at(14.0, true),
+            step_at(17.0, false),
+            step_at(15.0, false),
+        ];
+        assert_eq!(next_rate(&steps, FIRST_RATE, PRECISION), None);
+        assert_eq!(retry_rate(&steps), Some(15.0));
+        // Tried again, 15 holds: the ramp climbs on from it.
+        steps.push(step_at(15.0, true));
+        assert_eq!(next_rate(&steps, FIRST_RATE, PRECISION), Some(16.0));
+    }
+
+    #[test]
     fn a_site_that_holds_nothing_has_no_capacity() {
         let mut steps = vec![step_at(20.0, false)];
         assert_eq!(next_rate(&steps, FIRST_RATE, PRECISION), Some(10.0));
@@ -1089,6 +1276,81 @@ mod tests {
             let total = rank + f64::from(s.product_query_ms);
             assert!((total - DB_PAGE_MS).abs() <= 0.5, "{rank}: {total}");
             assert_eq!(s.rank_ms, rank);
+        }
+    }
+
+    #[test]
+    fn the_mix_sets_the_product_read_where_the_database_has_room() {
+        // A 4.9 ms rank, 9 ms of product read, 20 ms pages, and a mix
+        // whose database already works 0.55 of the server: kept.
+        let rank = Sizing::for_rank(4.9);
+        let s = rank.for_mix(MixCost {
+            server_ms: 8.2,
+            db_ms: 4.5,
+        });
+        assert_eq!((s.product_query_ms, s.page_ms), (9, PAGE_MS));
+        assert_eq!(s.rank_ms, 4.9);
+        assert_eq!(
+            s.probe,
+            Some((
+                MixCost {
+                    server_ms: 8.2,
+                    db_ms: 4.5
+                },
+                9,
+                PAGE_MS
+            ))
+        );
+        // A database with more room here: more deliberate work.
+        let s = rank.for_mix(MixCost {
+            server_ms: 8.2,
+            db_ms: 3.5,
+        });
+        assert_eq!((s.product_query_ms, s.page_ms), (12, PAGE_MS));
+    }
+
+    #[test]
+    fn a_database_whose_own_queries_cost_too_much_gets_more_server_work() {
+        // 1 December's slow machine: the rank takes the whole page budget,
+        // and logins, deposits and balances cost the database as much again.
+        let rank = Sizing::for_rank(14.0);
+        assert_eq!(rank.product_query_ms, 1);
+        let s = rank.for_mix(MixCost {
+            server_ms: 10.0,
+            db_ms: 9.0,
+        });
+        assert_eq!((s.product_query_ms, s.page_ms), (1, 39));
+        // The ratio it aims at, with the costs that stay.
+        let db = 9.0;
+        let server = 10.0 + PAGE_SHARE * f64::from(39 - PAGE_MS);
+        assert!(
+            (db / server - DB_OVER_SERVER).abs() < 0.02,
+            "{}",
+            db / server
+        );
+        // Bounded.
+        let s = rank.for_mix(MixCost {
+            server_ms: 10.0,
+            db_ms: 90.0,
+        });
+        assert_eq!(s.page_ms, MAX_PAGE_MS);
+    }
+
+    #[test]
+    fn a_probe_that_measured_nothing_keeps_the_rank_sizing() {
+        let rank = Sizing::for_rank(4.9);
+        for cost in [
+            MixCost {
+                server_ms: 0.0,
+                db_ms: 4.0,
+            },
+            MixCost {
+                server_ms: 8.0,
+                db_ms: f64::NAN,
+            },
+        ] {
+            let s = rank.for_mix(cost);
+            assert_eq!((s.product_query_ms, s.page_ms), (9, PAGE_MS));
         }
     }
 

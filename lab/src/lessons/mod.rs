@@ -405,6 +405,13 @@ impl Ctx<'_> {
         Ok(load::run(&args, &base).await?)
     }
 
+    /// The CPU a service's container has used since it started, in ms of
+    /// one core: two readings around a load give what that load cost it.
+    pub async fn cpu_ms(&self, service: &str) -> Result<f64> {
+        let name = crate::naming::container(&self.lab, service);
+        Ok(self.rt.usage(&name).await?.cpu_total_ns as f64 / 1e6)
+    }
+
     /// Runs a load and, `after` into it, calls `fault`. Returns the report
     /// and when the fault happened, counted from the start of the load.
     pub async fn load_with<F, Fut>(

@@ -639,6 +639,7 @@ impl Runtime for DockerRuntime {
         Ok(Usage {
             memory_bytes,
             cpu_percent,
+            cpu_total_ns: total(&cpu),
         })
     }
 

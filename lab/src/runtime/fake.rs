@@ -317,6 +317,7 @@ impl Runtime for FakeRuntime {
         self.with(name, |_| Usage {
             memory_bytes: 10 << 20,
             cpu_percent: 1.0,
+            cpu_total_ns: 0,
         })
     }
 

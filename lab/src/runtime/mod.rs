@@ -246,6 +246,10 @@ pub struct Usage {
     pub memory_bytes: u64,
     /// Percentage of one CPU, as `docker stats` shows it.
     pub cpu_percent: f64,
+    /// CPU time the container has used since it started, in nanoseconds:
+    /// two readings give its CPU over any window, where `cpu_percent` is
+    /// Docker's own sample of about a second.
+    pub cpu_total_ns: u64,
 }
 
 /// What the daemon says about itself: enough for `lab doctor` to tell a
