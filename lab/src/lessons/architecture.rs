@@ -109,8 +109,8 @@ const PROBE_RATE: f64 = 8.0;
 const PROBE_SECS: u64 = 10;
 /// The quiet before it, to count what the machines do unasked.
 const IDLE_SECS: u64 = 5;
-/// The most page work the sizing gives the server, in ms.
-const MAX_PAGE_MS: u32 = 80;
+/// The most deliberate work the sizing gives either machine, in ms.
+const MAX_DELIBERATE_MS: u32 = 80;
 /// Timings of the sales rank; the fastest is kept (a run that met a busy
 /// moment, or the end of the database's CPU share, only ever takes longer).
 const RANK_RUNS: usize = 7;
@@ -752,7 +752,7 @@ impl Sizing {
         let pq = ((DB_OVER_SERVER * server - db_own) / PAGE_SHARE).round();
         if pq >= 1.0 {
             return Sizing {
-                product_query_ms: pq.min(f64::from(MAX_PAGE_MS)) as u32,
+                product_query_ms: pq.min(f64::from(MAX_DELIBERATE_MS)) as u32,
                 page_ms: PAGE_MS,
                 probe,
                 ..self
@@ -762,7 +762,7 @@ impl Sizing {
         let page = ((db / DB_OVER_SERVER - server_own) / PAGE_SHARE).round();
         Sizing {
             product_query_ms: 1,
-            page_ms: (page.max(f64::from(PAGE_MS)) as u32).min(MAX_PAGE_MS),
+            page_ms: (page.max(f64::from(PAGE_MS)) as u32).min(MAX_DELIBERATE_MS),
             probe,
             ..self
         }
@@ -1333,7 +1333,7 @@ mod tests {
             server_ms: 10.0,
             db_ms: 90.0,
         });
-        assert_eq!(s.page_ms, MAX_PAGE_MS);
+        assert_eq!(s.page_ms, MAX_DELIBERATE_MS);
     }
 
     #[test]

@@ -68,11 +68,18 @@ const PRODUCT_QUERY_MS: u32 = 10;
 const PROBE_PAGE_MS: u32 = 2;
 /// The server's cap over its 1x capacity. The database-bound capacity grows
 /// about 1.3x, 1.9x and 2.6x with 2x, 4x and 8x the memory (the share of
-/// pages in memory: about 45%, 58%, 71%, 79%), so a cap of 2x binds near
-/// 4x the memory: the last doubling then buys little (the course's 2.5x at
-/// 8x needs a cap near 2.5x, which a first doubling that buys only 1.15x,
-/// as one run did, no longer clears by half).
-pub const CAP_OVER_FIRST: f64 = 2.0;
+/// pages in memory: about 45%, 58%, 71%, 79%), so a cap below 2x binds
+/// near 4x the memory and the last doubling buys little (the course's 2.5x
+/// at 8x needs a cap near 2.5x, which a first doubling that buys only
+/// 1.15x, as one run did, no longer clears by half).
+///
+/// Why 1.8 and not 2: the probe's own cost of a page is measured at 1x,
+/// where half the pages come from the database, and a 512 KiB page read
+/// from it costs the server more than one copied from its memory. At 4x
+/// and 8x a page costs it less, so the cap lands above the aim. With 2x,
+/// a clean-clone CI run on 1 December gained +0.44, +0.21, +0.20
+/// requests/s per MiB: the last 45% of the first, against a bar of 50%.
+pub const CAP_OVER_FIRST: f64 = 1.8;
 /// The sized page work's bounds, in ms.
 const PAGE_WORK: std::ops::RangeInclusive<u32> = 1..=60;
 /// The last doubling's gain per MiB is at most this share of the first's.
@@ -489,15 +496,15 @@ mod tests {
     }
 
     #[test]
-    fn the_page_work_caps_the_server_at_twice_its_first_capacity() {
-        // November's machines: 48 pages/s at 1x, 2 ms of a page the
-        // server's own: 10.4 ms a page in all, 8 of them page work.
-        assert_eq!(page_work_ms(48.0, 4.0, 1.0), 8);
+    fn the_page_work_caps_the_server_near_twice_its_first_capacity() {
+        // 48 pages/s at 1x, 2 ms of a page the server's own: 11.6 ms a
+        // page in all caps it at 86 pages/s, 10 of them page work.
+        assert_eq!(page_work_ms(48.0, 4.0, 1.0), 10);
         // A slower database (32 pages/s at 1x) and a server whose own cost
         // doubled: more page work, the same ratio.
-        assert_eq!(page_work_ms(32.0, 6.0, 1.0), 12);
-        // Half a CPU halves the work that caps it.
-        assert_eq!(page_work_ms(48.0, 4.0, 0.5), 3);
+        assert_eq!(page_work_ms(32.0, 6.0, 1.0), 13);
+        // Half a CPU halves the time that caps it.
+        assert_eq!(page_work_ms(48.0, 4.0, 0.5), 4);
         // A server whose own cost is the whole budget still does some work.
         assert_eq!(page_work_ms(100.0, 20.0, 1.0), 1);
         // Nothing served, or nothing measured: the least.
