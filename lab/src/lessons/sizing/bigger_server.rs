@@ -58,9 +58,9 @@ const PRODUCT_QUERY_MS: u32 = 10;
 ///
 /// Until 1 December it was a fixed 8 ms: on the machines of November that
 /// capped the server near 2x its 1x capacity, but on a slower machine of
-/// 1 December each database read cost about twice as much beside the
-/// server's work, the cap came only at 8x, and the doublings' gains per MiB
-/// did not shrink (+0.15, +0.38, +0.14 in CI). What shapes the curve is the
+/// 1 December a database read cost more beside the server's work, the cap
+/// came only at 8x, and the doublings' gains per MiB did not shrink
+/// (+0.15, +0.38, +0.14 in CI). What shapes the curve is the
 /// ratio of the two costs, so the lesson measures both and sets it.
 ///
 /// The probe that measures them runs with this little page work, so that

@@ -53,9 +53,9 @@ const RATES: [f64; 3] = [12.0, 22.0, 30.0];
 /// Until 1 December it was a million rows in `FROM`: about 110 ms idle on
 /// an AMD EPYC, but PostgreSQL then writes the rows to a temporary file and
 /// reads them back, and on a slower machine of that evening (595 ms idle,
-/// in CI) the disk rather than the CPU set its time: the database sharing
-/// its machine with a web server past its CPU was only 1.3x slower than
-/// idle. Counting in the select list is CPU only, and the kernel's sharing
+/// in CI) probably the disk rather than the CPU set its time (not measured
+/// apart): the database sharing its machine with a web server past its CPU
+/// was only 1.3x slower than idle. Counting in the select list is CPU only, and the kernel's sharing
 /// of the CPU is what the lesson shows.
 fn db_query(rows: u64) -> String {
     format!("SELECT count(*) FROM (SELECT generate_series(1, {rows})) AS g")
@@ -70,11 +70,13 @@ fn db_query(rows: u64) -> String {
 /// each, 1 December). A million rows fit in the first slice of CPU time the
 /// machine's limit allows (50 ms of each 100 ms), so they time the CPU
 /// alone; the sized query outlasts a slice and, at half a CPU, takes about
-/// twice its CPU time idle (100 ms of CPU took 240 to 260 ms).
+/// two and a half times its CPU time idle (100 ms of CPU took 240 to 260
+/// ms).
 const SIZING_ROWS: u64 = 1_000_000;
 /// Timings of [`SIZING_ROWS`]; the fastest is kept (a busy moment only ever
 /// makes one slower).
 const SIZING_RUNS: usize = 5;
+/// The CPU time the sized query aims at (see [`SIZING_ROWS`]).
 pub const TARGET_CPU_MS: f64 = 100.0;
 /// The sized query's bounds, in rows.
 const ROWS: std::ops::RangeInclusive<u64> = 500_000..=40_000_000;
