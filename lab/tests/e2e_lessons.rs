@@ -72,6 +72,23 @@ fn every_lesson_holds() {
             }
         }
         if report["passed"] != true {
+            // What it measured, for a CI log to say why without a rerun
+            // (the lessons that size themselves on the machine show the
+            // sizes in their tables' titles and rows).
+            for t in report["tables"].as_array().into_iter().flatten() {
+                eprintln!("  {}", t["title"].as_str().unwrap_or_default());
+                for row in
+                    std::iter::once(&t["header"]).chain(t["rows"].as_array().into_iter().flatten())
+                {
+                    let cells: Vec<&str> = row
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| c.as_str().unwrap_or_default())
+                        .collect();
+                    eprintln!("    {}", cells.join(" | "));
+                }
+            }
             assert_eq!(out.status.code(), Some(1), "a failed lesson exits 1");
             let why = match report["error"].as_str() {
                 Some(e) => e.to_string(),

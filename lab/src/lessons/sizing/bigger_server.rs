@@ -355,7 +355,7 @@ async fn body(c: &mut Ctx<'_>) -> Result<()> {
         .build()
         .map_err(|e| step("make an HTTP client")(&e))?;
     let mut table = Table::new(
-        "Capacity of one server by memory (product pages, Zipf popularity)",
+        &format!("Capacity of one server by memory (product pages, Zipf popularity; {page_ms} ms of the server's work per page)"),
         &[
             "memory",
             "pages kept",

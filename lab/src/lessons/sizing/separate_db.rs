@@ -276,7 +276,7 @@ async fn measure(
         steps: Vec::new(),
     };
     let mut table = Table::new(
-        "The database's own query time (ms) under the same web load, both layouts at once",
+        &format!("The database's own query time (ms) under the same web load, both layouts at once (the query counts {} rows)", one.rows),
         &[
             "web requests/s",
             "one machine: answered/s",
