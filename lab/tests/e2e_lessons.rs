@@ -74,21 +74,8 @@ fn every_lesson_holds() {
         if report["passed"] != true {
             // What it measured, for a CI log to say why without a rerun
             // (the lessons that size themselves on the machine show the
-            // sizes in their tables' titles and rows).
-            for t in report["tables"].as_array().into_iter().flatten() {
-                eprintln!("  {}", t["title"].as_str().unwrap_or_default());
-                for row in
-                    std::iter::once(&t["header"]).chain(t["rows"].as_array().into_iter().flatten())
-                {
-                    let cells: Vec<&str> = row
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|c| c.as_str().unwrap_or_default())
-                        .collect();
-                    eprintln!("    {}", cells.join(" | "));
-                }
-            }
+            // sizes in their tables' titles).
+            eprint!("{}", tables_text(&report));
             assert_eq!(out.status.code(), Some(1), "a failed lesson exits 1");
             let why = match report["error"].as_str() {
                 Some(e) => e.to_string(),
@@ -107,4 +94,39 @@ fn every_lesson_holds() {
         "lessons that did not hold:\n{}",
         failed.join("\n")
     );
+}
+
+/// A report's tables as text, a row a line, for the log of a failed lesson.
+fn tables_text(report: &serde_json::Value) -> String {
+    let mut text = String::new();
+    for t in report["tables"].as_array().into_iter().flatten() {
+        text += &format!("  {}\n", t["title"].as_str().unwrap_or_default());
+        for row in std::iter::once(&t["header"]).chain(t["rows"].as_array().into_iter().flatten()) {
+            let cells: Vec<&str> = row
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| c.as_str().unwrap_or_default())
+                .collect();
+            text += &format!("    {}\n", cells.join(" | "));
+        }
+    }
+    text
+}
+
+#[test]
+fn a_failed_lessons_tables_read_as_text() {
+    let report = serde_json::json!({
+        "passed": false,
+        "tables": [{
+            "title": "Capacity (7 ms of page work)",
+            "header": ["memory", "requests/s"],
+            "rows": [["32 MiB", "63"], ["64 MiB", "85"]]
+        }]
+    });
+    assert_eq!(
+        tables_text(&report),
+        "  Capacity (7 ms of page work)\n    memory | requests/s\n    32 MiB | 63\n    64 MiB | 85\n"
+    );
+    assert_eq!(tables_text(&serde_json::json!({"passed": false})), "");
 }
